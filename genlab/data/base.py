@@ -1,0 +1,231 @@
+"""In-memory datamodules: every dataset is held as tensors and batched by indexing.
+
+A dataset subclass only says how to load its tensors (``load``) and what it provides
+(``info``); splitting, hold-out classes, binarisation, scaling and batching live here,
+so every dataset behaves the same on the training hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from genlab.errors import UserError
+
+Batch = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a dataset provides; models check their needs against it at start-up."""
+
+    name: str
+    shape: tuple[int, ...]  # one sample: (C, H, W) for images, (D,) for points
+    num_classes: int | None = None  # None: no labels
+    factor_names: tuple[str, ...] = ()  # true generating factors stored with every sample
+    bounded: bool = True  # values in [0, 1] (images) rather than unbounded reals (points)
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.num_classes is not None
+
+    @property
+    def has_factors(self) -> bool:
+        return len(self.factor_names) > 0
+
+    def describe(self) -> str:
+        kind = "images " + "x".join(map(str, self.shape)) if self.is_image else f"{self.dim}-D points"
+        extra = f", {self.num_classes} classes" if self.has_labels else ", no labels"
+        if self.has_factors:
+            extra += ", factors " + "/".join(self.factor_names)
+        return f"{self.name}: {kind}{extra}"
+
+
+@dataclass
+class Split:
+    """One split as tensors: x is uint8 (scaled per batch) or float; y and factors optional."""
+
+    x: Tensor  # (N, *shape)
+    y: Tensor | None = None  # (N,) int64
+    factors: Tensor | None = None  # (N, F) float
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def subset(self, idx: Tensor) -> Split:
+        return Split(
+            self.x[idx],
+            None if self.y is None else self.y[idx],
+            None if self.factors is None else self.factors[idx],
+        )
+
+    def as_batch(self) -> Batch:
+        out = {"x": self.x}
+        if self.y is not None:
+            out["y"] = self.y
+        if self.factors is not None:
+            out["factors"] = self.factors
+        return out
+
+
+@dataclass
+class Splits:
+    train: Split
+    test: Split
+    val: Split | None = None  # None: carved out of train by the datamodule
+    extra: dict[str, Split] = field(default_factory=dict)
+
+
+class TensorLoader:
+    """Yields dict batches by indexing whole tensors: no per-item __getitem__ or collate.
+
+    The permutation comes from the loader's own generator, so shuffling does not consume
+    the model's random stream and is reproducible from the data seed.
+    """
+
+    def __init__(
+        self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0
+    ) -> None:
+        self.tensors = split.as_batch()
+        self.n = len(split)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last and self.n > batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // self.batch_size
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        bs = self.batch_size
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=self.generator)
+            for i in range(len(self)):
+                idx = order[i * bs : (i + 1) * bs]
+                yield {k: v[idx] for k, v in self.tensors.items()}
+        else:  # contiguous slices are views: no copy at all
+            for i in range(len(self)):
+                yield {k: v[i * bs : (i + 1) * bs] for k, v in self.tensors.items()}
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Base datamodule. Subclasses implement ``info`` (cheap, no loading) and ``load``."""
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        binarize: bool = False,
+        holdout_class: int | None = None,
+        root: str = "data",
+        download: bool = False,
+        max_train: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.binarize = binarize
+        self.holdout_class = holdout_class
+        self.root = root
+        self.download = download
+        self.max_train = max_train
+        self.splits: dict[str, Split] = {}
+
+    # ---- what subclasses provide -------------------------------------------------
+    @property
+    def info(self) -> DataInfo:
+        raise NotImplementedError
+
+    def load(self) -> Splits:
+        raise NotImplementedError
+
+    # ---- checks ------------------------------------------------------------------
+    def check(self) -> None:
+        """Option checks that need the dataset's info; raised before any loading."""
+        if self.holdout_class is not None:
+            info = self.info
+            if not info.has_labels:
+                raise UserError(f"data.holdout_class needs labelled data; '{info.name}' has no labels.")
+            if not 0 <= self.holdout_class < (info.num_classes or 0):
+                raise UserError(
+                    f"data.holdout_class={self.holdout_class} is out of range: "
+                    f"'{info.name}' has classes 0..{(info.num_classes or 1) - 1}."
+                )
+        if self.binarize and not self.info.bounded:
+            raise UserError(f"data.binarize=true needs values in [0, 1]; '{self.info.name}' holds unbounded points.")
+
+    # ---- Lightning hooks ---------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # loaded once, reused by fit, test and evaluation
+            return
+        self.check()
+        s = self.load()
+        gen = torch.Generator().manual_seed(self.seed)
+        train, val = s.train, s.val
+        if val is None:
+            perm = torch.randperm(len(train), generator=gen)
+            n_val = int(round(self.val_fraction * len(train)))
+            val, train = train.subset(perm[:n_val]), train.subset(perm[n_val:])
+        if self.max_train is not None:
+            train = train.subset(torch.arange(min(self.max_train, len(train))))
+        if self.holdout_class is not None:  # class K never seen in training: a novelty to detect
+            assert train.y is not None and val.y is not None
+            train = train.subset(torch.nonzero(train.y != self.holdout_class).squeeze(1))
+            val = val.subset(torch.nonzero(val.y != self.holdout_class).squeeze(1))
+        splits = {"train": train, "val": val, "test": s.test, **s.extra}
+        if self.binarize:  # evaluation splits binarised once with a fixed seed; train per batch
+            for name in splits:
+                if name != "train":
+                    x = self.scale(splits[name].x)
+                    splits[name].x = torch.bernoulli(x, generator=gen)
+        self.splits = splits
+
+    def train_dataloader(self) -> TensorLoader:
+        return TensorLoader(self.splits["train"], self.batch_size, shuffle=True, drop_last=False, seed=self.seed)
+
+    def val_dataloader(self) -> TensorLoader:
+        return TensorLoader(self.splits["val"], self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> TensorLoader:
+        return TensorLoader(self.splits["test"], self.eval_batch_size, shuffle=False)
+
+    def loader(self, split: str, batch_size: int | None = None) -> TensorLoader:
+        return TensorLoader(self.splits[split], batch_size or self.eval_batch_size, shuffle=False)
+
+    @staticmethod
+    def scale(x: Tensor) -> Tensor:
+        """uint8 pixels -> float in [0, 1]; float data passes through."""
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        # Runs on the model's device: scaling and dynamic binarisation are per batch.
+        x = self.scale(batch["x"])
+        if self.binarize and self.trainer is not None and self.trainer.training:
+            x = torch.bernoulli(x)
+        batch["x"] = x
+        return batch
+
+    def tensors(self, split: str) -> Split:
+        """A whole split, scaled to float (for closed-form fits such as PCA and probes)."""
+        s = self.splits[split]
+        return Split(self.scale(s.x), s.y, s.factors)

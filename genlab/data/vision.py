@@ -1,0 +1,329 @@
+"""torchvision-backed image datasets, read once into in-memory uint8 tensors (N, C, H, W).
+
+Files are checked before torchvision is called, and anything torchvision raises while reading
+or downloading becomes a ``MissingDataError`` that names the dataset, the files it expected,
+the absolute folder it looked in and the override that fetches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torchvision.datasets as tvd
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
+from genlab.data.builtin import resize_images, split_by_fraction
+from genlab.errors import MissingDataError, UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DIGIT_NAMES = tuple(str(i) for i in range(10))
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
+
+
+def read_images(files: list[str], channels: int, size: tuple[int, int], square_crop: bool = False) -> Tensor:
+    """Decode image files with PIL into uint8 (N, C, H, W), resized (bilinear) to size = (H, W).
+
+    ``square_crop`` first cuts the central square of side min(H, W) (CelebA's faces).
+    """
+    mode, (h, w) = ("L" if channels == 1 else "RGB"), size
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                if square_crop:
+                    side = min(im.size)
+                    left, top = (im.width - side) // 2, (im.height - side) // 2
+                    im = im.crop((left, top, left + side, top + side))
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.BILINEAR)
+                arrays.append(np.asarray(im))
+        except (OSError, UnidentifiedImageError) as e:
+            raise UserError(f"Could not read the image {Path(f).resolve()}: {e}") from None
+    x = torch.from_numpy(np.stack(arrays))  # (N, H, W) greyscale or (N, H, W, 3) colour
+    return x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2).contiguous()
+
+
+class VisionDataModule(TensorDataModule):
+    """Base for torchvision datasets: subclasses say where the files live and how to read a split."""
+
+    name = ""
+    native_shape: tuple[int, int, int] = (1, 28, 28)
+    class_names: tuple[str, ...] = ()
+    hint = ""  # an extra sentence for the missing-files message
+
+    def __init__(
+        self, image_size: int | None = None,
+        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
+        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
+        max_train: int | None = None,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class, root, download,
+                         max_train)
+        self.image_size = image_size
+
+    @property
+    def info(self) -> DataInfo:
+        c, h, w = self.native_shape
+        if self.image_size is not None:
+            h = w = self.image_size
+        return DataInfo(self.name, (c, h, w), len(self.class_names) or None, class_names=self.class_names)
+
+    # ---- what subclasses provide ----------------------------------------------------
+    def folder(self) -> Path:
+        """The absolute folder torchvision reads the files from."""
+        return Path(self.root).expanduser().resolve()
+
+    def expected_files(self) -> list[str]:
+        raise NotImplementedError
+
+    def read(self, train: bool) -> Split:
+        """One split straight from the torchvision dataset's arrays (no per-item access)."""
+        raise NotImplementedError
+
+    # ---- shared loading -------------------------------------------------------------
+    def missing(self, problem: str) -> MissingDataError:
+        """The error for absent or unreadable files: what, where, and the override that fixes it."""
+        sub = self.folder().relative_to(Path(self.root).expanduser().resolve())
+        where = f" (data.root is the folder that holds {sub}/)" if str(sub) != "." else ""
+        if self.download:
+            fix = f"Without internet, copy the files there by hand or set data.root to where they are{where}."
+        else:
+            fix = f"Add data.download=true to fetch them, or set data.root to where they are{where}."
+        return MissingDataError(
+            f"Dataset '{self.name}': {problem}. It expects {', '.join(self.expected_files())} "
+            f"in {self.folder()}. {fix} {self.hint}".strip()
+        )
+
+    def failed(self, e: Exception) -> MissingDataError:
+        what = "downloading or reading" if self.download else "reading"
+        detail = " ".join(f"{type(e).__name__}: {e}".split()).rstrip(":")
+        return self.missing(f"torchvision failed {what} the files ({detail})")
+
+    def check_files(self) -> None:
+        if self.download:  # torchvision fetches what is missing; its errors are wrapped by guarded()
+            return
+        expected = self.expected_files()
+        absent = [f for f in expected if not (self.folder() / f).exists()]
+        if absent:
+            raise self.missing("no data files found" if absent == expected else f"{', '.join(absent)} not found")
+
+    def guarded(self, read: Callable[[], T]) -> T:
+        """Check the files, then read(); whatever torchvision raises becomes a MissingDataError."""
+        self.check_files()
+        try:
+            return read()
+        except UserError:
+            raise
+        except Exception as e:  # corrupt files, a failed download: never a torchvision traceback
+            raise self.failed(e) from None
+
+    def load(self) -> Splits:
+        train, test = self.guarded(lambda: (self.read(True), self.read(False)))
+        if self.image_size is not None:
+            train.x, test.x = resize_images(train.x, self.image_size), resize_images(test.x, self.image_size)
+        return Splits(train=train, test=test)
+
+
+class MNISTDataModule(VisionDataModule):
+    """MNIST handwritten digits, 28x28 greyscale, 10 classes."""
+
+    name, tv_class, class_names = "mnist", tvd.MNIST, DIGIT_NAMES
+    hint = "On a developer machine, data.root=../shared/data/mnist10k points at the copy kept beside the project."
+
+    def folder(self) -> Path:
+        return super().folder() / self.tv_class.__name__ / "raw"
+
+    def expected_files(self) -> list[str]:
+        return [os.path.splitext(os.path.basename(url))[0] for url, _ in self.tv_class.resources]
+
+    def read(self, train: bool) -> Split:
+        ds = self.tv_class(self.root, train=train, download=self.download)
+        return Split(ds.data.unsqueeze(1), ds.targets.long())  # (N, 28, 28) uint8 -> (N, 1, 28, 28)
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Zalando's Fashion-MNIST clothing images, 28x28 greyscale, 10 classes."""
+
+    name, tv_class, class_names, hint = "fashion_mnist", tvd.FashionMNIST, tuple(tvd.FashionMNIST.classes), ""
+
+
+class KMNISTDataModule(MNISTDataModule):
+    """Kuzushiji-MNIST cursive Japanese characters, 28x28 greyscale, 10 classes."""
+
+    name, tv_class, class_names, hint = "kmnist", tvd.KMNIST, tuple(tvd.KMNIST.classes), ""
+
+
+class CIFAR10DataModule(VisionDataModule):
+    """CIFAR-10 natural images, 32x32 colour, 10 classes."""
+
+    name, native_shape = "cifar10", (3, 32, 32)
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+    def folder(self) -> Path:
+        return super().folder() / tvd.CIFAR10.base_folder
+
+    def expected_files(self) -> list[str]:
+        return [f for f, _ in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list] + [tvd.CIFAR10.meta["filename"]]
+
+    def read(self, train: bool) -> Split:
+        ds = tvd.CIFAR10(self.root, train=train, download=self.download)
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC numpy -> (N, 3, 32, 32)
+        return Split(x, torch.tensor(ds.targets, dtype=torch.long))
+
+
+class SVHNDataModule(VisionDataModule):
+    """Street View House Numbers, 32x32 colour digits, 10 classes (the 'extra' set is not used)."""
+
+    name, native_shape, class_names = "svhn", (3, 32, 32), DIGIT_NAMES
+
+    def expected_files(self) -> list[str]:
+        return [tvd.SVHN.split_list[s][1] for s in ("train", "test")]
+
+    def read(self, train: bool) -> Split:
+        ds = tvd.SVHN(self.root, split="train" if train else "test", download=self.download)
+        return Split(torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long())  # data already NCHW
+
+
+class CelebADataModule(VisionDataModule):
+    """CelebA faces: central square crops resized to image_size (64 when None), official splits.
+
+    Labels are one binary ``attribute`` (e.g. "Smiling") or none. Decoding 200k JPEGs takes
+    minutes, so the tensors of all three splits are cached once as a .pt file under root.
+    """
+
+    name, native_shape = "celeba", (3, 64, 64)
+
+    def __init__(
+        self, attribute: str | None = None, image_size: int | None = 64,
+        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
+        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
+        max_train: int | None = None,
+    ) -> None:
+        super().__init__(image_size or 64, batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class,
+                         root, download, max_train)
+        if attribute is not None and attribute not in CELEBA_ATTRIBUTES:
+            raise UserError(f"data.attribute={attribute!r} is not a CelebA attribute: one of {CELEBA_ATTRIBUTES}.")
+        self.attribute = attribute
+        self.class_names = (f"not {attribute}", attribute) if attribute else ()
+
+    def folder(self) -> Path:
+        return super().folder() / tvd.CelebA.base_folder
+
+    def expected_files(self) -> list[str]:  # the extracted images; the zip itself may be gone
+        return ["img_align_celeba", *(f for _, _, f in tvd.CelebA.file_list if not f.endswith(".zip"))]
+
+    def cache_file(self) -> Path:
+        return self.folder() / f"genlab_{self.image_size}px.pt"
+
+    def load(self) -> Splits:
+        cache = self.cache_file()
+        if cache.exists():
+            data = torch.load(cache, weights_only=True)
+        else:
+            data = self.guarded(lambda: {s: self.read_split(s) for s in ("train", "valid", "test")})
+            try:  # the root may be read-only: then the next run decodes again
+                torch.save(data, cache)
+            except OSError as e:
+                log.warning("Could not cache CelebA tensors at %s: %s", cache, e)
+        col = CELEBA_ATTRIBUTES.index(self.attribute) if self.attribute else None
+        s = {k: Split(v["x"], None if col is None else v["attr"][:, col].long()) for k, v in data.items()}
+        return Splits(train=s["train"], val=s["valid"], test=s["test"])
+
+    def read_split(self, split: str) -> dict[str, Tensor]:
+        """Decode one official split: x uint8 (N, 3, S, S) and the 40 attributes (N, 40) in {0, 1}."""
+        ds = tvd.CelebA(self.root, split=split, target_type="attr", download=self.download)
+        files = [str(self.folder() / "img_align_celeba" / f) for f in ds.filename]
+        size = (self.image_size, self.image_size)
+        return {"x": read_images(files, 3, size, square_crop=True), "attr": ds.attr.to(torch.uint8)}
+
+
+class ImageFolderDataModule(TensorDataModule):
+    """The user's own images under ``path``, resized to image_size and converted to ``channels``.
+
+    Class subfolders give the labels (as in torchvision's ImageFolder); without them the images
+    are unlabelled. ``path/train`` and ``path/test`` give a fixed split, otherwise 20% of the
+    images, chosen by seed, are the test set.
+    """
+
+    def __init__(
+        self, path: str, channels: int = 3, image_size: int | None = None,
+        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
+        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
+        max_train: int | None = None,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class, root, download,
+                         max_train)
+        self.path = Path(path).expanduser().resolve()
+        self.channels = channels
+        self.image_size = image_size
+        self._info: DataInfo | None = None
+
+    def folders(self) -> tuple[Path, Path | None]:
+        """(train folder, test folder or None when the split is drawn by seed)."""
+        if not self.path.is_dir():
+            raise MissingDataError(
+                f"Dataset 'image_folder': there is no folder {self.path}. Set data.path to a folder of images "
+                f"(one subfolder per class for labels; train/ and test/ subfolders for a fixed split)."
+            )
+        train, test = self.path / "train", self.path / "test"
+        return (train, test) if train.is_dir() and test.is_dir() else (self.path, None)
+
+    def scan(self, folder: Path, classes: tuple[str, ...]) -> tuple[list[str], Tensor | None]:
+        """Image files under folder, with their class indices when there are class subfolders."""
+        if classes:
+            index = {c: i for i, c in enumerate(classes)}
+            samples = tvd.ImageFolder.make_dataset(str(folder), index, extensions=tvd.folder.IMG_EXTENSIONS,
+                                                   allow_empty=True)
+            return [p for p, _ in samples], torch.tensor([c for _, c in samples], dtype=torch.long)
+        files = sorted(str(p) for p in folder.iterdir()
+                       if p.is_file() and tvd.folder.has_file_allowed_extension(p.name, tvd.folder.IMG_EXTENSIONS))
+        return files, None
+
+    @property
+    def info(self) -> DataInfo:
+        if self._info is None:  # lists folders (and reads one image header when image_size is None)
+            train, _ = self.folders()
+            classes = tuple(sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith(".")))
+            h = w = self.image_size
+            if h is None:
+                files, _ = self.scan(train, classes)
+                if not files:
+                    raise self.no_images(train)
+                with Image.open(files[0]) as im:
+                    w, h = im.size
+            self._info = DataInfo("image_folder", (self.channels, h, w), len(classes) or None, class_names=classes)
+        return self._info
+
+    def no_images(self, folder: Path) -> MissingDataError:
+        exts = " ".join(tvd.folder.IMG_EXTENSIONS)
+        return MissingDataError(f"Dataset 'image_folder': no images ({exts}) found in {folder}.")
+
+    def read(self, folder: Path) -> Split:
+        c, h, w = self.info.shape
+        files, y = self.scan(folder, self.info.class_names)
+        if not files:
+            raise self.no_images(folder)
+        return Split(read_images(files, c, (h, w)), y)
+
+    def load(self) -> Splits:
+        train, test = self.folders()
+        if test is None:
+            return split_by_fraction(self.read(train), 0.2, self.seed)
+        return Splits(train=self.read(train), test=self.read(test))

@@ -1,0 +1,119 @@
+"""The contract every genlab model follows.
+
+A model is a LightningModule that
+- says what it can do through capability protocols (``CanEncode``, ``CanDecode``,
+  ``CanReconstruct``, ``CanSample``, ``conditional``) — callbacks and metrics ask for these,
+  never for a model's name;
+- says what it needs from the data (``check_data``), so a mismatch is one sentence at start-up;
+- returns its loss as named terms (``loss_terms``), each logged separately per stage,
+  with the total under ``"loss"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from genlab.data.base import Batch, DataInfo
+from genlab.errors import IncompatibleError
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+@runtime_checkable
+class CanEncode(Protocol):
+    def encode(self, x: Tensor) -> Tensor:
+        """x (B, *shape) -> code h (B, latent_dim); deterministic (the mean for stochastic encoders)."""
+        ...
+
+
+@runtime_checkable
+class CanDecode(Protocol):
+    def decode(self, h: Tensor) -> Tensor:
+        """code h (B, latent_dim) -> x̂ (B, *shape) in data space."""
+        ...
+
+
+@runtime_checkable
+class CanReconstruct(Protocol):
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x (B, *shape) -> x̂ (B, *shape) in data space."""
+        ...
+
+
+@runtime_checkable
+class CanSample(Protocol):
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """n new samples (n, *shape); y (n,) the requested classes for conditional models."""
+        ...
+
+
+class GenerativeModel(pl.LightningModule):
+    """Base class: logging of named loss terms, optimiser set-up, data checks."""
+
+    #: what the model needs from the data; checked by ``check_data``
+    needs_image: bool = False
+    needs_labels: bool = False
+    #: True when the model takes the class label as input (cvae, cgan, ...)
+    conditional: bool = False
+
+    def __init__(
+        self,
+        data_info: DataInfo,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.check_data(data_info)
+        self.data_info = data_info
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    # ---- the contract -------------------------------------------------------------
+    @classmethod
+    def check_data(cls, info: DataInfo) -> None:
+        """Raise IncompatibleError with the reason when this model cannot use ``info``."""
+        name = cls.__name__
+        if cls.needs_image and not info.is_image:
+            raise IncompatibleError(
+                f"{name} needs image data (C, H, W); '{info.name}' provides {info.dim}-D points. "
+                "Pick an image dataset (e.g. data=digits) or an MLP model (e.g. model=ae)."
+            )
+        if (cls.needs_labels or cls.conditional) and not info.has_labels:
+            raise IncompatibleError(f"{name} is conditional on class labels; '{info.name}' has none.")
+
+    def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        """Named loss terms for a batch; ``"loss"`` is the total that is optimised."""
+        raise NotImplementedError
+
+    # ---- Lightning plumbing shared by all models -------------------------------------
+    def _step(self, batch: Batch, stage: str) -> Tensor:
+        terms = self.loss_terms(batch, stage)
+        bs = batch["x"].shape[0]
+        train = stage == "train"  # per-step curves for training, epoch means everywhere
+        others = {f"{stage}/{k}": v.detach() for k, v in terms.items() if k != "loss"}
+        if others:
+            self.log_dict(others, on_step=train, on_epoch=True, batch_size=bs)
+        self.log(f"{stage}/loss", terms["loss"].detach(), on_step=train, on_epoch=True, prog_bar=True, batch_size=bs)
+        return terms["loss"]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError(f"{type(self).__name__} needs model.optimizer")
+        opt = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt)}}

@@ -1,0 +1,65 @@
+"""PCA as the linear autoencoder, fitted in closed form from the SVD (no gradient descent):
+h = V_hᵀ(x − μ), x̂ = V_h h + μ, with V_h the top principal directions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from genlab.data.base import Batch, DataInfo
+from genlab.errors import UserError
+from genlab.eval.metrics import fit_pca
+from genlab.models.base import GenerativeModel
+
+
+class PCA(GenerativeModel):
+    """Closed-form linear autoencoder; ``fit`` runs once when training starts."""
+
+    def __init__(self, data_info: DataInfo, latent_dim: int = 32, whiten: bool = False) -> None:
+        super().__init__(data_info)
+        self.save_hyperparameters(logger=False)
+        d = data_info.dim
+        if latent_dim > d:
+            raise UserError(f"model.latent_dim={latent_dim} exceeds the data dimension {d} of '{data_info.name}'")
+        self.latent_dim, self.whiten = latent_dim, whiten
+        self.automatic_optimization = False  # nothing to optimise
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("components", torch.zeros(d, latent_dim))  # V_h (D, k)
+        self.register_buffer("scale", torch.ones(latent_dim))  # √eigenvalue when whitening
+
+    def fit(self, x: Tensor) -> None:
+        """x (N, *shape) -> fills mean, components (and scale)."""
+        result = fit_pca(x.flatten(1), self.latent_dim)
+        self.mean.copy_(result.mean)
+        self.components.copy_(result.components)
+        if self.whiten:
+            self.scale.copy_(result.explained_variance.clamp_min(1e-12).sqrt())
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # the datamodule is set up before the model
+            self.fit(self.trainer.datamodule.tensors("train").x.to(self.mean.device))
+
+    def encode(self, x: Tensor) -> Tensor:
+        return (x.flatten(1) - self.mean) @ self.components / self.scale  # (B, k)
+
+    def decode(self, h: Tensor) -> Tensor:
+        return ((h * self.scale) @ self.components.T + self.mean).view(-1, *self.data_info.shape)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        x = batch["x"]
+        err = (self.reconstruct(x) - x).pow(2).flatten(1).sum(1).mean()
+        return {"loss": 0.5 * err}
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "train")  # logged only: the fit is already done
+
+    def on_train_epoch_end(self) -> None:
+        self.trainer.should_stop = True  # one pass is enough
+
+    def configure_optimizers(self) -> Any:
+        return None

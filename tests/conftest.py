@@ -1,0 +1,53 @@
+"""Shared fixtures: compose the real config with tiny, fast overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from genlab.config import project_root, setup_hydra
+
+CONF = Path(project_root()) / "conf"
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+
+# tiny built-in data for every smoke run: small images / few points, 2 batches per stage
+TINY = {
+    "digits": ["data.max_train=96", "data.batch_size=32"],
+    "shapes": ["data.n_samples=300", "data.image_size=32", "data.batch_size=32"],
+    "toy2d": ["data.n_samples=300", "data.batch_size=32"],
+}
+FAST = ["trainer=debug", "trainer.enable_progress_bar=false", "logger=csv"]
+
+setup_hydra()
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose('train', overrides) with the run directory set to a temporary folder."""
+
+    def _make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.log_dir = str(tmp_path / "logs")
+        return cfg
+
+    return _make
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run genlab-train in a subprocess, as a user would."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "genlab.train", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
+    )
