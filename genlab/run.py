@@ -17,13 +17,16 @@ log = logging.getLogger("genlab")
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
-    """``instantiate`` that lets a UserError raised inside a constructor through unwrapped.
+    """Instantiate a config node, then call it with ``kwargs`` (live objects such as DataInfo).
 
-    Hydra wraps constructor errors in InstantiationException; a user mistake (an incompatible
-    model/data pair, a bad option) must reach the user as its own one-line message.
+    The node is instantiated as a partial first, so Hydra never turns the objects passed in
+    into configs. A UserError raised inside a constructor reaches the user as its own
+    one-line message instead of being wrapped in Hydra's InstantiationException.
     """
     try:
-        return instantiate(node, **kwargs)
+        if not kwargs:
+            return instantiate(node)
+        factory = instantiate(node, _partial_=True)
     except InstantiationException as e:
         cause = e.__cause__
         while cause is not None and not isinstance(cause, UserError):
@@ -31,6 +34,7 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if cause is not None:
             raise cause from None
         raise
+    return factory(**kwargs)
 
 
 def build_group(node: DictConfig | None) -> list[Any]:
@@ -72,7 +76,8 @@ def print_summary(result: dict[str, Any], out_dir: Path, loggers: list[Logger]) 
     console.print(table)
     if "test/sq_err_per_image" in metrics and "test/pca_sq_err_per_image" in metrics:
         m, p = metrics["test/sq_err_per_image"], metrics["test/pca_sq_err_per_image"]
-        print(f"test squared error per image: {m:.2f} | PCA with the same code size: {p:.2f} | {100 * (m - p) / p:+.1f}% vs PCA")
+        print(f"test squared error per image: {m:.2f} | PCA with the same code size: {p:.2f} "
+              f"| {100 * (m - p) / p:+.1f}% vs PCA")
     # plain prints: paths must stay on one line whatever the terminal width
     print(f"run directory : {out_dir}")
     print(f"metrics       : {out_dir / 'metrics.json'}")

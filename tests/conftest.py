@@ -51,3 +51,16 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
         [sys.executable, "-m", "genlab.train", *args],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
     )
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny folder of PNGs in two class subfolders, for data=image_folder."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    for c in ("a", "b"):
+        (root / c).mkdir()
+        for i in range(6):
+            Image.new("RGB", (12, 12), (40 * i, 200 if c == "a" else 0, 90)).save(root / c / f"{i}.png")
+    return root

@@ -25,7 +25,16 @@ from genlab.data.builtin import (
     Toy2dDataModule,
     render_sprites,
 )
-from genlab.data.vision import CelebADataModule, CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
+from genlab.data.vision import (
+    CELEBA_ATTRIBUTES,
+    CelebADataModule,
+    CIFAR10DataModule,
+    FashionMNISTDataModule,
+    ImageFolderDataModule,
+    KMNISTDataModule,
+    MNISTDataModule,
+    read_images,
+)
 from genlab.errors import MissingDataError, UserError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -172,17 +181,19 @@ def write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) ->
     (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">2i", 2049, len(labels)) + labels.tobytes())
 
 
-def test_mnist_reads_idx_files_through_torchvision(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cls,folder", [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST"),
+                                        (KMNISTDataModule, "KMNIST")])
+def test_mnist_like_read_idx_files_through_torchvision(tmp_path: Path, cls: type, folder: str) -> None:
     rng = np.random.default_rng(0)
     images = {p: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for p, n in (("train", 12), ("t10k", 5))}
     labels = {p: rng.integers(0, 10, len(images[p]), dtype=np.uint8) for p in images}
     for p in images:
-        write_idx(tmp_path / "MNIST" / "raw", p, images[p], labels[p])
-    dm = ready(MNISTDataModule(root=str(tmp_path), val_fraction=0.25))
+        write_idx(tmp_path / folder / "raw", p, images[p], labels[p])
+    dm = ready(cls(root=str(tmp_path), val_fraction=0.25))
     assert len(dm.splits["train"]) == 9 and len(dm.splits["val"]) == 3
     test = dm.splits["test"]
     assert torch.equal(test.x[:, 0], torch.from_numpy(images["t10k"])) and test.y.tolist() == labels["t10k"].tolist()
-    small = ready(MNISTDataModule(root=str(tmp_path), image_size=14))
+    small = ready(cls(root=str(tmp_path), image_size=14))
     assert small.info.shape == (1, 14, 14) and small.splits["test"].x.shape == (5, 1, 14, 14)
 
 
@@ -206,6 +217,27 @@ def test_corrupt_files_are_a_missing_data_error(tmp_path: Path) -> None:
         (raw / name).write_bytes(b"junk")
     with pytest.raises(MissingDataError, match="torchvision failed"):
         ready(MNISTDataModule(root=str(tmp_path)))
+
+
+def test_celeba_reads_its_cache_and_labels_by_attribute(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    data = {s: {"x": torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=gen),
+                "attr": torch.randint(0, 2, (n, 40), dtype=torch.uint8, generator=gen)}
+            for s, n in (("train", 6), ("valid", 2), ("test", 3))}
+    dm = CelebADataModule(root=str(tmp_path), image_size=8, attribute="Smiling")
+    dm.cache_file().parent.mkdir()
+    torch.save(data, dm.cache_file())
+    ready(dm)
+    assert dm.info.shape == (3, 8, 8) and dm.info.class_names == ("not Smiling", "Smiling")
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [6, 2, 3]  # the official val split
+    assert dm.splits["test"].y.tolist() == data["test"]["attr"][:, CELEBA_ATTRIBUTES.index("Smiling")].tolist()
+    assert ready(CelebADataModule(root=str(tmp_path), image_size=8)).splits["train"].y is None
+    with pytest.raises(UserError, match="data.attribute"):
+        CelebADataModule(attribute="Smiley")
+    tall = np.zeros((20, 10, 3), dtype=np.uint8)
+    tall[5:15] = 255  # the central square of a portrait image
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    assert (read_images([str(tmp_path / "tall.png")], 3, (4, 4), square_crop=True) == 255).all()
 
 
 def write_pngs(folder: Path, n: int, size: tuple[int, int], seed: int) -> None:

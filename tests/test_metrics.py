@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import numpy as np
@@ -181,7 +180,7 @@ class PointIdentity(IdentityModel):
 
 
 def _trainer(tmp_path, **kw) -> pl.Trainer:
-    callbacks = [cb.Evaluator(str(tmp_path), max_probe_train=100), cb.ImageLogger(str(tmp_path), n_images=8)]
+    callbacks = [cb.Evaluator(max_probe_train=100), cb.ImageLogger(str(tmp_path), n_images=8)]
     return pl.Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -216,9 +215,6 @@ def test_evaluator_pca_model_matches_baseline(tmp_path) -> None:
     assert m["test/mse_per_pixel"] == pytest.approx(m["test/sq_err_per_image"] / 64, rel=1e-5)
     assert m["test/novelty_auroc"] > 0.9  # class 2 lies outside the subspace fitted without it
     assert m["test/linear_probe_acc"] > 0.9 and m["test/knn_acc"] > 0.9
-    assert json.loads((tmp_path / "eval_metrics.json").read_text())["test/sq_err_vs_pca"] == pytest.approx(
-        1.0, abs=1e-4
-    )
     assert {"val/reconstructions", "test/reconstructions", "test/codes"} <= _image_tags(tmp_path)
     assert {p.name for p in (tmp_path / "images").iterdir()} == {"reconstructions.png", "codes.png"}
 

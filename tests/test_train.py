@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATASETS, FAST, MODELS, TINY, run_cli
+from conftest import DATASETS, FAST, MODELS, TINY
 from hydra.utils import instantiate
 
 from genlab.errors import IncompatibleError
@@ -23,10 +23,13 @@ def _pairs() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("model,data", _pairs())
-def test_every_model_composes_with_every_dataset(make_cfg, model: str, data: str) -> None:
+def test_every_model_composes_with_every_dataset(make_cfg, image_folder, model: str, data: str) -> None:
     """Composition and model construction (no data loading) for every pair; the pairs that
     cannot work must say why instead of failing later."""
-    cfg = make_cfg(f"model={model}", f"data={data}")
+    extra = [f"data.path={image_folder}", "data.image_size=16"] if data == "image_folder" else []
+    if data == "toy2d":  # 2-D points: a 1-D code, the lectures' manifold
+        extra.append("model.latent_dim=1")
+    cfg = make_cfg(f"model={model}", f"data={data}", *extra)
     dm = instantiate(cfg.data)
     if model in IMAGE_ONLY and not dm.info.is_image:
         with pytest.raises(IncompatibleError, match="image data"):

@@ -55,8 +55,9 @@ class DigitsDataModule(TensorDataModule):
         binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
         max_train: int | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class, root, download,
-                         max_train)
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
+                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
+                         max_train=max_train)
         self.image_size = image_size
 
     @property
@@ -136,8 +137,9 @@ class ShapesDataModule(TensorDataModule):
         binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
         max_train: int | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class, root, download,
-                         max_train)
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
+                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
+                         max_train=max_train)
         self.shapes = tuple(shapes)
         unknown = [s for s in self.shapes if s not in SHAPES]
         if unknown or not self.shapes or len(set(self.shapes)) != len(self.shapes):
@@ -203,8 +205,9 @@ class Toy2dDataModule(TensorDataModule):
         binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
         max_train: int | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class, root, download,
-                         max_train)
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
+                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
+                         max_train=max_train)
         if kind not in TOY_KINDS:
             raise UserError(f"data.kind={kind!r} is not one of {', '.join(TOY_KINDS)}.")
         self.kind = kind

@@ -74,8 +74,9 @@ class VisionDataModule(TensorDataModule):
         binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
         max_train: int | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class, root, download,
-                         max_train)
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
+                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
+                         max_train=max_train)
         self.image_size = image_size
 
     @property
@@ -102,10 +103,8 @@ class VisionDataModule(TensorDataModule):
         """The error for absent or unreadable files: what, where, and the override that fixes it."""
         sub = self.folder().relative_to(Path(self.root).expanduser().resolve())
         where = f" (data.root is the folder that holds {sub}/)" if str(sub) != "." else ""
-        if self.download:
-            fix = f"Without internet, copy the files there by hand or set data.root to where they are{where}."
-        else:
-            fix = f"Add data.download=true to fetch them, or set data.root to where they are{where}."
+        fix = "Without internet, copy them there by hand" if self.download else "Add data.download=true to fetch them"
+        fix += f", or set data.root to where they are{where}."
         return MissingDataError(
             f"Dataset '{self.name}': {problem}. It expects {', '.join(self.expected_files())} "
             f"in {self.folder()}. {fix} {self.hint}".strip()
@@ -216,8 +215,9 @@ class CelebADataModule(VisionDataModule):
         binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
         max_train: int | None = None,
     ) -> None:
-        super().__init__(image_size or 64, batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class,
-                         root, download, max_train)
+        super().__init__(image_size or 64, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         val_fraction=val_fraction, seed=seed, binarize=binarize, holdout_class=holdout_class,
+                         root=root, download=download, max_train=max_train)
         if attribute is not None and attribute not in CELEBA_ATTRIBUTES:
             raise UserError(f"data.attribute={attribute!r} is not a CelebA attribute: one of {CELEBA_ATTRIBUTES}.")
         self.attribute = attribute
@@ -268,8 +268,9 @@ class ImageFolderDataModule(TensorDataModule):
         binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
         max_train: int | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, val_fraction, seed, binarize, holdout_class, root, download,
-                         max_train)
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
+                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
+                         max_train=max_train)
         self.path = Path(path).expanduser().resolve()
         self.channels = channels
         self.image_size = image_size

@@ -6,7 +6,6 @@ for its name, and read the data from the ``TensorDataModule`` held by the traine
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -71,12 +70,11 @@ def _pick(split: Split, n: int, seed: int = 0) -> Split:
 class Evaluator(pl.Callback):
     """Test metrics for any model, from what it can do and what the data provides.
 
-    Logged at test epoch end (so they reach ``trainer.callback_metrics`` and every logger)
-    and written to ``<output_dir>/eval_metrics.json``.
+    Logged at test epoch end, so they reach ``trainer.callback_metrics``, every logger and
+    (through train.py) the run's metrics.json.
     """
 
-    def __init__(self, output_dir: str, max_probe_train: int = 10000, knn_k: int = 5) -> None:
-        self.output_dir = Path(output_dir)
+    def __init__(self, max_probe_train: int = 10000, knn_k: int = 5) -> None:
         self.max_probe_train = max_probe_train
         self.knn_k = knn_k
 
@@ -88,8 +86,6 @@ class Evaluator(pl.Callback):
             results = self.evaluate(pl_module, dm)
         for name, value in results.items():
             pl_module.log(name, value, rank_zero_only=True)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "eval_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
 
     def evaluate(self, model: pl.LightningModule, dm: TensorDataModule) -> dict[str, float]:
         """All metrics the model and data allow, by name; undefined values (NaN) are left out."""
