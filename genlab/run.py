@@ -16,6 +16,20 @@ from genlab.errors import UserError
 log = logging.getLogger("genlab")
 
 
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless" not in record.getMessage()
+
+
+def quiet_framework_noise() -> None:
+    """Keep the run's output about the run: drop Lightning's product tips and a
+    deprecation warning raised inside Lightning itself on every fit."""
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """Instantiate a config node, then call it with ``kwargs`` (live objects such as DataInfo).
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from genlab.config import project_root, setup_hydra, validate
 from genlab.errors import IncompatibleError, UserError
-from genlab.run import build, build_group, log_config, print_summary
+from genlab.run import build, build_group, log_config, print_summary, quiet_framework_noise
 
 log = logging.getLogger("genlab")
 setup_hydra()
@@ -32,6 +32,7 @@ setup_hydra()
 def train(cfg: DictConfig) -> dict[str, Any]:
     """The recipe. Returns the metrics written to ``metrics.json``."""
     validate(cfg)  # types were checked while composing; ranges and choices here
+    quiet_framework_noise()
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 

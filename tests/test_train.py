@@ -55,3 +55,18 @@ def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> No
         assert 0 <= metrics["test/knn_acc"] <= 1
         assert (out / "images" / "reconstructions.png").is_file()
     assert list((out / "checkpoints").glob("*.ckpt"))
+
+
+def test_best_checkpoint_reloads_and_reproduces_the_test_metrics(make_cfg) -> None:
+    from genlab.eval.callbacks import Evaluator
+    from genlab.models.autoencoder import Autoencoder
+
+    cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST, "trainer.limit_test_batches=1.0")
+    metrics = train(cfg)
+    best = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["best_checkpoint"]
+    # the checkpoint holds the network builders as hyperparameters, so it rebuilds by itself
+    model = Autoencoder.load_from_checkpoint(best, weights_only=False)
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    again = Evaluator().evaluate(model.eval(), dm)
+    assert again["test/sq_err_per_image"] == pytest.approx(metrics["test/sq_err_per_image"], rel=1e-5)

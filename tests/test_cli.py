@@ -1,0 +1,75 @@
+"""genlab-train as a user runs it: the default job, Hydra's conveniences, multirun, and
+bad input (a short message, a non-zero exit, no traceback, no existing run touched)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def test_default_job_trains_tests_and_says_where_everything_is(tmp_path: Path) -> None:
+    # the default job (ae on digits), shortened to two batches per stage
+    res = run_cli(f"paths.log_dir={tmp_path}", "trainer=debug", *QUIET)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    tail = res.stdout.strip().splitlines()[-8:]
+    assert any(line.startswith("run directory") and str(run) in line for line in tail)
+    assert any(f"tensorboard --logdir {run / 'tensorboard'}" in line for line in tail)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["model"] == "ae" and metrics["data"] == "digits"
+    assert "test/sq_err_per_image" in metrics["metrics"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "images" / "reconstructions.png").is_file() and (run / "images" / "codes.png").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_help_lists_groups_and_cfg_prints_the_composed_config() -> None:
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for word in ("model:", "data:", "trainer:", "conv_ae", "stacked_ae", "toy2d", "mnist"):
+        assert word in res.stdout, word
+    res = run_cli("--cfg", "job", "model=cae")
+    assert res.returncode == 0
+    assert "genlab.models.autoencoder.ContractiveAutoencoder" in res.stdout
+
+
+def test_multirun_gives_each_job_its_own_directory_and_metrics(tmp_path: Path) -> None:
+    res = run_cli("-m", f"paths.log_dir={tmp_path}", "model=ae,pca", "seed=0,1", "trainer=debug", "logger=csv", *QUIET)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    seen = {(m["model"], m["seed"]) for m in (json.loads((j / "metrics.json").read_text()) for j in jobs)}
+    assert seen == {("ae", 0), ("ae", 1), ("pca", 0), ("pca", 1)}
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["model=nope"], ["Could not find 'model/nope'", "conv_ae", "stacked_ae"]),
+        (["data=nope"], ["Could not find 'data/nope'", "toy2d", "mnist"]),
+        (["model.latent_dim=abc"], ["model.latent_dim", "could not be converted to Integer"]),
+        (["trainer.max_epochs=-3"], ["trainer.max_epochs=-3 is out of range"]),
+        (["data=toy2d", "data.kind=spiral"], ["data.kind='spiral' is not one of"]),
+        (["data=mnist", "data.root={tmp}/nowhere"], ["train-images-idx3-ubyte", "data.download=true"]),
+        (["model=conv_ae", "data=toy2d"], ["model=conv_ae cannot run on data=toy2d", "image data"]),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_touches_no_run(tmp_path: Path, args: list[str], expected: list[str]) -> None:
+    existing = tmp_path / "train" / "runs" / "2026-01-01_00-00-00-000000"
+    existing.mkdir(parents=True)
+    (existing / "metrics.json").write_text("{}")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    res = run_cli(f"paths.log_dir={tmp_path}", "trainer=debug", *args)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "Traceback" not in out
+    for text in expected:
+        assert text in out, (text, out[-1500:])
+    assert [p.name for p in (tmp_path / "train" / "runs").iterdir()] == [existing.name]
+    assert (existing / "metrics.json").read_text() == "{}"
