@@ -13,8 +13,9 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
-from genlab.eval import callbacks as cb
 from genlab.eval import metrics as M
+from genlab.eval.evaluator import Evaluator
+from genlab.eval.images import Figure, ImageLogger
 from genlab.models.base import GenerativeModel
 
 
@@ -180,7 +181,7 @@ class PointIdentity(IdentityModel):
 
 
 def _trainer(tmp_path, **kw) -> pl.Trainer:
-    callbacks = [cb.Evaluator(max_probe_train=100), cb.ImageLogger(str(tmp_path), n_images=8)]
+    callbacks = [Evaluator(max_probe_train=100), ImageLogger(str(tmp_path), n_images=8)]
     return pl.Trainer(
         accelerator="cpu",
         max_epochs=1,
@@ -247,6 +248,6 @@ def test_points_and_failing_png_do_not_crash(tmp_path, monkeypatch) -> None:
     def broken(*args, **kwargs) -> None:
         raise RuntimeError("no matplotlib today")
 
-    monkeypatch.setattr(cb.Figure, "savefig", broken)
+    monkeypatch.setattr(Figure, "savefig", broken)
     with pytest.warns(UserWarning, match="ImageLogger: could not write"):
         _trainer(tmp_path / "again").test(PointIdentity(dm.info), datamodule=dm)

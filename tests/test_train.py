@@ -58,7 +58,7 @@ def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> No
 
 
 def test_best_checkpoint_reloads_and_reproduces_the_test_metrics(make_cfg) -> None:
-    from genlab.eval.callbacks import Evaluator
+    from genlab.eval.evaluator import Evaluator
     from genlab.models.autoencoder import Autoencoder
 
     cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST, "trainer.limit_test_batches=1.0")

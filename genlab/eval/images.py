@@ -1,8 +1,5 @@
-"""The one evaluation path (``Evaluator``) and the one picture path (``ImageLogger``) for all models.
-
-Both ask the model for capabilities (``CanReconstruct``, ``CanEncode``, ``CanSample``), never
-for its name, and read the data from the ``TensorDataModule`` held by the trainer.
-"""
+"""The one picture path for all models: grids and scatters to TensorBoard and to
+``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode)."""
 
 from __future__ import annotations
 
@@ -22,120 +19,15 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from genlab.data.base import DataInfo, Split, TensorDataModule
+from genlab.data.base import DataInfo, TensorDataModule
 from genlab.eval import metrics as M
+from genlab.eval.common import datamodule, eval_mode, map_batches, pick
 from genlab.models.base import CanEncode, CanReconstruct, CanSample
 
 GRID_COLUMNS = 8
 MIN_PIXELS = 28  # small images (8x8 digits) are upscaled to at least this size per image
 
 
-# ---- shared helpers ---------------------------------------------------------------------
-def _datamodule(trainer: pl.Trainer) -> TensorDataModule | None:
-    """The trainer's datamodule when it is a loaded TensorDataModule, on global rank 0 only."""
-    dm = trainer.datamodule
-    if trainer.global_rank != 0 or not isinstance(dm, TensorDataModule) or not dm.splits:
-        return None
-    return dm
-
-
-@contextmanager
-def _eval_mode(module: pl.LightningModule) -> Iterator[None]:
-    """Eval mode and no gradients for the block; the previous mode comes back afterwards."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
-
-
-def _map(fn: Callable[[Tensor], Tensor], x: Tensor, device: torch.device, batch_size: int) -> Tensor:
-    """fn over x (N, *shape) in batches on device, inputs scaled to float; outputs (N, ...) on CPU."""
-    outs = [
-        fn(TensorDataModule.scale(x[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, x.shape[0], batch_size)
-    ]
-    return torch.cat(outs)
-
-
-def _pick(split: Split, n: int, seed: int = 0) -> Split:
-    """A fixed random subset of n samples: splits may be stored sorted by class."""
-    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
-    return split.subset(idx.sort().values)
-
-
-# ---- evaluation ---------------------------------------------------------------------------
-class Evaluator(pl.Callback):
-    """Test metrics for any model, from what it can do and what the data provides.
-
-    Logged at test epoch end, so they reach ``trainer.callback_metrics``, every logger and
-    (through train.py) the run's metrics.json.
-    """
-
-    def __init__(self, max_probe_train: int = 10000, knn_k: int = 5) -> None:
-        self.max_probe_train = max_probe_train
-        self.knn_k = knn_k
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = _datamodule(trainer)
-        if dm is None:
-            return
-        with _eval_mode(pl_module):
-            results = self.evaluate(pl_module, dm)
-        for name, value in results.items():
-            pl_module.log(name, value, rank_zero_only=True)
-
-    def evaluate(self, model: pl.LightningModule, dm: TensorDataModule) -> dict[str, float]:
-        """All metrics the model and data allow, by name; undefined values (NaN) are left out."""
-        info, test = dm.info, dm.splits["test"]
-        out: dict[str, float] = {}
-        if isinstance(model, CanReconstruct):
-            err = _map(
-                lambda x: M.squared_error_per_image(x, model.reconstruct(x)), test.x, model.device, dm.eval_batch_size
-            )  # (N_test,)
-            out["test/sq_err_per_image"] = err.mean().item()
-            out["test/mse_per_pixel"] = err.mean().item() / info.dim
-            out.update(self._pca_baseline(model, dm, err.mean().item()))
-            if dm.holdout_class is not None and test.y is not None:
-                out["test/novelty_auroc"] = M.auroc(err, test.y == dm.holdout_class)
-        if isinstance(model, CanEncode) and info.has_labels:
-            out.update(self._probes(model, dm))
-        return {k: v for k, v in out.items() if math.isfinite(v)}
-
-    @staticmethod
-    def _pca_baseline(model: pl.LightningModule, dm: TensorDataModule, sq_err: float) -> dict[str, float]:
-        """PCA with the model's code size, fitted on train, scored on the same test images."""
-        k = getattr(model, "latent_dim", None)
-        if not isinstance(k, int) or k <= 0:
-            return {}
-        fit = M.fit_pca(dm.tensors("train").x, min(k, dm.info.dim))
-        x = dm.tensors("test").x
-        pca_err = M.squared_error_per_image(x, M.pca_reconstruct(fit, x)).mean().item()
-        ratio = sq_err / pca_err if pca_err > 0 else math.nan  # k = D: PCA is exact, no ratio
-        return {"test/pca_sq_err_per_image": pca_err, "test/sq_err_vs_pca": ratio}
-
-    def _probes(self, model: pl.LightningModule, dm: TensorDataModule) -> dict[str, float]:
-        """Linear-probe and k-NN accuracy of the codes of up to max_probe_train train images."""
-        train, test = _pick(dm.splits["train"], self.max_probe_train), dm.splits["test"]
-        if train.y is None or test.y is None or train.y.unique().numel() < 2:
-            return {}
-        if dm.holdout_class is not None:  # no probe can name a class it never saw: score the others
-            test = test.subset(torch.nonzero(test.y != dm.holdout_class).squeeze(1))
-        enc = lambda x: model.encode(x).flatten(1)  # (B, latent_dim)
-        h_train = _map(enc, train.x, model.device, dm.eval_batch_size)
-        h_test = _map(enc, test.x, model.device, dm.eval_batch_size)
-        if not (torch.isfinite(h_train).all() and torch.isfinite(h_test).all()):
-            warnings.warn("Evaluator: the codes hold NaN or inf; probes skipped.", stacklevel=2)
-            return {}
-        return {
-            "test/linear_probe_acc": M.linear_probe_accuracy(h_train, train.y, h_test, test.y),
-            "test/knn_acc": M.knn_accuracy(h_train, train.y, h_test, test.y, k=self.knn_k),
-        }
-
-
-# ---- pictures -------------------------------------------------------------------------------
 def _grid(x: Tensor, info: DataInfo, ncol: int) -> Tensor:
     """Images (n, C, H, W) -> one grid picture (3, H', W') in [0, 1], small images upscaled."""
     x = x.detach().float().cpu()
@@ -209,21 +101,22 @@ class ImageLogger(pl.Callback):
         self.seed = seed  # fixes the shown images and the sampling noise across epochs
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm, tb = _datamodule(trainer), _tensorboards(trainer)
+        dm, tb = datamodule(trainer), _tensorboards(trainer)
         if trainer.sanity_checking or dm is None or not tb:
             return
-        with _eval_mode(pl_module):
+        with eval_mode(pl_module):
             self._pictures(trainer, pl_module, dm, "val", png=False)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = _datamodule(trainer)
+        dm = datamodule(trainer)
         if dm is None:
             return
-        with _eval_mode(pl_module):
+        with eval_mode(pl_module):
             self._pictures(trainer, pl_module, dm, "test", png=True)
             if isinstance(pl_module, CanEncode):
-                test = _pick(dm.splits["test"], self.n_points, self.seed)
-                codes = _map(lambda x: pl_module.encode(x).flatten(1), test.x, pl_module.device, dm.eval_batch_size)
+                test = pick(dm.splits["test"], self.n_points, self.seed)
+                enc = lambda x: pl_module.encode(x).flatten(1)  # (B, latent_dim)
+                codes = map_batches(enc, test.x, pl_module.device, dm.eval_batch_size)
                 self._emit(trainer, "test/codes", "codes.png", lambda: _codes_figure(codes, test.y))
         for lg in _tensorboards(trainer):
             lg.experiment.flush()
@@ -234,7 +127,7 @@ class ImageLogger(pl.Callback):
         """Reconstructions of fixed images of the split and samples from fixed noise."""
         info = dm.info
         if isinstance(model, CanReconstruct):
-            shown = _pick(dm.splits[stage], self.n_images if info.is_image else self.n_points, self.seed)
+            shown = pick(dm.splits[stage], self.n_images if info.is_image else self.n_points, self.seed)
             x = TensorDataModule.scale(shown.x.to(model.device))
             x_hat = model.reconstruct(x)
             if info.is_image:  # originals in the top rows, their reconstructions below
@@ -255,7 +148,7 @@ class ImageLogger(pl.Callback):
             if info.is_image:
                 make = lambda: _grid(samples, info, GRID_COLUMNS)
             else:
-                data = TensorDataModule.scale(_pick(dm.splits[stage], self.n_points, self.seed).x)
+                data = TensorDataModule.scale(pick(dm.splits[stage], self.n_points, self.seed).x)
                 make = lambda: _points_figure(data, samples, "samples", y)
             self._emit(trainer, f"{stage}/samples", "samples.png" if png else None, make)
 
