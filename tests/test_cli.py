@@ -73,3 +73,14 @@ def test_bad_input_is_a_clear_error_and_touches_no_run(tmp_path: Path, args: lis
         assert text in out, (text, out[-1500:])
     assert [p.name for p in (tmp_path / "train" / "runs").iterdir()] == [existing.name]
     assert (existing / "metrics.json").read_text() == "{}"
+
+
+def test_optuna_search_runs_trials_with_their_own_directories(tmp_path: Path) -> None:
+    res = run_cli(
+        f"paths.log_dir={tmp_path}", "hparams_search=ae_optuna", "hydra.sweeper.n_trials=2",
+        "trainer=debug", "logger=csv", "callbacks=model_checkpoint", *QUIET,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert (sweep / "optimization_results.yaml").is_file()
+    assert len([p for p in sweep.iterdir() if (p / "metrics.json").is_file()]) == 2
