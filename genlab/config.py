@@ -144,6 +144,18 @@ class StackedAEConfig(AutoencoderConfig):
 
 
 @dataclass
+class VAEConfig(ModelConfig):
+    latent_dim: int = opt(20, gt=0)
+    net: Any = MISSING
+    likelihood: str = opt("auto", choices=("auto", "bernoulli", "gaussian"))
+    gaussian_sigma: float = opt(1.0, gt=0)  # σ of a gaussian p(x|h); the initial value when learned
+    learn_sigma: bool = False  # one learned scalar log σ shared by all dimensions
+    beta: float = opt(1.0, ge=0)
+    kl_warmup_epochs: int = opt(0, ge=0)
+    free_bits: float = opt(0.0, ge=0)  # λ nats per code dimension
+
+
+@dataclass
 class PCAConfig:
     _target_: str = MISSING
     latent_dim: int = opt(32, gt=0)
@@ -184,6 +196,7 @@ class PathsConfig:
     data_dir: str = MISSING
     log_dir: str = MISSING
     output_dir: str = MISSING
+    cache_dir: str = MISSING
 
 
 @dataclass
@@ -220,7 +233,7 @@ def register() -> None:
         cs.store(group="schema/net", name=name, node=node)
     for name, node in {
         "base": ModelConfig, "autoencoder": AutoencoderConfig, "dae": DenoisingAEConfig, "sparse_ae": SparseAEConfig,
-        "cae": ContractiveAEConfig, "stacked_ae": StackedAEConfig, "pca": PCAConfig,
+        "cae": ContractiveAEConfig, "stacked_ae": StackedAEConfig, "pca": PCAConfig, "vae": VAEConfig,
     }.items():
         cs.store(group="schema/model", name=name, node=node)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)

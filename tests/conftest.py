@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +27,8 @@ TINY = {
 }
 FAST = ["trainer=debug", "trainer.enable_progress_bar=false", "logger=csv"]
 
+CACHE = Path(tempfile.mkdtemp(prefix="genlab-test-cache-"))
+
 setup_hydra()
 
 
@@ -39,6 +42,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.cache_dir = str(CACHE)  # one classifier cache for the session, never the repo's
         return cfg
 
     return _make
@@ -48,7 +52,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     """Run genlab-train in a subprocess, as a user would."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "genlab.train", *args],
+        [sys.executable, "-m", "genlab.train", f"paths.cache_dir={CACHE}", *args],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
     )
 

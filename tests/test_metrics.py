@@ -162,10 +162,10 @@ class IdentityModel(GenerativeModel):
         super().__init__(info)
         self.latent_dim = 2
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:  # conditional: takes y
         return x.flatten(1)[:, :2]
 
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return x.clone()
 
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:

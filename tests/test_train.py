@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DATASETS, FAST, MODELS, TINY
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from genlab.errors import IncompatibleError
 from genlab.run import build
 from genlab.train import train
 
-IMAGE_ONLY = {"conv_ae"}
+IMAGE_ONLY = {"conv_ae", "conv_vae"}
 
 
 def _pairs() -> list[tuple[str, str]]:
@@ -33,6 +33,10 @@ def test_every_model_composes_with_every_dataset(make_cfg, image_folder, model: 
     dm = instantiate(cfg.data)
     if model in IMAGE_ONLY and not dm.info.is_image:
         with pytest.raises(IncompatibleError, match="image data"):
+            build(cfg.model, data_info=dm.info)
+        return
+    if getattr(get_class(cfg.model._target_), "conditional", False) and not dm.info.has_labels:
+        with pytest.raises(IncompatibleError, match="labels"):
             build(cfg.model, data_info=dm.info)
         return
     net = build(cfg.model, data_info=dm.info)

@@ -33,12 +33,18 @@ def eval_mode(module: pl.LightningModule) -> Iterator[None]:
         module.train(was_training)
 
 
-def map_batches(fn: Callable[[Tensor], Tensor], x: Tensor, device: torch.device, batch_size: int) -> Tensor:
-    """fn over x (N, *shape) in batches on device, inputs scaled to float; outputs (N, ...) on CPU."""
-    outs = [
-        fn(TensorDataModule.scale(x[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, x.shape[0], batch_size)
-    ]
+def map_batches(
+    fn: Callable[..., Tensor], x: Tensor, device: torch.device, batch_size: int, y: Tensor | None = None
+) -> Tensor:
+    """fn over x (N, *shape) in batches on device, inputs scaled to float; outputs (N, ...) on CPU.
+
+    With labels y (N,), each batch's labels are passed too, as ``fn(x_batch, y=y_batch)``.
+    """
+    outs = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = TensorDataModule.scale(x[i : i + batch_size].to(device))
+        out = fn(xb) if y is None else fn(xb, y=y[i : i + batch_size].to(device))
+        outs.append(out.float().cpu())
     return torch.cat(outs)
 
 

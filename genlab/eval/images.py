@@ -1,5 +1,6 @@
 """The one picture path for all models: grids and scatters to TensorBoard and to
-``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode)."""
+``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode, decode);
+the latent-space pictures are built in ``latent_pictures``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from torchvision.utils import make_grid, save_image
 
 from genlab.data.base import DataInfo, TensorDataModule
 from genlab.eval import metrics as M
-from genlab.eval.common import datamodule, eval_mode, map_batches, pick
+from genlab.eval.common import datamodule, eval_mode, pick
+from genlab.eval.latent_pictures import LatentPictures, class_rows, encode_all, seeded
 from genlab.models.base import CanEncode, CanReconstruct, CanSample
 
 GRID_COLUMNS = 8
@@ -92,13 +94,23 @@ class ImageLogger(pl.Callback):
 
     Validation epochs go to TensorBoard only (a sequence showing training progress); the test
     pictures go to both. Images are grids; 2-D point data are scatters against the data.
+    With ``latent`` set, the test end adds the latent-space pictures of image data (manifold,
+    traversals, interpolations, arithmetic) and the test codes in TensorBoard's projector.
     """
 
-    def __init__(self, output_dir: str, n_images: int = 16, n_points: int = 2000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        n_images: int = 16,
+        n_points: int = 2000,
+        seed: int = 0,
+        latent: LatentPictures | None = None,
+    ) -> None:
         self.image_dir = Path(output_dir) / "images"
         self.n_images = n_images
         self.n_points = n_points  # points and codes drawn in a scatter
         self.seed = seed  # fixes the shown images and the sampling noise across epochs
+        self.latent = latent
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm, tb = datamodule(trainer), _tensorboards(trainer)
@@ -114,10 +126,7 @@ class ImageLogger(pl.Callback):
         with eval_mode(pl_module):
             self._pictures(trainer, pl_module, dm, "test", png=True)
             if isinstance(pl_module, CanEncode):
-                test = pick(dm.splits["test"], self.n_points, self.seed)
-                enc = lambda x: pl_module.encode(x).flatten(1)  # (B, latent_dim)
-                codes = map_batches(enc, test.x, pl_module.device, dm.eval_batch_size)
-                self._emit(trainer, "test/codes", "codes.png", lambda: _codes_figure(codes, test.y))
+                self._code_pictures(trainer, pl_module, dm)
         for lg in _tensorboards(trainer):
             lg.experiment.flush()
 
@@ -139,12 +148,17 @@ class ImageLogger(pl.Callback):
         if isinstance(model, CanSample):
             y = None
             n = self.n_images if info.is_image else self.n_points
-            if getattr(model, "conditional", False) and info.num_classes:  # one grid row per class
-                per_class = GRID_COLUMNS if info.is_image else max(1, n // info.num_classes)
-                y = torch.arange(info.num_classes, device=model.device).repeat_interleave(per_class)
-                n = len(y)
-            with _seeded(model.device, self.seed):
-                samples = model.sample(n, y=y)
+            conditional = getattr(model, "conditional", False) and info.num_classes
+            if conditional and info.is_image:  # one grid row per class, column j from the same noise
+                samples = class_rows(model, info.num_classes, GRID_COLUMNS, self.seed)
+            else:
+                if conditional:  # the scatter colours the points of each class
+                    y = torch.arange(info.num_classes, device=model.device).repeat_interleave(
+                        max(1, n // info.num_classes)
+                    )
+                    n = len(y)
+                with seeded(model.device, self.seed):
+                    samples = model.sample(n, y=y)
             if info.is_image:
                 make = lambda: _grid(samples, info, GRID_COLUMNS)
             else:
@@ -152,12 +166,35 @@ class ImageLogger(pl.Callback):
                 make = lambda: _points_figure(data, samples, "samples", y)
             self._emit(trainer, f"{stage}/samples", "samples.png" if png else None, make)
 
+    def _code_pictures(self, trainer: pl.Trainer, model: pl.LightningModule, dm: TensorDataModule) -> None:
+        """The scatter of test codes and, with ``latent``, the latent-space pictures and the projector."""
+        info, test = dm.info, pick(dm.splits["test"], self.n_points, self.seed)
+        labels = test.y if getattr(model, "conditional", False) else None  # conditional encoders take y
+        codes = None
+        with _by_product("test/codes"):
+            codes = encode_all(model, test.x, labels, dm.eval_batch_size)  # (N, latent_dim)
+        if codes is None:
+            return
+        self._emit(trainer, "test/codes", "codes.png", lambda: _codes_figure(codes, test.y))
+        if self.latent is None:
+            return
+        if info.is_image:
+            for pic in self.latent.pictures(model, test, codes, dm.eval_batch_size):
+                make = lambda p=pic: _grid(p.make(), info, p.columns)
+                self._emit(trainer, f"test/{pic.name}", f"{pic.name}.png", make)
+        tensorboards = _tensorboards(trainer)
+        if tensorboards:  # the projector: codes with labels as metadata and thumbnails as sprites
+            with _by_product("test_codes embedding"):
+                emb = self.latent.embedding(codes, test, info.is_image, info.bounded, self.seed)
+                for lg in tensorboards:
+                    lg.experiment.add_embedding(**emb, tag="test_codes", global_step=trainer.global_step)
+
     def _emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Tensor | Figure]) -> None:
         """Render a picture (grid tensor or figure) to TensorBoard and, when named, to a PNG.
 
         Pictures are a by-product: a rendering or writing failure warns and the run goes on.
         """
-        try:
+        with _by_product(tag):
             pic = make()
             for lg in _tensorboards(trainer):
                 if isinstance(pic, Figure):
@@ -170,8 +207,6 @@ class ImageLogger(pl.Callback):
                     pic.savefig(self.image_dir / filename)
                 else:
                     save_image(pic, self.image_dir / filename)
-        except Exception as e:  # any plotting or IO error: the run matters more than a picture
-            warnings.warn(f"ImageLogger: could not write '{tag}': {type(e).__name__}: {e}", stacklevel=2)
 
 
 def _tensorboards(trainer: pl.Trainer) -> list[TensorBoardLogger]:
@@ -179,9 +214,9 @@ def _tensorboards(trainer: pl.Trainer) -> list[TensorBoardLogger]:
 
 
 @contextmanager
-def _seeded(device: torch.device, seed: int) -> Iterator[None]:
-    """Fixed random numbers for the block without disturbing the training random stream."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+def _by_product(tag: str) -> Iterator[None]:
+    """Any error in the block (plotting, IO, a model call) warns: the run matters more than a picture."""
+    try:
         yield
+    except Exception as e:
+        warnings.warn(f"ImageLogger: could not write '{tag}': {type(e).__name__}: {e}", stacklevel=3)

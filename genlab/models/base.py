@@ -2,8 +2,8 @@
 
 A model is a LightningModule that
 - says what it can do through capability protocols (``CanEncode``, ``CanDecode``,
-  ``CanReconstruct``, ``CanSample``, ``conditional``) — callbacks and metrics ask for these,
-  never for a model's name;
+  ``CanReconstruct``, ``CanSample``, ``CanScoreLikelihood``, ``conditional``) — callbacks and
+  metrics ask for these, never for a model's name;
 - says what it needs from the data (``check_data``), so a mismatch is one sentence at start-up;
 - returns its loss as named terms (``loss_terms``), each logged separately per stage,
   with the total under ``"loss"``.
@@ -49,6 +49,28 @@ class CanReconstruct(Protocol):
 class CanSample(Protocol):
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
         """n new samples (n, *shape); y (n,) the requested classes for conditional models."""
+        ...
+
+
+@runtime_checkable
+class CanScoreLikelihood(Protocol):
+    """Latent-variable models that bound −log p(x) in nats per sample (VAE family).
+
+    ``y`` (B,) class labels are used by conditional models and ignored by the others.
+    """
+
+    def neg_elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B,) −ELBO = −E_q[log p(x|h)] + KL(q(h|x) ‖ p(h)) in nats: the KL term analytic, the
+        reconstruction term from one reparameterised posterior sample (an unbiased estimate)."""
+        ...
+
+    def iwae_nll(self, x: Tensor, k: int, chunk: int, y: Tensor | None = None) -> Tensor:
+        """(B,) −log (1/k Σ_i p(x, h_i) / q(h_i|x)), h_i ~ q(h|x): the importance-weighted bound
+        on −log p(x) (tighter as k grows); evaluated ``chunk`` samples at a time."""
+        ...
+
+    def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, latent_dim) KL(q(h_d|x) ‖ p(h_d)) per code dimension, in nats."""
         ...
 
 

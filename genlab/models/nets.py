@@ -60,6 +60,37 @@ class TiedConvTranspose2d(nn.Module):
         return F.conv_transpose2d(h, c.weight, self.bias, c.stride, c.padding, self.output_padding)
 
 
+class Conditioned(nn.Module):
+    """A network that also takes a condition c (B, cond_dim), e.g. a one-hot class.
+
+    c is concatenated to the flattened input (MLP encoders, all decoders) or, with
+    ``planes=True``, appended as cond_dim constant input planes (B, cond_dim, H, W) for
+    convolutional encoders. ``net`` is the plain Sequential, which stays addressable by block.
+    """
+
+    def __init__(self, net: nn.Sequential, planes: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.planes = planes
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        c = c.to(x.dtype)
+        if self.planes:
+            return self.net(torch.cat([x, c[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1))
+        return self.net(torch.cat([x.flatten(1), c], dim=1))
+
+
+def _conditioned(
+    enc: nn.Sequential, dec: nn.Sequential, cond_dim: int, tied: bool, planes: bool
+) -> tuple[nn.Module, nn.Module]:
+    """(enc, dec) as they are for cond_dim = 0, both wrapped in ``Conditioned`` otherwise."""
+    if cond_dim == 0:
+        return enc, dec
+    if tied:
+        raise ValueError("tied_weights cannot be combined with a condition (cond_dim > 0): the shapes differ")
+    return Conditioned(enc, planes=planes), Conditioned(dec)
+
+
 def _block(layer: nn.Module, act: str | None, norm: nn.Module | None = None) -> nn.Sequential:
     parts = [layer] + ([norm] if norm is not None else []) + ([activation(act)] if act else [])
     return nn.Sequential(*parts)
@@ -73,10 +104,15 @@ def mlp_pair(
     activation: str = "relu",
     tied_weights: bool = False,
     batch_norm: bool = False,
-) -> tuple[nn.Sequential, nn.Sequential]:
-    """MLP encoder D-h1-...-hk-enc_out and a mirrored decoder latent-hk-...-h1-D."""
+    cond_dim: int = 0,
+) -> tuple[nn.Module, nn.Module]:
+    """MLP encoder D-h1-...-hk-enc_out and a mirrored decoder latent-hk-...-h1-D.
+
+    cond_dim > 0: both take a condition c (B, cond_dim) as a second argument, concatenated
+    to the flattened input (the first layers take D + cond_dim and latent_dim + cond_dim).
+    """
     d = math.prod(in_shape)
-    sizes = [d, *hidden]
+    sizes = [d + cond_dim, *hidden]
     enc_blocks: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         enc_blocks.append(_block(nn.Linear(a, b), activation, nn.BatchNorm1d(b) if batch_norm else None))
@@ -86,7 +122,7 @@ def mlp_pair(
     if tied_weights and enc_out != latent_dim:
         raise ValueError("tied_weights needs an encoder output of the code size (not a mean and variance)")
     linears = [blk[0] for blk in enc_blocks]
-    dec_sizes = [latent_dim, *reversed(hidden), d]
+    dec_sizes = [latent_dim + cond_dim, *reversed(hidden), d]
     dec_blocks: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dec_sizes[:-1], dec_sizes[1:])):
         layer = TiedLinear(linears[-1 - i]) if tied_weights else nn.Linear(a, b)
@@ -94,7 +130,7 @@ def mlp_pair(
         norm = nn.BatchNorm1d(b) if batch_norm and not last else None
         dec_blocks.append(_block(layer, None if last else activation, norm))
     decoder = nn.Sequential(*dec_blocks, nn.Unflatten(1, tuple(in_shape)))
-    return encoder, decoder
+    return _conditioned(encoder, decoder, cond_dim, tied_weights, planes=False)
 
 
 def _conv_out(size: int, k: int, pad: int) -> int:
@@ -111,11 +147,14 @@ def conv_pair(
     tied_weights: bool = False,
     batch_norm: bool = False,
     hidden: list[int] = (),  # type: ignore[assignment]
-) -> tuple[nn.Sequential, nn.Sequential]:
+    cond_dim: int = 0,
+) -> tuple[nn.Module, nn.Module]:
     """Stride-2 convolutions then linear layers; the decoder mirrors them with transposed convs.
 
     Every stride-2 layer halves the image (28 -> 14 -> 7); the decoder's output padding is
-    chosen per layer so it returns exactly the input size, whatever it was.
+    chosen per layer so it returns exactly the input size, whatever it was. cond_dim > 0:
+    both take a condition c (B, cond_dim) as a second argument, given to the encoder as
+    cond_dim constant input planes and to the decoder's first Linear (latent_dim + cond_dim).
     """
     if len(in_shape) != 3:
         raise IncompatibleError(
@@ -129,7 +168,8 @@ def conv_pair(
     if min(sizes[-1]) < 1:
         raise IncompatibleError(f"{len(channels)} stride-2 layers are too many for {h}x{w} images")
     chans = [c, *channels]
-    convs = [nn.Conv2d(a, b, kernel_size, 2, pad) for a, b in zip(chans[:-1], chans[1:])]
+    convs = [nn.Conv2d(a + (cond_dim if i == 0 else 0), b, kernel_size, 2, pad)
+             for i, (a, b) in enumerate(zip(chans[:-1], chans[1:]))]
     norm = (lambda n: nn.BatchNorm2d(n)) if batch_norm else (lambda n: None)
     flat = chans[-1] * sizes[-1][0] * sizes[-1][1]
     fc = [flat, *hidden]
@@ -142,7 +182,7 @@ def conv_pair(
     if tied_weights and enc_out != latent_dim:
         raise ValueError("tied_weights needs an encoder output of the code size (not a mean and variance)")
     enc_linears = [blk[0] for blk in enc_fc] + [encoder[-1][0]]
-    dec_fc_sizes = [latent_dim, *reversed(fc)]
+    dec_fc_sizes = [latent_dim + cond_dim, *reversed(fc)]
     dec: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dec_fc_sizes[:-1], dec_fc_sizes[1:])):
         dec.append(_block(TiedLinear(enc_linears[-1 - i]) if tied_weights else nn.Linear(a, b), activation))
@@ -158,4 +198,4 @@ def conv_pair(
         last = i == 0
         dec.append(_block(layer, None if last else activation, None if last else norm(chans[i])))
     decoder = nn.Sequential(*dec)
-    return encoder, decoder
+    return _conditioned(encoder, decoder, cond_dim, tied_weights, planes=True)

@@ -1,0 +1,136 @@
+"""The dataset classifier: learning, the checksum-keyed cache, and test/sample_class_acc."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
+from genlab.data.builtin import Toy2dDataModule
+from genlab.errors import UserError
+from genlab.eval import classifier as C
+from genlab.eval import evaluator as E
+from genlab.eval.evaluator import Evaluator
+from genlab.models.base import GenerativeModel
+
+
+class LeftRight(TensorDataModule):
+    """8x8 grey images: class 0 is bright in the left half, class 1 in the right; data from the seed."""
+
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo("leftright", (1, 8, 8), num_classes=2)
+
+    def load(self) -> Splits:
+        g = torch.Generator().manual_seed(self.seed)
+        halves = torch.zeros(2, 1, 8, 8)
+        halves[0, ..., :4], halves[1, ..., 4:] = 1.0, 1.0
+
+        def make(n: int) -> Split:
+            y = torch.randint(0, 2, (n,), generator=g)
+            brightness = 0.4 + 0.3 * torch.rand(n, 1, 1, 1, generator=g)
+            x = 0.3 * torch.rand(n, 1, 8, 8, generator=g) + halves[y] * brightness
+            return Split((x * 255).round().to(torch.uint8), y)
+
+        return Splits(train=make(400), test=make(200))
+
+
+def _dm(seed: int = 0) -> LeftRight:
+    dm = LeftRight(seed=seed, eval_batch_size=128)
+    dm.setup()
+    return dm
+
+
+def _state(net: C.DatasetClassifier) -> list[Tensor]:
+    return list(net.state_dict().values())
+
+
+def test_learns_left_right_and_features(tmp_path) -> None:
+    dm = _dm()
+    net = C.get_classifier(dm, tmp_path, epochs=4, min_steps=0)
+    test = dm.splits["test"]
+    assert C.accuracy(net, test.x, test.y) >= 0.99
+    binary = torch.bernoulli(dm.scale(test.x), generator=torch.Generator().manual_seed(1))
+    assert C.accuracy(net, binary, test.y) >= 0.95  # trained with random binarisation
+    x = dm.scale(test.x[:10])
+    feats = net.features(x)
+    assert feats.shape == (10, 128) and (feats >= 0).all()  # ReLU activations
+    assert torch.equal(net.features(x), feats)  # deterministic: no dropout, no batch norm
+    assert torch.allclose(net(x), net.head(feats)) and net(x).shape == (10, 2)
+
+
+def test_cache_reused_and_invalidated(tmp_path, monkeypatch) -> None:
+    calls = []
+    train = C.train_classifier
+
+    def counting(*args, **kwargs) -> C.DatasetClassifier:
+        calls.append(1)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(C, "train_classifier", counting)
+    dm = _dm()
+    first = C.get_classifier(dm, tmp_path, epochs=1, min_steps=0)
+    (path,) = (tmp_path / "classifiers").iterdir()
+    assert len(calls) == 1 and path.name.startswith("leftright-") and path.suffix == ".pt"
+    mtime = path.stat().st_mtime_ns
+
+    again = C.get_classifier(dm, tmp_path, epochs=1, min_steps=0)  # same data and config: loaded
+    assert len(calls) == 1 and path.stat().st_mtime_ns == mtime
+    assert all(torch.equal(a, b) for a, b in zip(_state(first), _state(again)))
+
+    C.get_classifier(_dm(seed=1), tmp_path, epochs=1, min_steps=0)  # other data: another checksum, retrained
+    C.get_classifier(dm, tmp_path, epochs=2, min_steps=0)  # other config: retrained
+    assert len(calls) == 3 and len(list((tmp_path / "classifiers").iterdir())) == 3
+
+    fresh = C.get_classifier(dm, tmp_path / "elsewhere", epochs=1, min_steps=0)  # training is deterministic
+    assert len(calls) == 4 and all(torch.equal(a, b) for a, b in zip(_state(first), _state(fresh)))
+
+
+def test_points_have_no_classifier(tmp_path) -> None:
+    dm = Toy2dDataModule(kind="ring8", n_samples=100)
+    dm.setup()
+    with pytest.raises(UserError, match="needs labelled images"):
+        C.get_classifier(dm, tmp_path)
+
+
+class Replay(GenerativeModel):
+    """A conditional 'sampler' that returns test images of class (y + shift) mod 2."""
+
+    conditional = True
+
+    def __init__(self, info: DataInfo, pool: Split, shift: int) -> None:
+        super().__init__(info)
+        self.pool, self.shift = pool, shift
+
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        assert y is not None and len(y) == n
+        out = []
+        for c in ((y.cpu() + self.shift) % 2).tolist():
+            idx = torch.nonzero(self.pool.y == c).squeeze(1)
+            out.append(self.pool.x[idx[torch.randint(len(idx), ())]])
+        return TensorDataModule.scale(torch.stack(out))
+
+    def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        return {"loss": torch.zeros(())}
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_evaluator_sample_class_acc(tmp_path, monkeypatch, shift: int) -> None:
+    dm = _dm()
+    # four passes (28 updates) learn this task; the default 500-update floor is for real datasets
+    monkeypatch.setattr(E, "get_classifier", partial(C.get_classifier, min_steps=0))
+    evaluator = Evaluator(max_probe_train=100, classifier_cache=str(tmp_path), classifier_epochs=4,
+                          samples_per_class=30)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[evaluator], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.test(Replay(dm.info, dm.splits["test"], shift), datamodule=dm)
+    m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert m["test/classifier_acc"] >= 0.99
+    if shift == 0:  # samples of the requested class
+        assert m["test/sample_class_acc"] >= 0.95
+    else:  # every sample of the other class
+        assert m["test/sample_class_acc"] <= 0.05
