@@ -1,6 +1,6 @@
 """Speed and quality of genlab against a hand-written PyTorch loop of the same network.
 
-    python scripts/benchmark.py vae --epochs 10                       # mnist10k when present
+    python scripts/benchmark.py vae --epochs 10 --repeats 3           # mnist10k when present
     python scripts/benchmark.py vae --data synthetic --epochs 2
     python scripts/benchmark.py vae --precision 32-true bf16-mixed --device cuda
 
@@ -164,12 +164,18 @@ def bench_vae(args: argparse.Namespace) -> None:
     rows = []
     hand_fp32_rate = math.nan
     for prec in args.precision:
-        hm, ht = hand_train(train, args.epochs, prec, args.device, args.seed)
-        gm, gt = genlab_train(train, args.epochs, prec, args.device, args.seed)
-        hr, gr = n / ht, n / gt
+        # alternate the two paths and keep the best of each: other processes on a shared
+        # machine slow down single runs, never speed them up
+        best_h, best_g = math.inf, math.inf
+        for _ in range(args.repeats):
+            hm, ht = hand_train(train, args.epochs, prec, args.device, args.seed)
+            gm, gt = genlab_train(train, args.epochs, prec, args.device, args.seed)
+            best_h, best_g = min(best_h, ht), min(best_g, gt)
+        hr, gr = n / best_h, n / best_g
         if prec.startswith("32"):
             hand_fp32_rate = hr
-        rows.append((prec, hr, gr, hand_test_nelbo(hm, test_bin, args.device), genlab_test_nelbo(gm, test_bin, args.device)))
+        hn, gn = hand_test_nelbo(hm, test_bin, args.device), genlab_test_nelbo(gm, test_bin, args.device)
+        rows.append((prec, hr, gr, hn, gn))
     print(f"{'precision':<12}{'hand samples/s':>16}{'genlab samples/s':>18}{'genlab/hand':>13}"
           f"{'genlab/hand fp32':>18}{'hand -ELBO':>12}{'genlab -ELBO':>14}")
     for prec, hr, gr, hn, gn in rows:
@@ -184,6 +190,7 @@ def main() -> None:
     p.add_argument("--precision", nargs="+", default=["32-true", "bf16-mixed"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each path; the best is reported")
     args = p.parse_args()
     {"vae": bench_vae}[args.model](args)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     """Run genlab-train in a subprocess, as a user would."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "genlab.train", f"paths.cache_dir={CACHE}", *args],
+        [sys.executable, "-m", "genlab.train", *args, f"paths.cache_dir={CACHE}"],
         capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
     )
 

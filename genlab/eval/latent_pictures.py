@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.data.base import Split, TensorDataModule
+from genlab.eval.common import map_batches
 from genlab.models.base import CanDecode
 
 THUMBNAIL_PIXELS = 64  # projector sprites: larger images are shrunk to this size
@@ -45,29 +46,16 @@ def _labels_for(fn: Callable[..., Tensor], y: Tensor | None) -> Tensor | None:
     return y if y is not None and takes_labels(fn) else None
 
 
-def batched(
-    model: nn.Module, fn: Callable[..., Tensor], x: Tensor, y: Tensor | None = None, batch_size: int = 512
-) -> Tensor:
-    """fn over x (N, ...) in batches on the model's device, uint8 inputs scaled, with ``y=`` the
-    labels (N,) when given; outputs (N, ...) as float on the CPU."""
-    dev, outs = _device(model), []
-    for i in range(0, x.shape[0], batch_size):
-        xb = TensorDataModule.scale(x[i : i + batch_size].to(dev))
-        out = fn(xb) if y is None else fn(xb, y=y[i : i + batch_size].to(dev))
-        outs.append(out.float().cpu())
-    return torch.cat(outs)
-
-
 def encode_all(model: nn.Module, x: Tensor, y: Tensor | None = None, batch_size: int = 512) -> Tensor:
     """Codes (N, latent_dim) of x (N, *shape), the posterior means for stochastic encoders;
     labels y (N,) go to encoders that take them."""
     enc = lambda xb, **y_kw: model.encode(xb, **y_kw).flatten(1)
-    return batched(model, enc, x, _labels_for(model.encode, y), batch_size)
+    return map_batches(enc, x, _device(model), batch_size, _labels_for(model.encode, y))
 
 
 def decode(model: nn.Module, h: Tensor, y: Tensor | None = None) -> Tensor:
     """Images (n, *shape) decoded from codes h (n, d); labels y (n,) go to decoders that take them."""
-    return batched(model, model.decode, h, _labels_for(model.decode, y), batch_size=len(h))
+    return map_batches(model.decode, h, _device(model), len(h), _labels_for(model.decode, y))
 
 
 # ---- the pictures ---------------------------------------------------------------------------
@@ -92,7 +80,7 @@ def dimension_scores(model: nn.Module, x: Tensor, y: Tensor | None, codes: Tenso
     the model has ``kl_per_dim``, else the variance of the codes (N, latent_dim)."""
     kl = getattr(model, "kl_per_dim", None)
     if callable(kl):
-        return batched(model, kl, x, _labels_for(kl, y), batch_size).mean(0)
+        return map_batches(kl, x, _device(model), batch_size, _labels_for(kl, y)).mean(0)
     return codes.var(0)
 
 

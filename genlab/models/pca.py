@@ -59,6 +59,7 @@ class PCA(GenerativeModel):
         self._step(batch, "train")  # logged only: the fit is already done
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.trainer.should_stop = True  # one pass is enough
 
     def configure_optimizers(self) -> Any:

@@ -192,7 +192,8 @@ class VAE(GenerativeModel):
         train = stage == "train"
         beta = self.kl_weight() if train else self.beta
         terms = {"recon": recon.mean(), "kl": kl_dims.sum(1).mean()}
-        terms["loss"] = terms["recon"] + beta * self.kl_penalty(kl_dims)
+        kl_term = self.kl_penalty(kl_dims) if self.free_bits > 0 else terms["kl"]  # same value, fewer ops
+        terms["loss"] = terms["recon"] + (kl_term if beta == 1.0 else beta * kl_term)
         if train and self.kl_warmup_epochs > 0:
             terms["beta"] = torch.tensor(beta, device=x.device)
         if train and self.learn_sigma:
