@@ -80,6 +80,32 @@ class ImageFolderDataConfig(VisionDataConfig):
     channels: int = opt(3, choices=(1, 3))
 
 
+# two unpaired domains (genlab/data/unpaired.py)
+@dataclass
+class DigitsInvertedDataConfig(DataConfig):
+    image_size: int = opt(16, ge=4)
+
+
+@dataclass
+class MNISTColourDataConfig(VisionDataConfig):
+    colour: list[float] = opt([1.0, 0.55, 0.1], ge=0, le=1)  # domain B: x·colour + (1 − x)·background
+    background: list[float] = opt([0.05, 0.1, 0.35], ge=0, le=1)
+
+
+@dataclass
+class ShapesColourDataConfig(ShapesDataConfig):
+    n_samples: int = opt(10000, gt=0)  # split between the two domains
+    colour_a: list[float] = opt([1.0, 0.25, 0.2], ge=0, le=1)
+    colour_b: list[float] = opt([0.2, 0.8, 1.0], ge=0, le=1)
+
+
+@dataclass
+class UnpairedFolderDataConfig(DataConfig):
+    path: str = MISSING  # with trainA/, trainB/, testA/, testB/
+    channels: int = opt(3, choices=(1, 3))
+    image_size: int = opt(64, ge=4)
+
+
 # ---- networks and models -------------------------------------------------------------
 @dataclass
 class NetConfig:
@@ -162,6 +188,108 @@ class PCAConfig:
     whiten: bool = False
 
 
+# ---- the GAN family (genlab/models/gan.py) ----------------------------------------------
+@dataclass
+class GANMLPNetConfig:
+    _target_: str = "genlab.models.gan_nets.mlp_gan"
+    _partial_: bool = True
+    hidden: list[int] = opt([256, 256], gt=0)
+    activation: str = opt("leaky_relu", choices=ACTIVATIONS)
+    batch_norm: bool = False  # the generator's hidden layers only
+
+
+@dataclass
+class DCGANNetConfig:
+    _target_: str = "genlab.models.gan_nets.dcgan"
+    _partial_: bool = True
+    width: int = opt(64, gt=0)  # channels of D's first layer, doubled per layer
+    max_width: int = opt(512, gt=0)
+    activation: str = opt("leaky_relu", choices=ACTIVATIONS)
+    g_norm: str = opt("batch", choices=("batch", "none"))
+    d_norm: str = opt("batch", choices=("batch", "layer", "none"))
+
+
+@dataclass
+class AdversarialConfig:
+    _target_: str = MISSING
+    net: Any = MISSING
+    latent_dim: int = opt(100, gt=0)
+    prior: str = opt("normal", choices=("normal", "uniform"))
+    d_steps: int = opt(1, gt=0)  # discriminator steps per generator step
+    ema: Optional[float] = opt(None, ge=0, lt=1)  # decay of the generator's EMA copy that samples; null: none
+    grad_clip: Optional[float] = opt(None, gt=0)  # max gradient norm per player (trainer.gradient_clip_val is rejected)
+    n_fixed: int = opt(64, gt=0)  # fixed noise vectors the validation terms use
+    optimizer_g: Any = MISSING
+    optimizer_d: Any = MISSING
+
+
+@dataclass
+class GANConfig(AdversarialConfig):
+    loss: str = opt("non_saturating", choices=("non_saturating", "minimax"))
+
+
+@dataclass
+class InfoGANConfig(GANConfig):
+    latent_dim: int = opt(62, gt=0)
+    n_categories: int = opt(10, ge=0)
+    n_continuous: int = opt(2, ge=0)
+    info_weight: float = opt(1.0, ge=0)
+    continuous_loss: str = opt("gaussian", choices=("gaussian", "mse"))
+
+
+@dataclass
+class WGANGPConfig(AdversarialConfig):
+    gp_weight: float = opt(10.0, ge=0)
+    d_steps: int = opt(5, gt=0)
+
+
+# ---- CycleGAN (genlab/models/cyclegan.py) and the lectures' toy GAN (genlab/models/toy_gan.py) ----
+@dataclass
+class ResnetGeneratorConfig:
+    _target_: str = "genlab.models.cyclegan.resnet_generator"
+    _partial_: bool = True
+    channels: int = opt(32, gt=0)
+    n_down: int = opt(1, ge=0)  # stride-2 convolutions (and transposed ones back)
+    n_blocks: int = opt(3, ge=0)  # residual blocks at the lowest resolution
+    norm: str = opt("instance", choices=("instance", "batch"))
+
+
+@dataclass
+class PatchDiscriminatorConfig:
+    _target_: str = "genlab.models.cyclegan.patch_discriminator"
+    _partial_: bool = True
+    channels: int = opt(32, gt=0)
+    n_layers: int = opt(2, gt=0)  # stride-2 convolutions: more layers, larger patches
+    norm: str = opt("instance", choices=("instance", "batch"))
+
+
+@dataclass
+class CycleGANConfig:
+    _target_: str = MISSING
+    generator: Any = MISSING
+    discriminator: Any = MISSING
+    adversarial: str = opt("lsgan", choices=("lsgan", "non_saturating"))
+    cycle_weight: float = opt(10.0, ge=0)  # λ_cyc
+    identity_weight: float = opt(0.0, ge=0)  # λ_id (the paper's photo <-> painting runs: 0.5·λ_cyc)
+    pool_size: int = opt(50, ge=0)  # history pool of fakes per discriminator; 0: none
+    grad_clip: Optional[float] = opt(None, gt=0)  # max gradient norm per player
+    optimizer_g: Any = MISSING  # both generators
+    optimizer_d: Any = MISSING  # both discriminators
+    scheduler: Any = None  # made for each optimiser, stepped once per epoch
+
+
+@dataclass
+class ToyGANConfig:
+    _target_: str = MISSING
+    v_init: list[float] = opt([0.2, 0.98])  # the generator x = h·v
+    d_weight_init: list[float] = opt([0.71, -0.71])  # the discriminator sig(|x₁|w₁ + |x₂|w₂ + b)
+    d_bias_init: float = 0.0
+    loss: str = opt("non_saturating", choices=("non_saturating", "minimax"))
+    plot_every: int = opt(25, gt=0)  # training steps between two state figures
+    optimizer_g: Any = MISSING
+    optimizer_d: Any = MISSING
+
+
 # ---- trainer, paths, top level --------------------------------------------------------
 @dataclass
 class TrainerConfig:
@@ -226,7 +354,9 @@ def register() -> None:
     for name, node in {
         "base": DataConfig, "digits": DigitsDataConfig, "shapes": ShapesDataConfig,
         "toy2d": Toy2dDataConfig, "vision": VisionDataConfig, "celeba": CelebADataConfig,
-        "image_folder": ImageFolderDataConfig,
+        "image_folder": ImageFolderDataConfig, "digits_inverted": DigitsInvertedDataConfig,
+        "mnist_colour": MNISTColourDataConfig, "shapes_colour": ShapesColourDataConfig,
+        "unpaired_folder": UnpairedFolderDataConfig,
     }.items():
         cs.store(group="schema/data", name=name, node=node)
     for name, node in {"mlp": MLPNetConfig, "conv": ConvNetConfig}.items():
@@ -235,6 +365,14 @@ def register() -> None:
         "base": ModelConfig, "autoencoder": AutoencoderConfig, "dae": DenoisingAEConfig, "sparse_ae": SparseAEConfig,
         "cae": ContractiveAEConfig, "stacked_ae": StackedAEConfig, "pca": PCAConfig, "vae": VAEConfig,
     }.items():
+        cs.store(group="schema/model", name=name, node=node)
+    for name, node in {"gan_mlp": GANMLPNetConfig, "dcgan": DCGANNetConfig}.items():
+        cs.store(group="schema/net", name=name, node=node)
+    for name, node in {"gan": GANConfig, "infogan": InfoGANConfig, "wgan_gp": WGANGPConfig}.items():
+        cs.store(group="schema/model", name=name, node=node)
+    for name, node in {"resnet": ResnetGeneratorConfig, "patchgan": PatchDiscriminatorConfig}.items():
+        cs.store(group="schema/net", name=name, node=node)
+    for name, node in {"cyclegan": CycleGANConfig, "toy_gan": ToyGANConfig}.items():
         cs.store(group="schema/model", name=name, node=node)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/paths", name="paths", node=PathsConfig)

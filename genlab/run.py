@@ -51,6 +51,19 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
     return factory(**kwargs)
 
 
+def load_model(model_cfg: DictConfig, checkpoint: str | Path, device: str = "cpu") -> Any:
+    """The model class named by ``model_cfg._target_``, restored from a checkpoint that genlab
+    wrote: its hyperparameters hold the network builders and the DataInfo, so it rebuilds itself
+    (which needs weights_only=False). An unreadable file is a UserError naming it."""
+    from hydra.utils import get_class
+
+    cls = get_class(model_cfg._target_)
+    try:
+        return cls.load_from_checkpoint(checkpoint, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError, KeyError) as e:
+        raise UserError(f"could not load {cls.__name__} from {checkpoint}: {e}") from e
+
+
 def build_group(node: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a group such as callbacks or logger."""
     if not node:

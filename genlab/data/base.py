@@ -30,6 +30,7 @@ class DataInfo:
     factor_names: tuple[str, ...] = ()  # true generating factors stored with every sample
     bounded: bool = True  # values in [0, 1] (images) rather than unbounded reals (points)
     class_names: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # names of unpaired domains (batches x, x_b); () for one domain
 
     @property
     def is_image(self) -> bool:
@@ -52,6 +53,8 @@ class DataInfo:
         extra = f", {self.num_classes} classes" if self.has_labels else ", no labels"
         if self.has_factors:
             extra += ", factors " + "/".join(self.factor_names)
+        if self.domains:
+            extra += ", unpaired domains " + " / ".join(self.domains)
         return f"{self.name}: {kind}{extra}"
 
 
@@ -179,8 +182,12 @@ class TensorDataModule(pl.LightningDataModule):
         if self.splits:  # loaded once, reused by fit, test and evaluation
             return
         self.check()
-        s = self.load()
-        gen = torch.Generator().manual_seed(self.seed)
+        self.splits = self.arrange(self.load(), self.seed)
+
+    def arrange(self, s: Splits, seed: int) -> dict[str, Split]:
+        """Loaded splits -> the named splits: val carved from train by seed (when not given),
+        max_train, the hold-out class removed from train/val, evaluation splits binarised."""
+        gen = torch.Generator().manual_seed(seed)
         train, val = s.train, s.val
         if val is None:
             perm = torch.randperm(len(train), generator=gen)
@@ -198,7 +205,7 @@ class TensorDataModule(pl.LightningDataModule):
                 if name != "train":
                     x = self.scale(splits[name].x)
                     splits[name].x = torch.bernoulli(x, generator=gen)
-        self.splits = splits
+        return splits
 
     def train_dataloader(self) -> TensorLoader:
         return TensorLoader(self.splits["train"], self.batch_size, shuffle=True, drop_last=False, seed=self.seed)

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
+from torch import Tensor
 
 from genlab.data.base import Split, TensorDataModule
+from genlab.errors import UserError
 from genlab.eval import disentangle as D
 from genlab.eval import metrics as M
+from genlab.eval import sample_quality as Q
 from genlab.eval.classifier import accuracy, get_classifier
 from genlab.eval.common import datamodule, eval_mode, map_batches, pick
 from genlab.eval.latent_pictures import seeded
+from genlab.eval.translation import CanTranslate, domain_splits, translation_classifiers, translation_metrics
 from genlab.models.base import CanEncode, CanReconstruct, CanSample, CanScoreLikelihood
 
 
@@ -28,7 +33,8 @@ class Evaluator(pl.Callback):
     def __init__(
         self, max_probe_train: int = 10000, knn_k: int = 5, iwae_samples: int = 100, iwae_chunk: int = 50,
         seed: int = 0, classifier_cache: str | None = None, classifier_epochs: int = 3,
-        samples_per_class: int = 100,
+        samples_per_class: int = 100, n_quality_samples: int = 2000, feature_network: str = "classifier",
+        inception_weights: str | None = None, pr_k: int = 3, kid_subsets: int = 10,
     ) -> None:
         self.max_probe_train = max_probe_train
         self.knn_k = knn_k
@@ -38,6 +44,14 @@ class Evaluator(pl.Callback):
         self.classifier_cache = classifier_cache  # None: no dataset classifier, no sample_class_acc
         self.classifier_epochs = classifier_epochs
         self.samples_per_class = samples_per_class
+        self.n_quality_samples = n_quality_samples  # samples scored for FID, KID, MMD², precision/recall
+        if feature_network not in ("classifier", "inception"):
+            raise UserError(f"callbacks.evaluator.feature_network={feature_network!r}: use classifier or inception.")
+        self.feature_network = feature_network
+        # inception: the weights file must be there now, not after training; it is never downloaded
+        self.inception_weights = str(Q.inception_weights(inception_weights)) if feature_network == "inception" else None
+        self.pr_k = pr_k  # neighbours of the precision/recall manifold balls
+        self.kid_subsets = kid_subsets
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = datamodule(trainer)
@@ -69,8 +83,15 @@ class Evaluator(pl.Callback):
         conditional_sampler = isinstance(model, CanSample) and getattr(model, "conditional", False)
         if conditional_sampler and info.is_image and info.has_labels and self.classifier_cache is not None:
             out.update(self._sample_classes(model, dm))
+        if isinstance(model, CanSample):
+            out.update(self._sample_quality(model, dm))
         if isinstance(model, CanEncode) and info.has_factors:
             out.update(self._factors(model, dm))
+        if isinstance(model, CanTranslate) and domain_splits(dm) is not None:  # unpaired translation (CycleGAN)
+            cache = self.classifier_cache  # None: cycle errors only, no classifier-judged accuracies
+            clf = None if cache is None else translation_classifiers(dm, cache, self.classifier_epochs,
+                                                                     device=model.device)
+            out.update(translation_metrics(model, dm, clf, model.device, dm.eval_batch_size))
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
     @staticmethod
@@ -134,6 +155,53 @@ class Evaluator(pl.Callback):
             "test/classifier_acc": accuracy(clf, test.x, test.y, dm.eval_batch_size),
             "test/sample_class_acc": accuracy(clf, x, y, dm.eval_batch_size),
         }
+
+    def _sample_quality(self, model: pl.LightningModule, dm: TensorDataModule) -> dict[str, float]:
+        """n = min(n_quality_samples, test size, train size) samples (drawn under ``seed``; a conditional
+        model gets the labels of the test images it is compared with) against n test samples: FID, KID,
+        MMD², precision and recall in the feature space of the dataset classifier (or Inception) for
+        images, MMD² in data space for points, and the modes covered for mixtures. Each beside its floor
+        ``<metric>_floor``: the same metric for n real training samples in place of the model's."""
+        test, train = dm.splits["test"], dm.splits["train"]
+        if dm.holdout_class is not None and test.y is not None:  # the model never saw it: score the others
+            test = test.subset(torch.nonzero(test.y != dm.holdout_class).squeeze(1))
+        n = min(self.n_quality_samples, len(test), len(train))
+        features = self._feature_network(model, dm) if dm.info.is_image else lambda x: x.flatten(1)
+        if n <= self.pr_k or features is None:
+            return {}
+        real, floor = pick(test, n, self.seed), pick(train, n, self.seed)
+        labels = real.y if getattr(model, "conditional", False) else None
+        with seeded(model.device, self.seed):
+            fake = torch.cat([
+                model.sample(len(i), y=None if labels is None else labels[i].to(model.device)).float().cpu()
+                for i in torch.arange(n).split(dm.eval_batch_size)
+            ])  # (n, *shape)
+        if not torch.isfinite(fake).all():
+            warnings.warn("Evaluator: the samples hold NaN or inf; the sample-quality metrics are skipped.",
+                          stacklevel=2)
+            return {}
+        feats = lambda x: map_batches(features, x, model.device, dm.eval_batch_size).double()  # (n, D)
+        r, f, t = feats(real.x), feats(fake), feats(floor.x)
+        if dm.info.is_image:
+            score = lambda other: Q.feature_metrics(r, other, self.pr_k, self.kid_subsets, self.seed)
+        else:  # points: in data space
+            score = lambda other: {"mmd2": Q.mmd2_unbiased(r, other)}
+        got, base = score(f), score(t)
+        out = {f"test/{k}": v for k, v in got.items()} | {f"test/{k}_floor": v for k, v in base.items()}
+        modes = getattr(dm, "modes", None)  # mixture centres (K, 2) of ring8 / grid25
+        if modes is not None:
+            covered, share = Q.mode_coverage(fake, modes, dm.noise)
+            out |= {"test/modes_covered": float(covered), "test/high_quality_share": share}
+        return out
+
+    def _feature_network(self, model: pl.LightningModule, dm: TensorDataModule) -> Callable[[Tensor], Tensor] | None:
+        """Images (B, C, H, W) in [0, 1] -> features (B, D): the dataset classifier's penultimate layer
+        (None without labels or without a classifier cache), or Inception v3."""
+        if self.feature_network == "inception":
+            return Q.InceptionFeatures(self.inception_weights).to(model.device)
+        if not dm.info.has_labels or self.classifier_cache is None:
+            return None
+        return get_classifier(dm, self.classifier_cache, self.classifier_epochs, device=model.device).features
 
     def _factors(self, model: pl.LightningModule, dm: TensorDataModule) -> dict[str, float]:
         """Per true factor, the test R² of a linear read-out from the codes (accuracy for categorical

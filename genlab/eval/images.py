@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -24,10 +25,23 @@ from genlab.data.base import DataInfo, TensorDataModule
 from genlab.eval import metrics as M
 from genlab.eval.common import datamodule, eval_mode, pick
 from genlab.eval.latent_pictures import LatentPictures, class_rows, encode_all, seeded
+from genlab.eval.translation import OTHER, CanTranslate, domain_splits
 from genlab.models.base import CanEncode, CanReconstruct, CanSample
 
 GRID_COLUMNS = 8
 MIN_PIXELS = 28  # small images (8x8 digits) are upscaled to at least this size per image
+
+
+@runtime_checkable
+class CanPlotState(Protocol):
+    """Models that draw their own training state (the toy GAN) every ``state_every`` training steps."""
+
+    state_name: str  # the TensorBoard tag <state_name>/state and the PNGs <state_name>_step_XXXXX.png
+    state_every: int
+
+    def state_figure(self, data: Tensor, step: int | None = None) -> Figure:
+        """The model's state over training points data (N, *shape), titled with the step."""
+        ...
 
 
 def _grid(x: Tensor, info: DataInfo, ncol: int) -> Tensor:
@@ -127,8 +141,35 @@ class ImageLogger(pl.Callback):
             self._pictures(trainer, pl_module, dm, "test", png=True)
             if isinstance(pl_module, CanEncode):
                 self._code_pictures(trainer, pl_module, dm)
+            traversals = getattr(pl_module, "code_traversals", None)  # InfoGAN: grids (n, rows·cols, C, H, W)
+            if callable(traversals) and dm.info.is_image:  # one grid per code, stacked top to bottom
+                make = lambda: torch.cat([_grid(g, dm.info, GRID_COLUMNS) for g in traversals(GRID_COLUMNS)], dim=1)
+                self._emit(trainer, "test/code_traversals", "infogan_codes.png", make)
         for lg in _tensorboards(trainer):
             lg.experiment.flush()
+
+    # models that draw their training state: a figure every state_every steps and at the end
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
+                             batch_idx: int) -> None:
+        if isinstance(pl_module, CanPlotState) and _trained_steps(trainer) % pl_module.state_every == 0:
+            self._state(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if isinstance(pl_module, CanPlotState):
+            self._state(trainer, pl_module)
+
+    def _state(self, trainer: pl.Trainer, model: pl.LightningModule) -> None:
+        """The state figure over n_points training points and fixed sampling noise: a TensorBoard
+        sequence ``<state_name>/state`` and ``images/<state_name>_step_XXXXX.png``, at the step the
+        logged scalars use (training batches; ``trainer.global_step`` counts each optimiser's steps)."""
+        dm = datamodule(trainer)
+        if dm is None:
+            return
+        step, name = _trained_steps(trainer), model.state_name
+        data = TensorDataModule.scale(pick(dm.splits["train"], self.n_points, self.seed).x)
+        with eval_mode(model), seeded(model.device, self.seed):
+            self._emit(trainer, f"{name}/state", f"{name}_step_{step:05d}.png",
+                       lambda: model.state_figure(data, step=step), step=step)
 
     def _pictures(
         self, trainer: pl.Trainer, model: pl.LightningModule, dm: TensorDataModule, stage: str, png: bool
@@ -165,6 +206,14 @@ class ImageLogger(pl.Callback):
                 data = TensorDataModule.scale(pick(dm.splits[stage], self.n_points, self.seed).x)
                 make = lambda: _points_figure(data, samples, "samples", y)
             self._emit(trainer, f"{stage}/samples", "samples.png" if png else None, make)
+        both = domain_splits(dm)
+        if isinstance(model, CanTranslate) and both is not None:  # rows: inputs, translated, translated back
+            for direction, splits in zip(("a2b", "b2a"), both):
+                x = TensorDataModule.scale(pick(splits[stage], GRID_COLUMNS, self.seed).x.to(model.device))
+                t = model.translate(x, direction)
+                rows = (x, t, model.translate(t, OTHER[direction]))
+                make = lambda rows=rows: torch.cat([_grid(r, info, GRID_COLUMNS) for r in rows], dim=1)
+                self._emit(trainer, f"{stage}/cycle_{direction}", f"cycle_{direction}.png" if png else None, make)
 
     def _code_pictures(self, trainer: pl.Trainer, model: pl.LightningModule, dm: TensorDataModule) -> None:
         """The scatter of test codes and, with ``latent``, the latent-space pictures and the projector."""
@@ -189,24 +238,32 @@ class ImageLogger(pl.Callback):
                 for lg in tensorboards:
                     lg.experiment.add_embedding(**emb, tag="test_codes", global_step=trainer.global_step)
 
-    def _emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Tensor | Figure]) -> None:
-        """Render a picture (grid tensor or figure) to TensorBoard and, when named, to a PNG.
+    def _emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Tensor | Figure],
+              step: int | None = None) -> None:
+        """Render a picture (grid tensor or figure) to TensorBoard (at ``step``, by default the global
+        step) and, when named, to a PNG.
 
         Pictures are a by-product: a rendering or writing failure warns and the run goes on.
         """
+        step = trainer.global_step if step is None else step
         with _by_product(tag):
             pic = make()
             for lg in _tensorboards(trainer):
                 if isinstance(pic, Figure):
-                    lg.experiment.add_figure(tag, pic, global_step=trainer.global_step, close=False)
+                    lg.experiment.add_figure(tag, pic, global_step=step, close=False)
                 else:
-                    lg.experiment.add_image(tag, pic, global_step=trainer.global_step, dataformats="CHW")
+                    lg.experiment.add_image(tag, pic, global_step=step, dataformats="CHW")
             if filename is not None:
                 self.image_dir.mkdir(parents=True, exist_ok=True)
                 if isinstance(pic, Figure):
                     pic.savefig(self.image_dir / filename)
                 else:
                     save_image(pic, self.image_dir / filename)
+
+
+def _trained_steps(trainer: pl.Trainer) -> int:
+    """Training batches done so far: the step of Lightning's logged scalars."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
 def _tensorboards(trainer: pl.Trainer) -> list[TensorBoardLogger]:

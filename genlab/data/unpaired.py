@@ -1,0 +1,245 @@
+"""Two unpaired image domains for translation models (CycleGAN): batches carry domain A as
+``x`` (``y``) and domain B as ``x_b`` (``y_b``), each in its own random order.
+
+Single-domain models see ``x`` (and ``y``) only, so they train on domain A as on any dataset;
+``DataInfo.domains`` names the two domains, so a model that needs both can check for them.
+Built-in pairs use disjoint random halves of one dataset for the two domains, so no image of
+A has its counterpart in B: the data are truly unpaired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule, TensorLoader
+from genlab.data.builtin import SALT, SHAPES, DigitsDataModule, ShapesDataModule, render_sprites
+from genlab.errors import MissingDataError, UserError
+
+DIGIT_NAMES = tuple(str(i) for i in range(10))
+FOLDER_LAYOUT = ("trainA", "trainB", "testA", "testB")  # the layout of CycleGAN's own datasets
+
+
+def halves(split: Split, seed: int) -> tuple[Split, Split]:
+    """Two disjoint random halves of a split, drawn from the seed (a stream of their own)."""
+    perm = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed + SALT + 1))
+    n = len(split) // 2
+    return split.subset(perm[:n]), split.subset(perm[n:])
+
+
+def colourise(x: Tensor, colour: Sequence[float], background: Sequence[float] = (0.0, 0.0, 0.0)) -> Tensor:
+    """Greyscale uint8 (N, 1, H, W) -> colour uint8 (N, 3, H, W): x·colour + (1 − x)·background."""
+    a = x.float().div(255.0)  # (N, 1, H, W) in [0, 1]
+    fg = torch.tensor(colour, dtype=torch.float32).view(1, 3, 1, 1)
+    bg = torch.tensor(background, dtype=torch.float32).view(1, 3, 1, 1)
+    return (a * fg + (1 - a) * bg).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _colour(name: str, value: Sequence[float]) -> tuple[float, float, float]:
+    if len(value) != 3 or not all(0.0 <= float(c) <= 1.0 for c in value):
+        raise UserError(f"data.{name}={list(value)} is invalid: give three values in [0, 1] (red, green, blue).")
+    return tuple(float(c) for c in value)  # type: ignore[return-value]
+
+
+class UnpairedLoader:
+    """Batches of domain A as ``TensorLoader`` yields them, each joined by as many domain-B
+    samples (keys ``x_b``, ``y_b``, ...) taken from B's own order.
+
+    An epoch is one pass over A; B's indices run on across batches and epochs, a fresh
+    permutation (from B's own generator) each time B is used up, so the domains may differ in
+    size and the pairing of A and B images changes from epoch to epoch. Without shuffling B
+    is read in order, wrapping around.
+    """
+
+    def __init__(self, a: Split, b: Split, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.a = TensorLoader(a, batch_size, shuffle, seed=seed)  # A batched as single-domain data
+        self.b = {f"{k}_b": v for k, v in b.as_batch().items()}
+        self.nb = len(b)
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed + 1)  # independent of A's order
+        self.pending = torch.empty(0, dtype=torch.long)  # B's indices not used yet, kept across epochs
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if not self.shuffle:  # evaluation: the same B images every time
+            self.pending = torch.empty(0, dtype=torch.long)
+        for batch in self.a:
+            n = batch["x"].shape[0]
+            while len(self.pending) < n:
+                order = torch.randperm(self.nb, generator=self.generator) if self.shuffle else torch.arange(self.nb)
+                self.pending = torch.cat([self.pending, order])
+            idx, self.pending = self.pending[:n], self.pending[n:]
+            batch.update({k: v[idx] for k, v in self.b.items()})
+            yield batch
+
+
+class UnpairedDataModule(TensorDataModule):
+    """Base of two-domain datasets. ``splits`` hold domain A (what every model and metric reads),
+    ``splits_b`` domain B, each arranged by the base class (val carved from train by its own seed).
+
+    Subclasses implement ``info`` (with ``domains``) and ``load_domains``; the keyword arguments
+    are TensorDataModule's (batch_size, seed, binarize, ...).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.splits_b: dict[str, Split] = {}
+
+    def load_domains(self) -> tuple[Splits, Splits]:
+        """(domain A, domain B) as loaded; both with the same sample shape."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.check()
+        a, b = self.load_domains()
+        self.splits_b = self.arrange(b, self.seed + 1)
+        self.splits = self.arrange(a, self.seed)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> UnpairedLoader:
+        return UnpairedLoader(self.splits[split], self.splits_b[split], batch_size, shuffle, self.seed)
+
+    def train_dataloader(self) -> UnpairedLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> UnpairedLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> UnpairedLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)  # scales (and binarises) x
+        x_b = self.scale(batch["x_b"])
+        if self.binarize and self.trainer is not None and self.trainer.training:
+            x_b = torch.bernoulli(x_b)
+        batch["x_b"] = x_b
+        return batch
+
+
+class DigitsInvertedDataModule(UnpairedDataModule):
+    """scikit-learn's digits (A) and the same kind of digits inverted, 1 − x (B); the domains are
+    disjoint random halves of each of the 80/20 train/test splits. Labels: the digit."""
+
+    def __init__(self, image_size: int = 16, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.image_size = image_size
+
+    @property
+    def info(self) -> DataInfo:
+        s = self.image_size
+        return DataInfo("digits_inverted", (1, s, s), 10, class_names=DIGIT_NAMES, domains=("digits", "inverted"))
+
+    def load_domains(self) -> tuple[Splits, Splits]:
+        digits = DigitsDataModule(image_size=self.image_size, seed=self.seed).load()  # floats in [0, 1]
+        (train_a, train_b), (test_a, test_b) = halves(digits.train, self.seed), halves(digits.test, self.seed)
+        for b in (train_b, test_b):
+            b.x = 1.0 - b.x
+        return Splits(train=train_a, test=test_a), Splits(train=train_b, test=test_b)
+
+
+class MNISTColourDataModule(UnpairedDataModule):
+    """MNIST as white-on-black colour images (A) and recoloured, x·colour + (1 − x)·background (B),
+    3 channels, from disjoint halves of the train and test sets (needs the MNIST files)."""
+
+    def __init__(self, image_size: int | None = None, colour: Sequence[float] = (1.0, 0.55, 0.1),
+                 background: Sequence[float] = (0.05, 0.1, 0.35), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.colour, self.background = _colour("colour", colour), _colour("background", background)
+
+    @property
+    def info(self) -> DataInfo:
+        s = self.image_size or 28
+        return DataInfo("mnist_colour", (3, s, s), 10, class_names=DIGIT_NAMES, domains=("mnist", "recoloured"))
+
+    def load_domains(self) -> tuple[Splits, Splits]:
+        from genlab.data.vision import MNISTDataModule
+
+        mnist = MNISTDataModule(image_size=self.image_size, root=self.root, download=self.download).load()
+        out: dict[str, tuple[Split, Split]] = {}
+        for name, split in (("train", mnist.train), ("test", mnist.test)):
+            a, b = halves(split, self.seed)
+            a.x, b.x = colourise(a.x, (1.0, 1.0, 1.0)), colourise(b.x, self.colour, self.background)
+            out[name] = (a, b)
+        return (Splits(train=out["train"][0], test=out["test"][0]),
+                Splits(train=out["train"][1], test=out["test"][1]))
+
+
+class ShapesColourDataModule(UnpairedDataModule):
+    """Rendered sprites (square, ellipse, heart) in ``colour_a`` (A) and in ``colour_b`` (B) on black,
+    3 channels; each domain renders its own random factors. Labels: the shape; factors are kept."""
+
+    def __init__(self, image_size: int = 32, n_samples: int = 10000, shapes: Sequence[str] = SHAPES,
+                 colour_a: Sequence[float] = (1.0, 0.25, 0.2), colour_b: Sequence[float] = (0.2, 0.8, 1.0),
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sprites = ShapesDataModule(image_size=image_size, n_samples=n_samples, shapes=shapes, seed=self.seed)
+        self.colour_a, self.colour_b = _colour("colour_a", colour_a), _colour("colour_b", colour_b)
+
+    @property
+    def info(self) -> DataInfo:
+        s = self.sprites
+        return DataInfo("shapes_colour", (3, s.image_size, s.image_size), len(s.shapes), s.factor_names,
+                        class_names=s.shapes, domains=("colour_a", "colour_b"))
+
+    def load_domains(self) -> tuple[Splits, Splits]:
+        s = self.sprites
+        factors = s.sample_factors()  # i.i.d. draws: halves of them are independent sprite sets
+        data = Split(render_sprites(factors, s.shapes, s.image_size), factors[:, 0].long(), factors)
+        domains = []
+        for part, colour in zip(halves(data, self.seed), (self.colour_a, self.colour_b)):
+            part.x = colourise(part.x, colour)
+            n_train = int(round(0.85 * len(part)))
+            idx = torch.arange(len(part))
+            domains.append(Splits(train=part.subset(idx[:n_train]), test=part.subset(idx[n_train:])))
+        return domains[0], domains[1]
+
+
+class UnpairedFolderDataModule(UnpairedDataModule):
+    """The user's unpaired images in CycleGAN's layout: ``path/trainA``, ``trainB``, ``testA``,
+    ``testB``, resized to image_size and converted to ``channels``. No labels."""
+
+    def __init__(self, path: str, channels: int = 3, image_size: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path).expanduser().resolve()
+        self.channels = channels
+        self.image_size = image_size
+
+    @property
+    def info(self) -> DataInfo:
+        s = self.image_size
+        return DataInfo("unpaired_folder", (self.channels, s, s), None, domains=("A", "B"))
+
+    def files(self, sub: str) -> list[str]:
+        """The image files directly under path/sub, sorted."""
+        from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
+
+        return sorted(str(p) for p in (self.path / sub).iterdir()
+                      if p.is_file() and has_file_allowed_extension(p.name, IMG_EXTENSIONS))
+
+    def load_domains(self) -> tuple[Splits, Splits]:
+        from genlab.data.vision import read_images
+
+        layout = "/, ".join(FOLDER_LAYOUT) + "/"
+        if not self.path.is_dir():
+            raise MissingDataError(f"Dataset 'unpaired_folder': there is no folder {self.path}. "
+                                   f"Set data.path to a folder with the subfolders {layout}")
+        missing = [d for d in FOLDER_LAYOUT if not (self.path / d).is_dir()]
+        empty = [d for d in FOLDER_LAYOUT if d not in missing and not self.files(d)]
+        if missing or empty:
+            problem = (f"lacks the subfolders {', '.join(missing)}" if missing else "") + (
+                "; " if missing and empty else "") + (f"has no images in {', '.join(empty)}" if empty else "")
+            raise MissingDataError(f"Dataset 'unpaired_folder': {self.path} {problem}. It expects {layout} "
+                                   "(the images of domains A and B, unpaired, as in CycleGAN's datasets).")
+        size = (self.image_size, self.image_size)
+        x = {d: read_images(self.files(d), self.channels, size) for d in FOLDER_LAYOUT}
+        return (Splits(train=Split(x["trainA"]), test=Split(x["testA"])),
+                Splits(train=Split(x["trainB"]), test=Split(x["testB"])))

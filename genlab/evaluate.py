@@ -1,0 +1,157 @@
+"""genlab-eval: the test metrics of finished runs, side by side in one table.
+
+    genlab-eval outputs/train/runs/2025-01-01_10-00-00-000000 outputs/train/runs/2025-01-01_11-00-00-000000
+    genlab-eval outputs/train/multiruns/*/* --n-samples 5000 --out table.csv
+
+Each run is rebuilt from its composed config (``.hydra/config.yaml``) and its best checkpoint and
+scored by the same ``Evaluator.evaluate`` that ends ``genlab-train``, so FID, KID, MMD², precision
+and recall compare GANs, VAEs and any other sampler on one footing, beside −ELBO where a model has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.config import setup_hydra
+from genlab.errors import UserError
+from genlab.eval.common import eval_mode
+from genlab.eval.evaluator import Evaluator
+from genlab.run import build, load_model, quiet_framework_noise
+
+# the table's columns, in this order, for the metrics some run has; test/<name>_floor joins its column
+COLUMNS = ("fid", "kid", "mmd2", "precision", "recall", "modes_covered", "high_quality_share",
+           "sample_class_acc", "neg_elbo", "iwae_nll", "sq_err_per_image")
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    """The run's best checkpoint (``best_checkpoint`` of metrics.json, also when the run folder has
+    moved since), else ``checkpoints/last.ckpt``; UserError when there is neither."""
+    metrics = run_dir / "metrics.json"
+    best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+    candidates = [Path(best), run_dir / "checkpoints" / Path(best).name] if best else []
+    for path in [*candidates, run_dir / "checkpoints" / "last.ckpt"]:
+        if path.is_file():
+            return path
+    raise UserError(f"{run_dir} has no checkpoint: neither metrics.json names one that exists "
+                    "nor is there checkpoints/last.ckpt (did the run stop before its first epoch ended?).")
+
+
+def load_run(run_dir: str | Path) -> tuple[DictConfig, Path]:
+    """A run's composed config and checkpoint; UserError for a folder that is not a genlab run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder.")
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        raise UserError(f"{run_dir} is not a genlab run: it has no .hydra/config.yaml "
+                        "(genlab-train writes one into every run directory).")
+    cfg = OmegaConf.load(cfg_file)
+    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+        raise UserError(f"{cfg_file} is not a genlab config: it has no model and data.")
+    # was ${hydra:runtime.output_dir}, known only inside Hydra
+    OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
+    return cfg, find_checkpoint(run_dir)
+
+
+def evaluate_run(cfg: DictConfig, checkpoint: Path, n_samples: int | None = None,
+                 device: str = "cpu") -> dict[str, float]:
+    """Rebuild the run's data and model and score them with its own evaluator settings
+    (``n_samples`` replaces callbacks.evaluator.n_quality_samples)."""
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
+    dm = build(cfg.data)
+    dm.setup("test")
+    model = load_model(cfg.model, checkpoint, device)
+    node = OmegaConf.select(cfg, "callbacks.evaluator")
+    if node is None:  # the run had no evaluator: the defaults, with the run's classifier cache
+        evaluator = Evaluator(classifier_cache=OmegaConf.select(cfg, "paths.cache_dir"))
+    else:
+        evaluator = build(node)
+    if n_samples is not None:
+        evaluator.n_quality_samples = n_samples
+    with eval_mode(model):
+        return evaluator.evaluate(model, dm)
+
+
+def _cell(metrics: dict[str, float], name: str) -> str:
+    value, floor = metrics.get(f"test/{name}"), metrics.get(f"test/{name}_floor")
+    if value is None:
+        return "-"
+    return f"{value:.4g}" + (f" ({floor:.3g})" if floor is not None else "")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """One row per run: its model, data and the COLUMNS metrics that any run has."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: wide enough that no header wraps
+        console = Console(highlight=False, width=max(console.width, 200))
+    names = [c for c in COLUMNS if any(f"test/{c}" in r["metrics"] for r in rows)]
+    table = Table(title="genlab-eval: test metrics (in brackets the floor: real training samples in place "
+                  "of the model's)", title_justify="left")
+    for col in ("run", "model", "data", *names):
+        table.add_column(col, justify="left" if col in ("run", "model", "data") else "right")
+    for r in rows:
+        table.add_row(r["run"], r["model"], r["data"], *[_cell(r["metrics"], c) for c in names])
+    console.print(table)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """All metrics of every run, one row each (empty where a run lacks one)."""
+    keys = sorted({k for r in rows for k in r["metrics"]})
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "model", "data", *keys])
+        for r in rows:
+            writer.writerow([r["run"], r["model"], r["data"], *[r["metrics"].get(k, "") for k in keys]])
+
+
+def _choice(run_dir: Path, cfg: DictConfig, group: str) -> str:
+    """The config group's choice (metrics.json, written by genlab-train), else the _target_ class."""
+    metrics = run_dir / "metrics.json"
+    choice = json.loads(metrics.read_text()).get(group) if metrics.is_file() else None
+    return choice or str(cfg[group]._target_).rsplit(".", 1)[-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``genlab-eval``)."""
+    parser = argparse.ArgumentParser(prog="genlab-eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of genlab-train")
+    parser.add_argument("--n-samples", type=int, default=None,
+                        help="samples scored for FID/KID/MMD/precision/recall (default: the run's setting)")
+    parser.add_argument("--out", type=Path, default=None, help="also write every metric to this CSV file")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the models and feature networks run (default: cuda when available)")
+    args = parser.parse_args(argv)
+    setup_hydra()  # the ${genlab_root:} resolver of the saved configs
+    quiet_framework_noise()
+    try:
+        if args.n_samples is not None and args.n_samples < 2:
+            raise UserError(f"--n-samples={args.n_samples}: at least 2 samples are needed.")
+        runs = [(Path(d), *load_run(d)) for d in args.runs]  # every folder checked before any work
+        rows = []
+        for run_dir, cfg, ckpt in runs:
+            print(f"scoring {run_dir} ({ckpt.name})", file=sys.stderr)
+            metrics = evaluate_run(cfg, ckpt, args.n_samples, args.device)
+            rows.append({"run": run_dir.name, "model": _choice(run_dir, cfg, "model"),
+                         "data": _choice(run_dir, cfg, "data"), "metrics": dict(sorted(metrics.items()))})
+    except UserError as e:
+        print(f"genlab-eval: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    print_table(rows)
+    if args.out is not None:
+        write_csv(rows, args.out)
+        print(f"table written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The lectures' GAN illustration: a two-parameter generator against a three-parameter discriminator.
+
+Data x = h·w with w = (0.98, 0.2) and h ~ N(0, 1) (``data=toy2d data.kind=line data.noise=0``).
+Generator x = h·v, v learnable, starting at v = (0.2, 0.98). Discriminator
+y = sig(|x₁|w₁ + |x₂|w₂ + b) with learnable w, b: through |x| it sees how far the points reach
+along each axis, so the generator can only fool it by turning v towards ±w (or its mirror
+image (w₁, −w₂), which |x| cannot tell apart). The model draws its state — data, samples, v and
+D's surface — every ``plot_every`` steps (the ImageLogger writes the figures) and logs v₁, v₂ and
+the angle between v and w at every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from genlab.data.base import Batch, DataInfo
+from genlab.data.builtin import LINE_DIRECTION
+from genlab.errors import IncompatibleError, UserError
+from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.gan import check_finite
+
+LOSSES = ("non_saturating", "minimax")
+
+
+class ToyGAN(GenerativeModel):
+    """x = h·v against sig(|x₁|w₁ + |x₂|w₂ + b); one SGD (or any) optimiser per player, the
+    discriminator stepped first, as in Goodfellow et al.'s algorithm.
+
+    ``loss``: the generator minimises −log D(G(h)) (non_saturating) or log(1 − D(G(h))) (minimax,
+    the lectures' cost); the discriminator minimises the cross-entropy of real (1) and fake (0).
+    """
+
+    state_name = "toy"  # the figures' TensorBoard tag toy/state and PNGs images/toy_step_XXXXX.png
+
+    def __init__(
+        self,
+        data_info: DataInfo,
+        v_init: Sequence[float] = (0.2, 0.98),
+        d_weight_init: Sequence[float] = (0.71, -0.71),
+        d_bias_init: float = 0.0,
+        loss: str = "non_saturating",
+        plot_every: int = 25,
+        optimizer_g: OptimizerFactory | None = None,
+        optimizer_d: OptimizerFactory | None = None,
+    ) -> None:
+        super().__init__(data_info)
+        self.save_hyperparameters(logger=False)
+        if loss not in LOSSES:
+            raise UserError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
+        if len(v_init) != 2 or len(d_weight_init) != 2:
+            raise UserError("model.v_init and model.d_weight_init must hold two numbers each.")
+        self.automatic_optimization = False
+        self.loss = loss
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.state_every = plot_every
+        self.v = nn.Parameter(torch.tensor([float(c) for c in v_init]))  # (2,) the generator
+        self.d_weight = nn.Parameter(torch.tensor([float(c) for c in d_weight_init]))  # (2,) the discriminator
+        self.d_bias = nn.Parameter(torch.tensor(float(d_bias_init)))
+        self.register_buffer("w_data", torch.tensor(LINE_DIRECTION))  # the data's direction, for the angle
+
+    @classmethod
+    def check_data(cls, info: DataInfo) -> None:
+        super().check_data(info)
+        if info.shape != (2,):
+            raise IncompatibleError(
+                f"{cls.__name__} needs 2-D points, but '{info.name}' provides {info.describe().split(': ')[1]}; "
+                "use data=toy2d data.kind=line (see experiment=toy_gan)."
+            )
+
+    # ---- the two players -----------------------------------------------------------------
+    def generate(self, h: Tensor) -> Tensor:
+        """h (B, 1) -> x = h·v (B, 2)."""
+        return h * self.v
+
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """n points h·v with h ~ N(0, 1): (n, 2)."""
+        return self.generate(torch.randn(n, 1, device=self.device))
+
+    def discriminator_logit(self, x: Tensor) -> Tensor:
+        """x (B, 2) -> |x₁|w₁ + |x₂|w₂ + b (B,): the logit of D(x) = sig(·)."""
+        return x.abs() @ self.d_weight + self.d_bias
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        """−mean log D(real) − mean log(1 − D(fake)), with log sig(t) = −softplus(−t)."""
+        return F.softplus(-self.discriminator_logit(real)).mean() + F.softplus(self.discriminator_logit(fake)).mean()
+
+    def generator_loss(self, fake: Tensor) -> Tensor:
+        """−mean log D(fake) (non_saturating) or mean log(1 − D(fake)) (minimax)."""
+        t = self.discriminator_logit(fake)
+        return F.softplus(-t).mean() if self.loss == "non_saturating" else -F.softplus(t).mean()
+
+    def cos_vw(self) -> Tensor:
+        """cos of the angle between v and the data's direction w."""
+        return self.v @ self.w_data / (self.v.norm() * self.w_data.norm()).clamp_min(1e-12)
+
+    # ---- training --------------------------------------------------------------------------
+    def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        real = batch["x"]
+        fake = self.sample(real.shape[0])
+        g = self.generator_loss(fake)
+        return {"gen": g, "disc": self.discriminator_loss(real, fake), "cos_vw": self.cos_vw().detach(), "loss": g}
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        real = batch["x"]
+        with self.toggled_optimizer(opt_d):
+            disc = self.discriminator_loss(real, self.sample(real.shape[0]).detach())
+            self._player_step(opt_d, disc, "discriminator", "cross_entropy")
+        with self.toggled_optimizer(opt_g):  # D frozen: the generator's loss moves v only
+            gen = self.generator_loss(self.sample(real.shape[0]))
+            self._player_step(opt_g, gen, "generator", self.loss)
+        cos = self.cos_vw().detach()
+        self.track_train_terms({"gen": gen, "disc": disc, "loss": gen}, real.shape[0])
+        self.log_dict({"toy/v1": self.v[0].detach(), "toy/v2": self.v[1].detach(),
+                       "toy/angle_deg": torch.rad2deg(torch.acos(cos.clamp(-1, 1)))}, on_step=True, on_epoch=False)
+
+    def _player_step(self, opt: Any, loss: Tensor, player: str, term: str) -> None:
+        check_finite({term: loss}, player, self.global_step)
+        self.manual_backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_g is None or self.optimizer_d is None:
+            raise UserError(f"{type(self).__name__} needs model.optimizer_g and model.optimizer_d")
+        return [self.optimizer_g(params=[self.v]), self.optimizer_d(params=[self.d_weight, self.d_bias])]
+
+    # ---- the picture -----------------------------------------------------------------------
+    @torch.no_grad()
+    def state_figure(self, data: Tensor, n_generated: int = 500, step: int | None = None) -> Figure:
+        """Data points (N, 2), n_generated samples, v and w as arrows over D's surface sig(|x|·w + b)."""
+        fake = self.sample(n_generated).cpu()
+        data = data.detach().float().cpu()
+        r = 1.1 * max(float(data.abs().max()), float(fake.abs().max()), 1.0)
+        grid = torch.linspace(-r, r, 121)
+        gx, gy = torch.meshgrid(grid, grid, indexing="xy")  # (121, 121): x₁ along columns, x₂ along rows
+        pts = torch.stack([gx.flatten(), gy.flatten()], dim=1).to(self.device)
+        surface = torch.sigmoid(self.discriminator_logit(pts)).view(gx.shape).cpu()
+
+        fig = Figure(figsize=(5.5, 5), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        mesh = ax.pcolormesh(gx, gy, surface, cmap="coolwarm", vmin=0, vmax=1, shading="auto")
+        fig.colorbar(mesh, ax=ax, label="D(x) = sig(|x₁|w₁ + |x₂|w₂ + b)")
+        ax.scatter(data[:, 0], data[:, 1], s=4, c="black", label="data x = h·w")
+        ax.scatter(fake[:, 0], fake[:, 1], s=4, c="gold", label="generated x = h·v")
+        v, w = self.v.detach().cpu(), self.w_data.cpu()
+        ax.annotate("", xy=(float(v[0]), float(v[1])), xytext=(0, 0),
+                    arrowprops={"arrowstyle": "-|>", "color": "darkgreen", "lw": 2.5})
+        ax.plot([], [], c="darkgreen", lw=2.5, label="v")  # the arrow's legend entry
+        ax.plot([-r * w[0], r * w[0]], [-r * w[1], r * w[1]], "k--", lw=0.8, label="the data's direction w")
+        angle = math.degrees(math.acos(max(-1.0, min(1.0, float(self.cos_vw())))))
+        wd = self.d_weight.detach().cpu()
+        ax.set_title(f"{'' if step is None else f'step {step}: '}v = ({v[0]:.2f}, {v[1]:.2f}), "
+                     f"angle(v, w) = {angle:.1f}°\ndiscriminator: w = ({wd[0]:.2f}, {wd[1]:.2f}), "
+                     f"b = {float(self.d_bias):.2f}",
+                     fontsize=9)
+        ax.set(xlim=(-r, r), ylim=(-r, r), xlabel="x₁", ylabel="x₂", aspect="equal")
+        ax.legend(loc="upper left", fontsize="small", markerscale=3)
+        fig.tight_layout()
+        return fig

@@ -1,0 +1,61 @@
+"""genlab-eval on a run directory written by genlab.train.train: the sample-quality metrics of a
+VAE run, reproduced from its checkpoint through the same Evaluator; clear errors for other folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FAST, TINY
+from omegaconf import OmegaConf
+
+from genlab.evaluate import find_checkpoint, main
+from genlab.train import train
+
+
+def test_vae_run_reports_sample_quality_and_genlab_eval_reproduces_it(make_cfg, capsys, tmp_path) -> None:
+    cfg = make_cfg("model=vae", "data=digits", *TINY["digits"], *FAST)
+    metrics = train(cfg)
+    for name in ("fid", "fid_floor", "kid", "kid_floor", "mmd2", "mmd2_floor", "precision", "recall"):
+        assert f"test/{name}" in metrics
+    assert 0 <= metrics["test/precision"] <= 1 and 0 <= metrics["test/recall"] <= 1
+    assert metrics["test/fid"] > metrics["test/fid_floor"]  # two training batches: far from real digits
+    run = Path(cfg.paths.output_dir)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # what Hydra writes into every run directory
+    capsys.readouterr()
+    main([str(run), "--out", str(tmp_path / "table.csv")])
+    out = capsys.readouterr().out
+    assert "fid" in out and "neg_elbo" in out and run.name in out and "VAE" in out
+    with (tmp_path / "table.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    for name in ("test/fid", "test/fid_floor", "test/kid", "test/precision", "test/neg_elbo"):  # the same path
+        assert float(row[name]) == pytest.approx(metrics[name], rel=1e-6, abs=1e-9)
+
+
+def test_checkpoint_lookup_best_moved_and_last(tmp_path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").touch()
+    assert find_checkpoint(run) == run / "checkpoints" / "last.ckpt"
+    (run / "checkpoints" / "epoch_003.ckpt").touch()  # metrics.json names it where the run was written
+    (run / "metrics.json").write_text(json.dumps({"best_checkpoint": "/elsewhere/checkpoints/epoch_003.ckpt"}))
+    assert find_checkpoint(run) == run / "checkpoints" / "epoch_003.ckpt"
+
+
+def test_folders_that_are_not_runs_exit_with_a_message(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "is not a genlab run" in err and "Traceback" not in err
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create({"model": {"_target_": "x.Y"}, "data": {"_target_": "x.Z"}}),
+                   tmp_path / ".hydra" / "config.yaml")
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path)])
+    assert e.value.code == 2 and "has no checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "missing")])
+    assert e.value.code == 2 and "is not a folder" in capsys.readouterr().err
