@@ -128,7 +128,9 @@ def test_wgan_gp_critic_objective_by_hand_and_no_batch_norm() -> None:
     WGANGP(DataInfo("img", (1, 16, 16)), functools.partial(dcgan, width=4, d_norm="layer"))
 
 
-@pytest.mark.parametrize("size,sizes", [(28, [28, 14, 7]), (32, [32, 16, 8, 4]), (64, [64, 32, 16, 8, 4]), (8, [8, 4])])
+@pytest.mark.parametrize(
+    "size,sizes", [(28, [28, 14, 7]), (32, [32, 16, 8, 4]), (64, [64, 32, 16, 8, 4]), (8, [8, 4]), (7, [7, 3])]
+)
 def test_dcgan_layer_plan_and_shapes(size: int, sizes: list[int]) -> None:
     assert [h for h, _ in layer_sizes(size, size)] == sizes
     for c in (1, 3):

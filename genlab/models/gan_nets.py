@@ -111,7 +111,7 @@ def dcgan(
     d_layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
         d_layers.append(nn.Conv2d(a + (cond_dim if i == 0 else 0), b, 4, 2, 1))
-        if i > 0 and d_norm != "none":  # no norm on the first layer: it would wash out the input's scale
+        if i > 0 and d_norm != "none":  # none on the input layer: DCGAN found it destabilising
             d_layers.append(nn.BatchNorm2d(b) if d_norm == "batch" else nn.GroupNorm(1, b))
         d_layers.append(nets.activation(activation))
     body = nn.Sequential(*d_layers, nn.Flatten())
