@@ -58,7 +58,21 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, Path]:
         raise UserError(f"{cfg_file} is not a genlab config: it has no model and data.")
     # was ${hydra:runtime.output_dir}, known only inside Hydra
     OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
+    _anchor_data_paths(cfg, run_dir)
     return cfg, find_checkpoint(run_dir)
+
+
+def _anchor_data_paths(cfg: DictConfig, run_dir: Path) -> None:
+    """Relative data.root / data.path were relative to where genlab-train ran (Hydra records it as
+    hydra.runtime.cwd in .hydra/hydra.yaml): made absolute, so genlab-eval works from any folder."""
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
+    if cwd is None:
+        return
+    for key in ("root", "path"):
+        value = cfg.data.get(key)
+        if isinstance(value, str) and "${" not in value and not Path(value).expanduser().is_absolute():
+            cfg.data[key] = str(Path(cwd) / value)
 
 
 def evaluate_run(cfg: DictConfig, checkpoint: Path, n_samples: int | None = None,

@@ -11,7 +11,7 @@ import pytest
 from conftest import FAST, TINY
 from omegaconf import OmegaConf
 
-from genlab.evaluate import find_checkpoint, main
+from genlab.evaluate import find_checkpoint, load_run, main
 from genlab.train import train
 
 
@@ -59,3 +59,17 @@ def test_folders_that_are_not_runs_exit_with_a_message(tmp_path, capsys) -> None
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "missing")])
     assert e.value.code == 2 and "is not a folder" in capsys.readouterr().err
+
+
+def test_relative_data_paths_are_read_from_where_the_run_was_started(tmp_path, monkeypatch) -> None:
+    run = tmp_path / "outputs" / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").touch()
+    data = {"_target_": "x.Z", "root": "../shared/data/mnist10k", "path": "/abs/folder"}
+    OmegaConf.save(OmegaConf.create({"model": {"_target_": "x.Y"}, "data": data}), run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": "/work/project"}}}), run / ".hydra" / "hydra.yaml")
+    monkeypatch.chdir(tmp_path)  # genlab-eval run from somewhere else
+    cfg, _ = load_run(run)
+    assert cfg.data.root == "/work/project/../shared/data/mnist10k"
+    assert cfg.data.path == "/abs/folder"  # absolute paths stay

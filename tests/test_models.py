@@ -208,3 +208,38 @@ def test_stacked_autoencoder_trains_one_layer_pair_per_phase() -> None:
         a = model.enc_blocks[1](model.enc_blocks[0](x.flatten(1)))
         rec = model.dec_blocks[0](model.enc_blocks[2](a))
     assert torch.allclose(model.layer_terms(x, 3)["loss"], 0.5 * (rec - a).pow(2).sum(1).mean())
+
+
+class _Precision:  # stands in for a Trainer: make_optimizer reads only its precision
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
+
+
+@pytest.mark.parametrize(
+    ("factory", "precision", "fused"),
+    [
+        (adam(), "32-true", True),  # the config left it open: the fused kernel
+        (adam(), "bf16-mixed", True),
+        (adam(), "16-mixed", False),  # fp16 AMP's scaler unscales outside the step
+        (functools.partial(torch.optim.Adam, lr=1e-2, fused=False), "32-true", False),  # the user's choice
+        (functools.partial(torch.optim.Adam, lr=1e-2, foreach=True), "32-true", False),
+        (functools.partial(torch.optim.SGD, lr=0.1), "32-true", True),
+        (functools.partial(torch.optim.RMSprop, lr=0.1), "32-true", None),  # no fused kernel at all
+    ],
+)
+def test_optimisers_use_the_fused_kernel_unless_told_otherwise(factory, precision: str, fused: bool | None) -> None:
+    model = Autoencoder(IMG, net=mlp([16]), latent_dim=4, optimizer=factory)
+    model._trainer = _Precision(precision)
+    opt = model.configure_optimizers()
+    assert opt.defaults.get("fused") == fused or (fused is False and not opt.defaults.get("fused"))
+    # the same update as torch's default loop implementation
+    ref = Autoencoder(IMG, net=mlp([16]), latent_dim=4, optimizer=factory)
+    ref.load_state_dict(model.state_dict())
+    ref_opt = factory(params=list(ref.parameters()))
+    x = torch.rand(5, 1, 8, 8)
+    for m, o in ((model, opt), (ref, ref_opt)):
+        o.zero_grad()
+        m.loss_terms({"x": x}, "train")["loss"].backward()
+        o.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

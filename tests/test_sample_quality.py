@@ -181,3 +181,18 @@ def test_evaluator_on_digits_real_images_reach_the_floor_and_noise_does_not() ->
     assert real["test/fid"] < 2 * real["test/fid_floor"] < noise["test/fid"]
     assert real["test/mmd2"] < noise["test/mmd2"] and real["test/kid"] < noise["test/kid"]
     assert real["test/precision"] > noise["test/precision"] and real["test/recall"] > 0.5 > noise["test/recall"]
+
+
+def test_sample_quality_does_not_depend_on_data_binarize() -> None:
+    # a VAE trained on binarised data and a GAN on grey levels are scored against the same real images
+    plain, binary = (DigitsDataModule(max_train=96, val_fraction=0.15, binarize=b) for b in (False, True))
+    plain.setup()
+    binary.setup()
+    assert set(binary.splits["test"].x.unique().tolist()) <= {0.0, 1.0}  # the likelihood's test split
+    assert torch.equal(binary.as_stored("test").x, plain.splits["test"].x)  # the images as stored
+    ev = Evaluator(classifier_cache=str(CACHE))
+    samples = plain.splits["val"].x
+    a, b = (ev.evaluate(Replay(dm.info, samples).eval(), dm) for dm in (plain, binary))
+    for name in ("fid", "kid", "mmd2", "precision", "recall"):
+        assert a[f"test/{name}"] == pytest.approx(b[f"test/{name}"], rel=1e-9)
+        assert a[f"test/{name}_floor"] == pytest.approx(b[f"test/{name}_floor"], rel=1e-9)

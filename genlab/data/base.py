@@ -153,6 +153,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.download = download
         self.max_train = max_train
         self.splits: dict[str, Split] = {}
+        self.unbinarised: dict[str, Tensor] = {}  # evaluation splits' images before binarisation
 
     # ---- what subclasses provide -------------------------------------------------
     @property
@@ -203,9 +204,17 @@ class TensorDataModule(pl.LightningDataModule):
         if self.binarize:  # evaluation splits binarised once with a fixed seed; train per batch
             for name in splits:
                 if name != "train":
-                    x = self.scale(splits[name].x)
-                    splits[name].x = torch.bernoulli(x, generator=gen)
+                    self.unbinarised[name] = splits[name].x
+                    splits[name].x = torch.bernoulli(self.scale(splits[name].x), generator=gen)
         return splits
+
+    def as_stored(self, split: str) -> Split:
+        """The split as the dataset holds it, never binarised: what samples are compared with, so
+        that sample-quality figures of models trained with and without data.binarize (a VAE's
+        Bernoulli likelihood, a GAN) are measured against the same real images."""
+        s = self.splits[split]
+        x = self.unbinarised.get(split)
+        return s if x is None else Split(x, s.y, s.factors)
 
     def train_dataloader(self) -> TensorLoader:
         return TensorLoader(self.splits["train"], self.batch_size, shuffle=True, drop_last=False, seed=self.seed)

@@ -162,7 +162,7 @@ class Evaluator(pl.Callback):
         MMD², precision and recall in the feature space of the dataset classifier (or Inception) for
         images, MMD² in data space for points, and the modes covered for mixtures. Each beside its floor
         ``<metric>_floor``: the same metric for n real training samples in place of the model's."""
-        test, train = dm.splits["test"], dm.splits["train"]
+        test, train = dm.as_stored("test"), dm.as_stored("train")  # the real images, never binarised
         if dm.holdout_class is not None and test.y is not None:  # the model never saw it: score the others
             test = test.subset(torch.nonzero(test.y != dm.holdout_class).squeeze(1))
         n = min(self.n_quality_samples, len(test), len(train))

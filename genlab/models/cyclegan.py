@@ -149,6 +149,7 @@ class CycleGAN(GenerativeModel):
 
     needs_image = True
     needs_domains = 2  # batches carry x (domain A) and x_b (domain B)
+    ranks_checkpoints = False  # an adversarial val/loss: the latest epoch is tested
 
     def __init__(
         self,
@@ -270,8 +271,8 @@ class CycleGAN(GenerativeModel):
     def configure_optimizers(self) -> Any:
         if self.optimizer_g is None or self.optimizer_d is None:
             raise UserError(f"{type(self).__name__} needs model.optimizer_g and model.optimizer_d")
-        opt_g = self.optimizer_g(params=[*self.g_a2b.parameters(), *self.g_b2a.parameters()])
-        opt_d = self.optimizer_d(params=[*self.d_a.parameters(), *self.d_b.parameters()])
+        opt_g = self.make_optimizer(self.optimizer_g, [*self.g_a2b.parameters(), *self.g_b2a.parameters()])
+        opt_d = self.make_optimizer(self.optimizer_d, [*self.d_a.parameters(), *self.d_b.parameters()])
         if self.scheduler_factory is None:
             return [opt_g, opt_d]
         return [opt_g, opt_d], [self.scheduler_factory(optimizer=opt_g), self.scheduler_factory(optimizer=opt_d)]

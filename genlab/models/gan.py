@@ -56,6 +56,7 @@ class AdversarialModel(GenerativeModel):
     """
 
     code_dim = 0  # generator inputs besides the noise (InfoGAN's codes)
+    ranks_checkpoints = False  # val/loss is judged by the current D: the latest epoch is tested
 
     def __init__(
         self, data_info: DataInfo, net: NetFactory, latent_dim: int = 100, prior: str = "normal",
@@ -240,7 +241,8 @@ class AdversarialModel(GenerativeModel):
         if self.optimizer_g is None or self.optimizer_d is None:
             raise UserError(f"{type(self).__name__} needs model.optimizer_g and model.optimizer_d")
         d_params = [p for n, p in self.named_parameters() if not n.startswith(("generator.", "generator_ema."))]
-        return [self.optimizer_g(params=self.generator.parameters()), self.optimizer_d(params=d_params)]
+        return [self.make_optimizer(self.optimizer_g, self.generator.parameters()),
+                self.make_optimizer(self.optimizer_d, d_params)]
 
 
 class GAN(AdversarialModel):

@@ -38,6 +38,7 @@ class ToyGAN(GenerativeModel):
     the lectures' cost); the discriminator minimises the cross-entropy of real (1) and fake (0).
     """
 
+    ranks_checkpoints = False  # an adversarial val/loss: the latest epoch is tested
     state_name = "toy"  # the figures' TensorBoard tag toy/state and PNGs images/toy_step_XXXXX.png
 
     def __init__(
@@ -131,7 +132,8 @@ class ToyGAN(GenerativeModel):
     def configure_optimizers(self) -> Any:
         if self.optimizer_g is None or self.optimizer_d is None:
             raise UserError(f"{type(self).__name__} needs model.optimizer_g and model.optimizer_d")
-        return [self.optimizer_g(params=[self.v]), self.optimizer_d(params=[self.d_weight, self.d_bias])]
+        return [self.make_optimizer(self.optimizer_g, [self.v]),
+                self.make_optimizer(self.optimizer_d, [self.d_weight, self.d_bias])]
 
     # ---- the picture -----------------------------------------------------------------------
     @torch.no_grad()
