@@ -10,7 +10,15 @@ class UserError(Exception):
 
 
 class IncompatibleError(UserError):
-    """A model cannot run on a dataset (e.g. a convolutional model on 2-D points)."""
+    """A model cannot run on a dataset (e.g. a convolutional model on 2-D points).
+
+    ``reason`` is the sentence about the data alone, so that genlab-train can put it after
+    "model=X cannot run on data=Y:"; ``who`` names the model class for other callers.
+    """
+
+    def __init__(self, reason: str, who: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(reason if who is None else f"{who} cannot run on this data: {reason}")
 
 
 class MissingDataError(UserError):

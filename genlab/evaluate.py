@@ -20,15 +20,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.callbacks.evaluator import configured_evaluator
 from genlab.config import setup_hydra
 from genlab.errors import UserError
-from genlab.eval.common import eval_mode
-from genlab.eval.evaluator import Evaluator
+from genlab.metrics.base import Scores, eval_mode
+from genlab.metrics.sampling import ModeCoverage, SampleQuality
 from genlab.run import build, load_model, quiet_framework_noise
-
-# the table's columns, in this order, for the metrics some run has; test/<name>_floor joins its column
-COLUMNS = ("fid", "kid", "mmd2", "precision", "recall", "modes_covered", "high_quality_share",
-           "sample_class_acc", "neg_elbo", "iwae_nll", "sq_err_per_image")
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -76,20 +73,22 @@ def _anchor_data_paths(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def evaluate_run(cfg: DictConfig, checkpoint: Path, n_samples: int | None = None,
-                 device: str = "cpu") -> dict[str, float]:
+                 device: str = "cpu") -> Scores:
     """Rebuild the run's data and model and score them with its own evaluator settings
-    (``n_samples`` replaces callbacks.evaluator.n_quality_samples)."""
+    (``n_samples`` replaces the sample-quality metrics' n_samples)."""
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     dm = build(cfg.data)
     dm.setup("test")
     model = load_model(cfg.model, checkpoint, device)
     node = OmegaConf.select(cfg, "callbacks.evaluator")
-    if node is None:  # the run had no evaluator: the defaults, with the run's classifier cache
-        evaluator = Evaluator(classifier_cache=OmegaConf.select(cfg, "paths.cache_dir"))
+    if node is None:  # the run had no evaluator: the default one, with the run's classifier cache
+        evaluator = configured_evaluator(OmegaConf.select(cfg, "paths.cache_dir"))
     else:
         evaluator = build(node)
     if n_samples is not None:
-        evaluator.n_quality_samples = n_samples
+        for metric in evaluator.metrics.values():
+            if isinstance(metric, (SampleQuality, ModeCoverage)):
+                metric.n_samples = n_samples
     with eval_mode(model):
         return evaluator.evaluate(model, dm)
 
@@ -102,18 +101,21 @@ def _cell(metrics: dict[str, float], name: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """One row per run: its model, data and the COLUMNS metrics that any run has."""
+    """One row per run: its model, data and the metrics its evaluator's metric objects put in a table
+    (``Metric.columns``), the union over the runs in the order they first appear."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: wide enough that no header wraps
         console = Console(highlight=False, width=max(console.width, 200))
-    names = [c for c in COLUMNS if any(f"test/{c}" in r["metrics"] for r in rows)]
+    names = list(dict.fromkeys(c for r in rows for c in r["metrics"].columns))
     table = Table(title="genlab-eval: test metrics (in brackets the floor: real training samples in place "
                   "of the model's)", title_justify="left")
+    units = {k.removeprefix("test/"): u for r in rows for k, u in r["metrics"].units.items()}
     for col in ("run", "model", "data", *names):
-        table.add_column(col, justify="left" if col in ("run", "model", "data") else "right")
+        head = f"{col} ({units[col]})" if col in units else col
+        table.add_column(head, justify="left" if col in ("run", "model", "data") else "right")
     for r in rows:
         table.add_row(r["run"], r["model"], r["data"], *[_cell(r["metrics"], c) for c in names])
     console.print(table)
@@ -133,7 +135,7 @@ def _choice(run_dir: Path, cfg: DictConfig, group: str) -> str:
     """The config group's choice (metrics.json, written by genlab-train), else the _target_ class."""
     metrics = run_dir / "metrics.json"
     choice = json.loads(metrics.read_text()).get(group) if metrics.is_file() else None
-    return choice or str(cfg[group]._target_).rsplit(".", 1)[-1]
+    return choice or str(cfg[group]["_target_"]).rsplit(".", 1)[-1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"scoring {run_dir} ({ckpt.name})", file=sys.stderr)
             metrics = evaluate_run(cfg, ckpt, args.n_samples, args.device)
             rows.append({"run": run_dir.name, "model": _choice(run_dir, cfg, "model"),
-                         "data": _choice(run_dir, cfg, "data"), "metrics": dict(sorted(metrics.items()))})
+                         "data": _choice(run_dir, cfg, "data"), "metrics": metrics})
     except UserError as e:
         print(f"genlab-eval: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

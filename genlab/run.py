@@ -52,12 +52,12 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 
 
 def load_model(model_cfg: DictConfig, checkpoint: str | Path, device: str = "cpu") -> Any:
-    """The model class named by ``model_cfg._target_``, restored from a checkpoint that genlab
+    """The model class named by the model config's ``_target_``, restored from a checkpoint that genlab
     wrote: its hyperparameters hold the network builders and the DataInfo, so it rebuilds itself
     (which needs weights_only=False). An unreadable file is a UserError naming it."""
     from hydra.utils import get_class
 
-    cls = get_class(model_cfg._target_)
+    cls = get_class(model_cfg["_target_"])
     try:
         return cls.load_from_checkpoint(checkpoint, map_location=device, weights_only=False)
     except (OSError, RuntimeError, EOFError, KeyError) as e:
@@ -93,13 +93,15 @@ def print_summary(result: dict[str, Any], out_dir: Path, loggers: list[Logger]) 
     from rich.table import Table
 
     console = Console(highlight=False)
-    metrics = result["metrics"]
+    metrics, units = result["metrics"], result.get("units", {})
     table = Table(title=f"{result['model']} on {result['data']} (seed {result['seed']})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if units:
+        table.add_column("unit")
     for k, v in metrics.items():
         if k.startswith("test/"):
-            table.add_row(k, f"{v:.4g}")
+            table.add_row(k, f"{v:.4g}", *([units.get(k, "")] if units else []))
     console.print(table)
     if "test/sq_err_per_image" in metrics and "test/pca_sq_err_per_image" in metrics:
         m, p = metrics["test/sq_err_per_image"], metrics["test/pca_sq_err_per_image"]

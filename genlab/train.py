@@ -1,4 +1,5 @@
-"""genlab-train: compose the config, train, test on the best checkpoint, write the metrics.
+"""genlab-train: compose the config, train, test the best checkpoint (the latest for models whose
+val/loss cannot rank them), write the metrics.
 
     genlab-train                                   # the default: an MLP autoencoder on digits
     genlab-train model=conv_ae data=mnist data.root=../shared/data/mnist10k
@@ -20,7 +21,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
 
+from genlab.callbacks.evaluator import Evaluator
 from genlab.config import project_root, setup_hydra, validate
 from genlab.errors import IncompatibleError, UserError
 from genlab.run import build, build_group, log_config, print_summary, quiet_framework_noise
@@ -43,6 +46,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("data %s | model %s", datamodule.info.describe(), type(model).__name__)
 
     callbacks = build_group(cfg.get("callbacks"))
+    if not model.ranks_checkpoints:  # its val/loss cannot pick a "best" epoch: the latest is tested
+        callbacks = [cb for cb in callbacks if not (isinstance(cb, ModelCheckpoint) and cb.monitor)]
     loggers = build_group(cfg.get("logger"))
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_config(loggers, cfg)
@@ -51,26 +56,38 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    tested = checkpoint_to_test(trainer) if cfg.train else cfg.ckpt_path
     if cfg.test:
-        ckpt = cfg.ckpt_path if not cfg.train else None
-        ckpt_cb = trainer.checkpoint_callback
-        if cfg.train and ckpt_cb is not None and getattr(ckpt_cb, "best_model_path", ""):
-            ckpt = ckpt_cb.best_model_path  # test the best model, not the last one
         # weights_only=False: this run wrote the checkpoint itself (it holds the net builders)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=False, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
 
     out_dir = Path(cfg.paths.output_dir)
-    ckpt_cb = trainer.checkpoint_callback
+    units = {k: u for cb in trainer.callbacks if isinstance(cb, Evaluator) for k, u in cb.last.units.items()}
     result = {
         "model": _choice("model"), "data": _choice("data"), "seed": cfg.seed,
-        "best_checkpoint": getattr(ckpt_cb, "best_model_path", None) or None,
+        "best_checkpoint": tested,
         "metrics": dict(sorted(metrics.items())),
+        "units": dict(sorted(units.items())),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     print_summary(result, out_dir, loggers)
     return metrics
+
+
+def checkpoint_to_test(trainer: pl.Trainer) -> str | None:
+    """The checkpoint a finished fit is tested on: the best by a monitored metric when a checkpoint
+    callback ranks them, else the newest one. Lightning saves only after an optimiser step, so a
+    model fitted in closed form (pca) gets its last.ckpt written here. None without checkpointing."""
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    ranked = [cb.best_model_path for cb in callbacks if cb.monitor]
+    latest = [cb.best_model_path for cb in callbacks if not cb.monitor] + [cb.last_model_path for cb in callbacks]
+    path = next((p for p in [*ranked, *latest] if p), None)
+    if path is None and callbacks and callbacks[0].dirpath and trainer.global_step == 0:
+        path = str(Path(callbacks[0].dirpath) / "last.ckpt")
+        trainer.save_checkpoint(path)
+    return path
 
 
 def _choice(group: str) -> str | None:
@@ -98,7 +115,7 @@ def _main(cfg: DictConfig) -> float | None:
     except UserError as e:
         msg = str(e)
         if isinstance(e, IncompatibleError):
-            msg = f"model={_choice('model')} cannot run on data={_choice('data')}: {msg}"
+            msg = f"model={_choice('model')} cannot run on data={_choice('data')}: {e.reason}"
         print(f"genlab-train: error: {msg}", file=sys.stderr)
         _discard_failed_run(cfg)
         sys.exit(e.exit_code)

@@ -226,7 +226,7 @@ def _sync(device: str) -> None:
 # ---- main ---------------------------------------------------------------------------------
 # Three loops per precision: the hand loop with torch's default Adam (what a hand-written loop
 # gets), the hand loop with Adam(fused=True) (what genlab's models build by default; see
-# GenerativeModel.make_optimizer), and genlab. Their runs alternate and the best of each is kept:
+# genlab.models.base.make_optimizer), and genlab. Their runs alternate and the best of each is kept:
 # other processes on a shared machine slow single runs down, never up.
 LOOPS = ("hand, torch's default Adam", "hand, Adam(fused=True)", "genlab (fused Adam)")
 
@@ -310,9 +310,9 @@ def bench_dcgan(args: argparse.Namespace) -> None:
 
 def _check_same_nets() -> None:
     """The hand-written nets have genlab's layers and parameter counts (else the ratio means nothing)."""
-    from genlab.models.gan_nets import dcgan
+    from genlab.nets.gan import dcgan
 
-    ref = dcgan((1, 28, 28), 100, width=64)
+    ref = dcgan(in_shape=(1, 28, 28), latent_dim=100, width=64)
     g, d = hand_dcgan_nets()
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     mine, theirs = (count(g), count(d)), (count(ref.generator), count(ref.body) + ref.features + 1)

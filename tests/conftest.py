@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
@@ -18,6 +20,7 @@ from genlab.config import project_root, setup_hydra
 CONF = Path(project_root()) / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 # tiny built-in data for every smoke run: small images / few points, 2 batches per stage
 TINY = {
@@ -67,4 +70,27 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / c).mkdir()
         for i in range(6):
             Image.new("RGB", (12, 12), (40 * i, 200 if c == "a" else 0, 90)).save(root / c / f"{i}.png")
+    return root
+
+
+def write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Real IDX files: big-endian magic 2051 (uint8, 3 dims) / 2049 (uint8, 1 dim) and sizes."""
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">4i", 2051, *images.shape) + images.tobytes())
+    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">2i", 2049, len(labels)) + labels.tobytes())
+
+
+@pytest.fixture(scope="session")
+def fake_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data.root with tiny MNIST files (96 train / 48 test digit-like blobs) in torchvision's layout,
+    so that presets made for MNIST run offline without the real files."""
+    root = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 96), ("t10k", 48)):
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        for i, c in enumerate(labels):  # a bright square whose place says the class
+            r, col = 4 + 2 * (c // 5) * 5, 4 + 4 * (c % 5)
+            images[i, r : r + 8, col : col + 6] = 200 + rng.integers(0, 55)
+        write_idx(root / "MNIST" / "raw", prefix, images, labels)
     return root

@@ -1,25 +1,30 @@
-"""genlab.checkpoint.Checkpoint: last.ckpt follows training; GANs keep their latest epoch."""
+"""Checkpoints through the stock ModelCheckpoint entries of conf/callbacks/model_checkpoint.yaml:
+last.ckpt follows training every epoch, the best epoch is tested, and models whose val/loss cannot
+rank checkpoints (declared ranks_checkpoints = False) test their latest epoch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import CONF, FAST, TINY
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.checkpoint import Checkpoint
+from genlab.train import checkpoint_to_test, train
 
 
 class Worsening(pl.LightningModule):
     """val/loss = 1, 2, 3, ... by epoch: the first epoch stays the best."""
 
-    def __init__(self, ranks: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.layer = nn.Linear(2, 1)
-        self.ranks_checkpoints = ranks
 
     def training_step(self, batch, batch_idx):
         return self.layer(batch[0]).pow(2).mean()
@@ -31,39 +36,58 @@ class Worsening(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(tmp_path: Path, module: pl.LightningModule, epochs: int = 3, validate: bool = True) -> Checkpoint:
+def configured_checkpoints(folder: Path) -> list[pl.Callback]:
+    """The callbacks exactly as conf/callbacks/model_checkpoint.yaml makes them."""
+    node = OmegaConf.load(CONF / "callbacks" / "model_checkpoint.yaml")
+    node = OmegaConf.merge({"paths": {"output_dir": str(folder)}}, node)
+    return [instantiate(node[k]) for k in node if k != "paths"]
+
+
+def _fit(folder: Path, epochs: int = 3, validate: bool = True, every: int = 1) -> pl.Trainer:
     data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
-    ckpt = Checkpoint(dirpath=tmp_path, filename="epoch_{epoch:03d}", monitor="val/loss", save_last=True,
-                      auto_insert_metric_name=False)
     trainer = pl.Trainer(
-        max_epochs=epochs, callbacks=[ckpt], logger=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=1.0 if validate else 0,
+        max_epochs=epochs, callbacks=configured_checkpoints(folder), logger=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1.0 if validate else 0,
+        check_val_every_n_epoch=every,
     )
-    trainer.fit(module, train_dataloaders=data, val_dataloaders=data if validate else None)
-    return ckpt
+    trainer.fit(Worsening(), train_dataloaders=data, val_dataloaders=data if validate else None)
+    return trainer
 
 
 def _epoch(path: str | Path) -> int:
     return torch.load(path, weights_only=False)["epoch"]
 
 
-@pytest.mark.parametrize("validate", [True, False])
-def test_last_checkpoint_is_the_last_epoch_when_the_metric_does_not_improve(tmp_path: Path, validate: bool) -> None:
-    ckpt = _fit(tmp_path, Worsening(), validate=validate)
-    assert _epoch(tmp_path / "last.ckpt") == 2  # Lightning's own callback leaves it at epoch 0 here
-    if validate:
-        assert Path(ckpt.best_model_path).name == "epoch_000.ckpt"
+@pytest.mark.parametrize(("validate", "every"), [(True, 1), (False, 1), (True, 2)])
+def test_last_checkpoint_follows_every_epoch_and_the_best_is_tested(tmp_path: Path, validate: bool,
+                                                                     every: int) -> None:
+    trainer = _fit(tmp_path, validate=validate, every=every)
+    assert _epoch(tmp_path / "checkpoints" / "last.ckpt") == 2  # also between validations (every = 2)
+    tested = checkpoint_to_test(trainer)
+    if validate:  # the monitored val/loss ranks the first validated epoch first
+        assert Path(tested).name == f"epoch_{every - 1:03d}.ckpt" and _epoch(tested) == every - 1
+    else:  # nothing to rank by: the newest checkpoint
+        assert Path(tested).name == "last.ckpt"
 
 
-def test_models_that_cannot_rank_checkpoints_keep_the_latest(tmp_path: Path) -> None:
-    ckpt = _fit(tmp_path, Worsening(ranks=False))
-    assert ckpt.monitor is None
-    assert Path(ckpt.best_model_path).name == "epoch_002.ckpt"
-    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch_002.ckpt", "last.ckpt"]
-    assert _epoch(tmp_path / "last.ckpt") == 2
+def test_models_that_cannot_rank_checkpoints_test_their_latest_epoch(make_cfg) -> None:
+    cfg = make_cfg("model=gan", "data=toy2d", *TINY["toy2d"], *FAST, "trainer.max_epochs=2")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]  # no "best" by val/loss
+    tested = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
+    assert Path(tested) == out / "checkpoints" / "last.ckpt" and _epoch(tested) == 1
 
 
-def test_every_gan_family_model_declares_it() -> None:
+def test_a_model_fitted_in_closed_form_still_gets_its_checkpoint(make_cfg) -> None:
+    cfg = make_cfg("model=pca", "data=digits", *TINY["digits"], *FAST)
+    train(cfg)  # PCA takes no optimiser step, after which Lightning's callbacks would save
+    tested = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["best_checkpoint"]
+    state = torch.load(tested, weights_only=False)["state_dict"]
+    assert Path(tested).name == "last.ckpt" and state["components"].abs().sum() > 0  # the fitted PCA
+
+
+def test_every_adversarial_model_declares_it() -> None:
     from genlab.models.autoencoder import Autoencoder
     from genlab.models.cyclegan import CycleGAN
     from genlab.models.gan import CGAN, GAN

@@ -9,12 +9,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from genlab.callbacks.evaluator import configured_evaluator
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
 from genlab.data.builtin import Toy2dDataModule
 from genlab.errors import UserError
-from genlab.eval import classifier as C
-from genlab.eval import evaluator as E
-from genlab.eval.evaluator import Evaluator
+from genlab.metrics import classifier as C
 from genlab.models.base import GenerativeModel
 
 
@@ -26,7 +25,7 @@ class LeftRight(TensorDataModule):
         return DataInfo("leftright", (1, 8, 8), num_classes=2)
 
     def load(self) -> Splits:
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.options.seed)
         halves = torch.zeros(2, 1, 8, 8)
         halves[0, ..., :4], halves[1, ..., 4:] = 1.0, 1.0
 
@@ -51,7 +50,7 @@ def _state(net: C.DatasetClassifier) -> list[Tensor]:
 
 def test_learns_left_right_and_features(tmp_path) -> None:
     dm = _dm()
-    net = C.get_classifier(dm, tmp_path, epochs=4, min_steps=0)
+    net = C.dataset_classifier(dm, tmp_path, epochs=4, min_steps=0)
     test = dm.splits["test"]
     assert C.accuracy(net, test.x, test.y) >= 0.99
     binary = torch.bernoulli(dm.scale(test.x), generator=torch.Generator().manual_seed(1))
@@ -73,20 +72,20 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(C, "train_classifier", counting)
     dm = _dm()
-    first = C.get_classifier(dm, tmp_path, epochs=1, min_steps=0)
+    first = C.dataset_classifier(dm, tmp_path, epochs=1, min_steps=0)
     (path,) = (tmp_path / "classifiers").iterdir()
     assert len(calls) == 1 and path.name.startswith("leftright-") and path.suffix == ".pt"
     mtime = path.stat().st_mtime_ns
 
-    again = C.get_classifier(dm, tmp_path, epochs=1, min_steps=0)  # same data and config: loaded
+    again = C.dataset_classifier(dm, tmp_path, epochs=1, min_steps=0)  # same data and config: loaded
     assert len(calls) == 1 and path.stat().st_mtime_ns == mtime
     assert all(torch.equal(a, b) for a, b in zip(_state(first), _state(again)))
 
-    C.get_classifier(_dm(seed=1), tmp_path, epochs=1, min_steps=0)  # other data: another checksum, retrained
-    C.get_classifier(dm, tmp_path, epochs=2, min_steps=0)  # other config: retrained
+    C.dataset_classifier(_dm(seed=1), tmp_path, epochs=1, min_steps=0)  # other data: another checksum, retrained
+    C.dataset_classifier(dm, tmp_path, epochs=2, min_steps=0)  # other config: retrained
     assert len(calls) == 3 and len(list((tmp_path / "classifiers").iterdir())) == 3
 
-    fresh = C.get_classifier(dm, tmp_path / "elsewhere", epochs=1, min_steps=0)  # training is deterministic
+    fresh = C.dataset_classifier(dm, tmp_path / "elsewhere", epochs=1, min_steps=0)  # training is deterministic
     assert len(calls) == 4 and all(torch.equal(a, b) for a, b in zip(_state(first), _state(fresh)))
 
 
@@ -94,7 +93,7 @@ def test_points_have_no_classifier(tmp_path) -> None:
     dm = Toy2dDataModule(kind="ring8", n_samples=100)
     dm.setup()
     with pytest.raises(UserError, match="needs labelled images"):
-        C.get_classifier(dm, tmp_path)
+        C.dataset_classifier(dm, tmp_path)
 
 
 class Replay(GenerativeModel):
@@ -103,10 +102,10 @@ class Replay(GenerativeModel):
     conditional = True
 
     def __init__(self, info: DataInfo, pool: Split, shift: int) -> None:
-        super().__init__(info)
+        super().__init__(data_info=info)
         self.pool, self.shift = pool, shift
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
         assert y is not None and len(y) == n
         out = []
         for c in ((y.cpu() + self.shift) % 2).tolist():
@@ -122,9 +121,9 @@ class Replay(GenerativeModel):
 def test_evaluator_sample_class_acc(tmp_path, monkeypatch, shift: int) -> None:
     dm = _dm()
     # four passes (28 updates) learn this task; the default 500-update floor is for real datasets
-    monkeypatch.setattr(E, "get_classifier", partial(C.get_classifier, min_steps=0))
-    evaluator = Evaluator(max_probe_train=100, classifier_cache=str(tmp_path), classifier_epochs=4,
-                          samples_per_class=30)
+    monkeypatch.setattr(C, "dataset_classifier", partial(C.dataset_classifier, min_steps=0))
+    evaluator = configured_evaluator(tmp_path, ["classifier_epochs=4", "metrics.probes.max_train=100",
+                                                "metrics.sample_classes.per_class=30"])
     trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=[evaluator], enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)
     trainer.test(Replay(dm.info, dm.splits["test"], shift), datamodule=dm)

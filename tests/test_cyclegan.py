@@ -18,8 +18,9 @@ from genlab.data.base import DataInfo, Split
 from genlab.data.builtin import DigitsDataModule
 from genlab.data.unpaired import DigitsInvertedDataModule, UnpairedFolderDataModule, UnpairedLoader
 from genlab.errors import IncompatibleError, MissingDataError, UserError
-from genlab.eval.translation import translation_classifiers, translation_metrics
-from genlab.models.cyclegan import CycleGAN, HistoryPool, patch_discriminator, resnet_generator
+from genlab.metrics.translation import translation_classifiers, translation_metrics
+from genlab.models.cyclegan import CycleGAN, HistoryPool
+from genlab.nets.cyclegan import patch_discriminator, resnet_generator
 from genlab.train import train
 
 INFO = DataInfo("pair", (1, 8, 8), 10, domains=("a", "b"))
@@ -28,8 +29,9 @@ INFO = DataInfo("pair", (1, 8, 8), 10, domains=("a", "b"))
 def tiny_cyclegan(info: DataInfo = INFO, **kwargs) -> CycleGAN:
     torch.manual_seed(0)
     adam = partial(torch.optim.Adam, lr=1e-3)
-    return CycleGAN(info, partial(resnet_generator, channels=4, n_blocks=1), partial(patch_discriminator, channels=4,
-                    n_layers=1), optimizer_g=adam, optimizer_d=adam, **kwargs)
+    return CycleGAN(data_info=info, generator=partial(resnet_generator, channels=4, n_blocks=1),
+                    discriminator=partial(patch_discriminator, channels=4, n_layers=1), optimizer_g=adam,
+                    optimizer_d=adam, **kwargs)
 
 
 def test_generator_terms_match_the_hand_formulas() -> None:
@@ -85,8 +87,9 @@ class RecordingCycleGAN(CycleGAN):
 def test_each_player_gets_gradients_from_its_own_loss_only() -> None:
     dm = DigitsInvertedDataModule(image_size=8, batch_size=16, max_train=32)
     adam = partial(torch.optim.Adam, lr=1e-3)
-    model = RecordingCycleGAN(dm.info, partial(resnet_generator, channels=4, n_blocks=1),
-                              partial(patch_discriminator, channels=4, n_layers=1), optimizer_g=adam, optimizer_d=adam)
+    model = RecordingCycleGAN(data_info=dm.info, generator=partial(resnet_generator, channels=4, n_blocks=1),
+                              discriminator=partial(patch_discriminator, channels=4, n_layers=1), optimizer_g=adam,
+                              optimizer_d=adam)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
@@ -120,7 +123,7 @@ def test_non_finite_terms_stop_with_the_player_term_and_step() -> None:
 
 
 def test_cyclegan_rejects_single_domain_data() -> None:
-    with pytest.raises(IncompatibleError, match="two unpaired domains.*'digits' provides one"):
+    with pytest.raises(IncompatibleError, match="2 unpaired domains.*'digits' provides one"):
         tiny_cyclegan(DigitsDataModule(image_size=8).info)
 
 
@@ -207,7 +210,7 @@ class NearestNeighbour(StandIn):
 
 
 def test_translation_metrics_of_a_perfect_translator_are_one() -> None:
-    from genlab.eval.translation import TranslationClassifiers
+    from genlab.metrics.translation import TranslationClassifiers
 
     dm = DigitsInvertedDataModule(image_size=8)
     dm.setup()
@@ -231,7 +234,7 @@ def test_translation_classifiers_are_trained_once_and_cached(tmp_path: Path, mon
     assert len(list((tmp_path / "classifiers").glob("digits_inverted-*.pt"))) == 2
     got = translation_metrics(StandIn(), dm, clf, torch.device("cpu"))
     assert got["test/domain_classifier_acc"] > 0.95  # brightness: learnt in a few steps
-    monkeypatch.setattr("genlab.eval.translation.train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("genlab.metrics.classifier.train_classifier", lambda *a, **k: pytest.fail("retrained"))
     again = translation_classifiers(dm, tmp_path, epochs=1, min_steps=30)
     assert torch.equal(again.domain.head.weight, clf.domain.head.weight)
 

@@ -4,7 +4,6 @@ that every conf/data/*.yaml composes and instantiates."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +11,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
+from conftest import write_idx
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -172,13 +172,6 @@ def test_toy2d_mixtures_expose_their_modes() -> None:
     assert Toy2dDataModule(kind="moons").modes is None
     with pytest.raises(UserError, match="data.kind"):
         Toy2dDataModule(kind="spiral")
-
-
-def write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """Real IDX files: big-endian magic 2051 (uint8, 3 dims) / 2049 (uint8, 1 dim) and sizes."""
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">4i", 2051, *images.shape) + images.tobytes())
-    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">2i", 2049, len(labels)) + labels.tobytes())
 
 
 @pytest.mark.parametrize("cls,folder", [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST"),

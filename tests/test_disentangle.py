@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from genlab.callbacks.evaluator import configured_evaluator
 from genlab.data.builtin import ShapesDataModule
-from genlab.eval import disentangle as D
-from genlab.eval.evaluator import Evaluator
+from genlab.metrics import factors as D
 from genlab.models.pca import PCA
 
 
@@ -96,8 +96,9 @@ def test_factor_r2_categorical_is_accuracy() -> None:
 # ---- the Evaluator on sprites ---------------------------------------------------------------------
 def test_evaluator_factor_metrics_on_shapes() -> None:
     dm = ShapesDataModule(n_samples=300, image_size=16, batch_size=64, eval_batch_size=128)  # 256-D: a quick SVD
-    model = PCA(dm.info, latent_dim=5)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, callbacks=[Evaluator(max_probe_train=200)],
+    model = PCA(data_info=dm.info, latent_dim=5)
+    evaluator = configured_evaluator(overrides=["metrics.factors.max_train=200", "metrics.probes.max_train=200"])
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, callbacks=[evaluator],
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm)

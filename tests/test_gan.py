@@ -19,9 +19,9 @@ from genlab.data.base import DataInfo
 from genlab.data.builtin import Toy2dDataModule
 from genlab.errors import IncompatibleError, UserError
 from genlab.models.gan import CGAN, GAN
-from genlab.models.gan_nets import dcgan, layer_sizes, mlp_gan
 from genlab.models.infogan import InfoGAN
 from genlab.models.wgan_gp import WGANGP, gradient_penalty
+from genlab.nets.gan import dcgan, layer_sizes, mlp_gan
 
 PTS = DataInfo("pts", (2,), bounded=False)
 IMG = DataInfo("img", (1, 8, 8), num_classes=10)
@@ -59,7 +59,7 @@ def logits(model: GAN, x: Tensor) -> Tensor:
 @pytest.mark.parametrize("loss", ["non_saturating", "minimax"])
 def test_gan_losses_match_the_textbook_formulas(loss: str) -> None:
     torch.manual_seed(0)
-    model = GAN(PTS, mlp(), loss=loss, latent_dim=3)
+    model = GAN(data_info=PTS, net=mlp(), loss=loss, latent_dim=3)
     x = torch.randn(6, 2)
     torch.manual_seed(1)
     d_obj, d_terms = model.discriminator_objective(x, None)
@@ -80,7 +80,7 @@ def test_gan_losses_match_the_textbook_formulas(loss: str) -> None:
 
 def test_validation_terms_use_the_fixed_noise_and_report_the_js_estimate() -> None:
     torch.manual_seed(0)
-    model = GAN(PTS, mlp(), latent_dim=3).eval()
+    model = GAN(data_info=PTS, net=mlp(), latent_dim=3).eval()
     batch = {"x": torch.randn(7, 2)}
     with torch.no_grad():
         a, b = model.loss_terms(batch, "val"), model.loss_terms(batch, "val")
@@ -111,7 +111,7 @@ def test_gradient_penalty_matches_per_sample_autograd_and_a_linear_critic() -> N
 
 def test_wgan_gp_critic_objective_by_hand_and_no_batch_norm() -> None:
     torch.manual_seed(0)
-    model = WGANGP(PTS, mlp(), gp_weight=10.0, latent_dim=3)
+    model = WGANGP(data_info=PTS, net=mlp(), gp_weight=10.0, latent_dim=3)
     x = torch.randn(6, 2)
     torch.manual_seed(1)
     obj, terms = model.discriminator_objective(x, None)
@@ -124,8 +124,8 @@ def test_wgan_gp_critic_objective_by_hand_and_no_batch_norm() -> None:
     assert obj.item() == pytest.approx(-wasserstein.item() + 10.0 * gp.item(), abs=1e-4)
     assert model.divergence(terms["d_loss"]).item() == pytest.approx(wasserstein.item(), abs=1e-5)
     with pytest.raises(UserError, match="d_norm"):
-        WGANGP(DataInfo("img", (1, 16, 16)), functools.partial(dcgan, width=4, d_norm="batch"))
-    WGANGP(DataInfo("img", (1, 16, 16)), functools.partial(dcgan, width=4, d_norm="layer"))
+        WGANGP(data_info=DataInfo("img", (1, 16, 16)), net=functools.partial(dcgan, width=4, d_norm="batch"))
+    WGANGP(data_info=DataInfo("img", (1, 16, 16)), net=functools.partial(dcgan, width=4, d_norm="layer"))
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_dcgan_layer_plan_and_shapes(size: int, sizes: list[int]) -> None:
     assert [h for h, _ in layer_sizes(size, size)] == sizes
     for c in (1, 3):
         torch.manual_seed(0)
-        model = CGAN(DataInfo("img", (c, size, size), num_classes=4), functools.partial(dcgan, width=8))
+        model = CGAN(data_info=DataInfo("img", (c, size, size), num_classes=4), net=functools.partial(dcgan, width=8))
         x = model.sample(3, y=torch.tensor([0, 1, 3]))
         assert x.shape == (3, c, size, size) and 0 <= x.min() and x.max() <= 1  # tanh mapped to [0, 1]
         assert model.critic(2 * x - 1, model.condition(torch.tensor([0, 1, 3]), 3)).shape == (3,)
@@ -143,40 +143,40 @@ def test_dcgan_layer_plan_and_shapes(size: int, sizes: list[int]) -> None:
 
 def test_mlp_gan_shapes_for_points_and_flattened_images() -> None:
     torch.manual_seed(0)
-    points = GAN(PTS, mlp((8, 8)), latent_dim=2).sample(4)
+    points = GAN(data_info=PTS, net=mlp((8, 8)), latent_dim=2).sample(4)
     assert points.shape == (4, 2) and points.abs().max() > 0  # linear output: unbounded
-    assert GAN(IMG, mlp()).sample(4).shape == (4, 1, 8, 8)
+    assert GAN(data_info=IMG, net=mlp()).sample(4).shape == (4, 1, 8, 8)
     with pytest.raises(IncompatibleError, match="image data"):
-        GAN(PTS, functools.partial(dcgan))
+        GAN(data_info=PTS, net=functools.partial(dcgan))
 
 
 def test_cgan_samples_depend_on_the_class() -> None:
     torch.manual_seed(0)
-    model = CGAN(IMG, mlp()).eval()
+    model = CGAN(data_info=IMG, net=mlp()).eval()
     draw = lambda y: (torch.manual_seed(3), model.sample(4, y=torch.full((4,), y)))[1]
     assert torch.equal(draw(2), draw(2))
     assert not torch.allclose(draw(2), draw(5), atol=1e-4)
     with pytest.raises(ValueError, match="labels"):
         model.sample(3, y=torch.tensor([1]))
     with pytest.raises(IncompatibleError, match="labels"):
-        CGAN(PTS, mlp())
+        CGAN(data_info=PTS, net=mlp())
 
 
 def test_fixed_noise_is_a_saved_buffer_that_moves_with_the_module() -> None:
-    a, b = GAN(PTS, mlp(), latent_dim=3, n_fixed=10), GAN(PTS, mlp(), latent_dim=3, n_fixed=10)
+    a, b = (GAN(data_info=PTS, net=mlp(), latent_dim=3, n_fixed=10) for _ in range(2))
     assert "fixed_noise" in a.state_dict() and a.fixed_noise.shape == (10, 3)
     assert torch.equal(a.fixed_noise, b.fixed_noise)  # drawn from a fixed seed
     assert a.to(torch.float64).fixed_noise.dtype == torch.float64
     b.fixed_noise.zero_()
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.fixed_noise, b.fixed_noise)
-    uniform = GAN(PTS, mlp(), latent_dim=3, prior="uniform", n_fixed=500).fixed_noise
+    uniform = GAN(data_info=PTS, net=mlp(), latent_dim=3, prior="uniform", n_fixed=500).fixed_noise
     assert uniform.min() >= -1 and uniform.max() <= 1 and uniform.std() == pytest.approx(1 / math.sqrt(3), rel=0.1)
 
 
 def test_k_discriminator_steps_per_generator_step() -> None:
     torch.manual_seed(0)
-    model = GAN(PTS, mlp(), latent_dim=2, d_steps=3, optimizer_g=adam(), optimizer_d=adam())
+    model = GAN(data_info=PTS, net=mlp(), latent_dim=2, d_steps=3, optimizer_g=adam(), optimizer_d=adam())
     trainer = fit(model, toy(), batches=6)
     opt_g, opt_d = trainer.optimizers
     steps = lambda opt: {int(s["step"]) for s in opt.state.values()}  # Adam counts its own steps
@@ -185,8 +185,7 @@ def test_k_discriminator_steps_per_generator_step() -> None:
 
 def test_ema_follows_the_recursion() -> None:
     torch.manual_seed(0)
-    model = GAN(PTS, mlp(), latent_dim=2, ema=0.3, optimizer_g=adam(1e-2), optimizer_d=adam(1e-2))
-    start = [p.detach().clone() for p in model.generator.parameters()]
+    model = GAN(data_info=PTS, net=mlp(), latent_dim=2, ema=0.3, optimizer_g=adam(1e-2), optimizer_d=adam(1e-2))
     seen: list[list[Tensor]] = []
 
     class Record(pl.Callback):
@@ -194,14 +193,15 @@ def test_ema_follows_the_recursion() -> None:
             seen.append([p.detach().clone() for p in pl_module.generator.parameters()])
 
     fit(model, toy(), batches=6, callbacks=[Record()])
-    expected = start
-    for t, theta in enumerate(seen):  # after every generator step, with the warm-up of the decay
-        d = min(0.3, (1 + t) / (10 + t))  # 0.1, 0.18, 0.25, then 0.3
+    expected = seen[0]  # the first update copies G's weights (torch's AveragedModel)
+    for t, theta in enumerate(seen[1:], start=1):  # then after every generator step, the decay warming up
+        d = min(0.3, (1 + t) / (10 + t))  # 0.18, 0.25, then 0.3
         expected = [d * e + (1 - d) * p for e, p in zip(expected, theta)]
-    for e, got in zip(expected, model.generator_ema.parameters()):
+    for e, got in zip(expected, model.generator_ema.module.parameters()):
         assert torch.allclose(got, e, atol=1e-6)
-    assert int(model.ema_updates) == 6 and "ema_updates" in model.state_dict()
+    assert int(model.generator_ema.n_averaged) == 6 and "generator_ema.n_averaged" in model.state_dict()
     assert not torch.allclose(seen[-1][0], expected[0])  # it lags the generator
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())  # no optimiser touches it
 
 
 def test_grad_clip_bounds_each_players_update_and_trainer_clipping_is_refused(make_cfg) -> None:
@@ -209,7 +209,7 @@ def test_grad_clip_bounds_each_players_update_and_trainer_clipping_is_refused(ma
 
     torch.manual_seed(0)
     sgd = functools.partial(torch.optim.SGD, lr=1.0)
-    model = GAN(PTS, mlp(), latent_dim=2, grad_clip=1e-3, optimizer_g=sgd, optimizer_d=sgd)
+    model = GAN(data_info=PTS, net=mlp(), latent_dim=2, grad_clip=1e-3, optimizer_g=sgd, optimizer_d=sgd)
     d_before = torch.cat([p.detach().flatten().clone() for p in model.body.parameters()])
     fit(model, toy(), batches=1)
     moved = (torch.cat([p.detach().flatten() for p in model.body.parameters()]) - d_before).norm()
@@ -223,7 +223,7 @@ def test_grad_clip_bounds_each_players_update_and_trainer_clipping_is_refused(ma
 
 def test_a_nan_stops_training_naming_the_player_term_and_step(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    model = GAN(PTS, mlp(), latent_dim=2, optimizer_g=adam(), optimizer_d=adam())
+    model = GAN(data_info=PTS, net=mlp(), latent_dim=2, optimizer_g=adam(), optimizer_d=adam())
 
     class Poison(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -234,7 +234,7 @@ def test_a_nan_stops_training_naming_the_player_term_and_step(monkeypatch: pytes
     with pytest.raises(UserError, match=r"discriminator's loss term 'd_loss' is nan at global step 4"):
         fit(model, toy(), batches=5, callbacks=[Poison()])  # 2 batches: 2 D + 2 G steps before
 
-    model = GAN(PTS, mlp(), latent_dim=2, optimizer_g=adam(), optimizer_d=adam())
+    model = GAN(data_info=PTS, net=mlp(), latent_dim=2, optimizer_g=adam(), optimizer_d=adam())
     objective = model.generator_objective
 
     def poisoned(n: int, c: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -249,7 +249,8 @@ def test_a_nan_stops_training_naming_the_player_term_and_step(monkeypatch: pytes
 def test_infogan_information_term_matches_torch_distributions() -> None:
     torch.manual_seed(0)
     for continuous_loss in ("gaussian", "mse"):
-        model = InfoGAN(IMG, mlp(), n_categories=3, n_continuous=2, latent_dim=4, continuous_loss=continuous_loss)
+        model = InfoGAN(data_info=IMG, net=mlp(), n_categories=3, n_continuous=2, latent_dim=4,
+                        continuous_loss=continuous_loss)
         inputs = model.generator_input(6)  # (6, 4 + 3 + 2)
         assert inputs.shape == (6, 9) and torch.equal(inputs[:, 4:7].sum(1), torch.ones(6))
         feats = torch.randn(6, model.d_head.in_features)
@@ -268,7 +269,7 @@ def test_infogan_information_term_matches_torch_distributions() -> None:
 
 def test_infogan_code_traversals() -> None:
     torch.manual_seed(0)
-    model = InfoGAN(IMG, mlp(), n_categories=3, n_continuous=2, latent_dim=4).eval()
+    model = InfoGAN(data_info=IMG, net=mlp(), n_categories=3, n_continuous=2, latent_dim=4).eval()
     grids = model.code_traversals(steps=5)
     assert grids.shape == (2, 3 * 5, 1, 8, 8)
     z = model.fixed_noise[:1, :4]
@@ -277,13 +278,14 @@ def test_infogan_code_traversals() -> None:
         u[0, j] = torch.linspace(-1, 1, 5)[k]
         expected = (torch.tanh(model.generator(model.with_codes(z, torch.tensor([r]), u))) + 1) / 2
         assert torch.allclose(grids[j, r * 5 + k], expected[0], atol=1e-6)
-    only_categories = InfoGAN(IMG, mlp(), n_categories=3, n_continuous=0, latent_dim=4).code_traversals(steps=4)
+    only_categories = InfoGAN(data_info=IMG, net=mlp(), n_categories=3, n_continuous=0, latent_dim=4)
+    only_categories = only_categories.code_traversals(steps=4)
     assert only_categories.shape == (1, 12, 1, 8, 8)
 
 
 def test_infogan_reloads_from_its_checkpoint(tmp_path) -> None:
     torch.manual_seed(0)
-    model = InfoGAN(IMG, mlp(), n_categories=3, n_continuous=1, latent_dim=4, ema=0.9,
+    model = InfoGAN(data_info=IMG, net=mlp(), n_categories=3, n_continuous=1, latent_dim=4, ema=0.9,
                     optimizer_g=adam(), optimizer_d=adam())
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(model)
@@ -296,7 +298,7 @@ def test_infogan_reloads_from_its_checkpoint(tmp_path) -> None:
 def test_a_short_training_moves_samples_towards_the_ring() -> None:
     torch.manual_seed(0)
     dm = toy(n=2000, batch_size=64)
-    model = GAN(dm.info, mlp((64, 64)), latent_dim=4, optimizer_g=adam(2e-3), optimizer_d=adam(2e-3))
+    model = GAN(data_info=dm.info, net=mlp((64, 64)), latent_dim=4, optimizer_g=adam(2e-3), optimizer_d=adam(2e-3))
     to_ring = lambda: torch.cdist(model.eval().sample(1000), dm.modes).min(1).values.mean().item()
     with torch.no_grad():
         before = to_ring()

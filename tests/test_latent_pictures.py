@@ -10,38 +10,42 @@ import torch
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import TensorBoardLogger
 from scipy.stats import norm
-from torch import Tensor, nn
+from torch import Tensor
 
+from genlab.callbacks import latent_pictures as LP
+from genlab.callbacks.images import ImageLogger
 from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
-from genlab.eval import latent_pictures as LP
-from genlab.eval.images import ImageLogger
 from genlab.models.autoencoder import Autoencoder
-from genlab.models.nets import mlp_pair
+from genlab.models.base import GenerativeModel
+from genlab.nets.autoencoder import mlp_pair
 
 SHAPE = (1, 4, 4)
 
 
-class Recorder(nn.Module):
+STAND_IN = DataInfo("stand-in", SHAPE, num_classes=3)
+
+
+class Recorder(GenerativeModel):
     """A stand-in decoder that records every code (and label) it decodes; images are zeros."""
 
     def __init__(self, latent_dim: int, codes: Tensor | None = None, kl: Tensor | None = None) -> None:
-        super().__init__()
+        super().__init__(data_info=STAND_IN)
         self.latent_dim = latent_dim
         self.codes = codes  # encode(x) returns codes[i] for the image whose first pixel is i
         self.kl = kl  # (latent_dim,) per-dimension KL of every image
         self.seen: list[Tensor] = []
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         assert self.codes is not None
         return self.codes[x.flatten(1)[:, 0].long()]
 
-    def decode(self, h: Tensor) -> Tensor:
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         self.seen.append(h.clone())
         return torch.zeros(len(h), *SHAPE)
 
 
 class KLRecorder(Recorder):
-    def kl_per_dim(self, x: Tensor) -> Tensor:
+    def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         assert self.kl is not None
         return self.kl.expand(len(x), -1)
 
@@ -62,7 +66,8 @@ def _autoencoder(latent_dim: int, info: DataInfo | None = None) -> Autoencoder:
     torch.manual_seed(0)
     info = info or DataInfo("tiny", SHAPE, num_classes=3)
     net = partial(mlp_pair, hidden=[8])
-    return Autoencoder(info, net, latent_dim=latent_dim, optimizer=partial(torch.optim.Adam, lr=1e-2)).eval()
+    adam = partial(torch.optim.Adam, lr=1e-2)
+    return Autoencoder(data_info=info, net=net, latent_dim=latent_dim, optimizer=adam).eval()
 
 
 # ---- single pictures --------------------------------------------------------------------------
@@ -136,18 +141,25 @@ def test_arithmetic_vector_is_difference_of_class_means() -> None:
     assert "arithmetic" not in [p.name for p in no_labels]
 
 
-class ConditionalSampler(nn.Module):
+class ConditionalSampler(GenerativeModel):
     """sample(n, y) = noise + 10·y: equal noise shows as rows differing by exactly 10."""
 
     conditional = True
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+    def __init__(self) -> None:
+        super().__init__(data_info=STAND_IN)
+        self.calls = 0
+
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
+        self.calls += 1
         assert y is not None
         return torch.randn(n, *SHAPE) + 10 * y.float().view(n, 1, 1, 1)
 
 
 def test_class_rows_share_the_noise_of_each_column() -> None:
-    rows = LP.class_rows(ConditionalSampler(), n_classes=3, n_cols=4, seed=5).view(3, 4, *SHAPE)
+    sampler = ConditionalSampler()
+    rows = LP.class_rows(sampler, n_classes=3, n_cols=4, seed=5).view(3, 4, *SHAPE)
+    assert sampler.calls == 3  # one batch per row, not one call per image
     noise = rows - 10 * torch.arange(3).float().view(3, 1, 1, 1, 1)
     assert torch.allclose(noise, noise[:1].expand_as(noise), atol=1e-5)  # the same noise down each column
     assert not torch.allclose(noise[0, 0], noise[0, 1])  # different noise across columns
@@ -160,10 +172,12 @@ class ConditionalRecorder(Recorder):
 
     conditional = True
 
-    def encode(self, x: Tensor, y: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        assert y is not None
         return super().encode(x)
 
-    def decode(self, h: Tensor, y: Tensor) -> Tensor:
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
+        assert y is not None
         self.seen.append(y.clone())
         return torch.zeros(len(h), *SHAPE)
 

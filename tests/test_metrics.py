@@ -12,10 +12,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from sklearn.decomposition import PCA
 from torch import Tensor, nn
 
+from genlab.callbacks.evaluator import configured_evaluator
+from genlab.callbacks.images import Figure, ImageLogger
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
-from genlab.eval import metrics as M
-from genlab.eval.evaluator import Evaluator
-from genlab.eval.images import Figure, ImageLogger
+from genlab.metrics import codes as K
+from genlab.metrics import reconstruction as M
 from genlab.models.base import GenerativeModel
 
 
@@ -82,21 +83,21 @@ def test_probes_separable_and_random() -> None:
     y = torch.randint(0, 3, (600,), generator=g)
     codes = centres[y] + torch.randn(600, 6, generator=g)
     args = (codes[:400], y[:400], codes[400:], y[400:])
-    assert M.linear_probe_accuracy(*args) > 0.98
-    assert M.knn_accuracy(*args, k=5) > 0.98
+    assert K.linear_probe_accuracy(*args) > 0.98
+    assert K.knn_accuracy(*args, k=5) > 0.98
     noise, coin = torch.randn(1000, 6, generator=g), torch.randint(0, 2, (1000,), generator=g)
     args = (noise[:600], coin[:600], noise[600:], coin[600:])
-    assert 0.38 < M.linear_probe_accuracy(*args) < 0.62
-    assert 0.38 < M.knn_accuracy(*args) < 0.62
+    assert 0.38 < K.linear_probe_accuracy(*args) < 0.62
+    assert 0.38 < K.knn_accuracy(*args) < 0.62
 
 
 def test_project_2d_shapes() -> None:
     g = torch.Generator().manual_seed(0)
     one, two, many = torch.randn(20, 1, generator=g), torch.randn(20, 2, generator=g), _anisotropic(20, 7)
-    p1 = M.project_2d(one)
+    p1 = K.project_2d(one)
     assert p1.shape == (20, 2) and torch.equal(p1[:, 0], one[:, 0]) and not p1[:, 1].any()
-    assert torch.equal(M.project_2d(two), two)
-    p = M.project_2d(many)
+    assert torch.equal(K.project_2d(two), two)
+    p = K.project_2d(many)
     assert p.shape == (20, 2) and p[:, 0].var() >= p[:, 1].var()
 
 
@@ -134,18 +135,18 @@ class PCAModel(GenerativeModel):
     """Exactly the PCA baseline: encode/decode with a fixed fit (lr 0 on a dummy weight)."""
 
     def __init__(self, info: DataInfo, fit: M.PCAFit) -> None:
-        super().__init__(info, optimizer=partial(torch.optim.SGD, lr=0.0))
+        super().__init__(data_info=info, optimizer=partial(torch.optim.SGD, lr=0.0))
         self.fit_ = fit
         self.latent_dim = fit.k
         self.dummy = nn.Parameter(torch.zeros(()))
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return M.pca_encode(self.fit_, x)
 
-    def decode(self, h: Tensor) -> Tensor:
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         return M.pca_decode(self.fit_, h, self.data_info.shape)
 
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x))
 
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
@@ -159,7 +160,7 @@ class IdentityModel(GenerativeModel):
     conditional = True
 
     def __init__(self, info: DataInfo) -> None:
-        super().__init__(info)
+        super().__init__(data_info=info)
         self.latent_dim = 2
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:  # conditional: takes y
@@ -168,8 +169,8 @@ class IdentityModel(GenerativeModel):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return x.clone()
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        level = torch.rand(n) if y is None else y.float() / 2
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
+        level = torch.rand(n) if y is None else y.float().cpu() / 2
         return level.view(n, *[1] * len(self.data_info.shape)).expand(n, *self.data_info.shape).clone()
 
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
@@ -181,7 +182,8 @@ class PointIdentity(IdentityModel):
 
 
 def _trainer(tmp_path, **kw) -> pl.Trainer:
-    callbacks = [Evaluator(max_probe_train=100), ImageLogger(str(tmp_path), n_images=8)]
+    evaluator = configured_evaluator(overrides=["metrics.probes.max_train=100"])
+    callbacks = [evaluator, ImageLogger(str(tmp_path), n_images=8)]
     return pl.Trainer(
         accelerator="cpu",
         max_epochs=1,

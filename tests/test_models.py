@@ -19,9 +19,10 @@ from genlab.models.autoencoder import (
     SparseAutoencoder,
     contractive_penalty,
 )
-from genlab.models.nets import conv_pair, mlp_pair
+from genlab.models.base import make_optimizer
 from genlab.models.pca import PCA
 from genlab.models.stacked import StackedAutoencoder
+from genlab.nets.autoencoder import conv_pair, mlp_pair
 
 IMG = DataInfo("img", (1, 8, 8), num_classes=10)
 PTS = DataInfo("pts", (2,), bounded=False)
@@ -39,7 +40,7 @@ def adam(lr: float = 1e-2) -> functools.partial:
 @pytest.mark.parametrize("k", [3, 4, 5])
 def test_conv_pair_returns_the_input_size(size: int, k: int) -> None:
     channels = [8, 16] if size >= 8 else [8]
-    enc, dec = conv_pair((3, size, size), enc_out=6, latent_dim=5, channels=channels, kernel_size=k)
+    enc, dec = conv_pair(in_shape=(3, size, size), enc_out=6, latent_dim=5, channels=channels, kernel_size=k)
     x = torch.rand(2, 3, size, size)
     assert enc(x).shape == (2, 6)
     assert dec(torch.randn(2, 5)).shape == (2, 3, size, size)
@@ -47,12 +48,12 @@ def test_conv_pair_returns_the_input_size(size: int, k: int) -> None:
 
 def test_conv_pair_rejects_points() -> None:
     with pytest.raises(IncompatibleError, match="image data"):
-        conv_pair((2,), enc_out=2, latent_dim=2)
+        conv_pair(in_shape=(2,), enc_out=2, latent_dim=2)
 
 
 def test_tied_weights_share_the_encoder_matrix() -> None:
-    enc, dec = mlp_pair((1, 8, 8), enc_out=4, latent_dim=4, hidden=[16], tied_weights=True)
-    untied_enc, untied_dec = mlp_pair((1, 8, 8), enc_out=4, latent_dim=4, hidden=[16])
+    enc, dec = mlp_pair(in_shape=(1, 8, 8), enc_out=4, latent_dim=4, hidden=[16], tied_weights=True)
+    untied_enc, untied_dec = mlp_pair(in_shape=(1, 8, 8), enc_out=4, latent_dim=4, hidden=[16])
     h = torch.randn(3, 4)
     # decoder layer 1 uses W_e2ᵀ: the same numbers as an explicit transpose
     w2 = enc[2][0].weight  # (4, 16)
@@ -60,7 +61,7 @@ def test_tied_weights_share_the_encoder_matrix() -> None:
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(dec) == 16 + 64  # biases only
     assert n(untied_dec) == 4 * 16 + 16 + 16 * 64 + 64
-    c_enc, c_dec = conv_pair((1, 8, 8), enc_out=4, latent_dim=4, channels=[4], tied_weights=True)
+    c_enc, c_dec = conv_pair(in_shape=(1, 8, 8), enc_out=4, latent_dim=4, channels=[4], tied_weights=True)
     assert c_dec(torch.randn(2, 4)).shape == (2, 1, 8, 8)
     assert sum(p.numel() for p in c_dec.parameters()) == 4 * 16 + 1  # biases only
 
@@ -68,7 +69,7 @@ def test_tied_weights_share_the_encoder_matrix() -> None:
 def test_exact_contractive_penalty_matches_autograd_jacobian() -> None:
     torch.manual_seed(0)
     model = ContractiveAutoencoder(
-        PTS, net=mlp([7, 5], act="tanh"), latent_dim=3, code_activation="sigmoid", contractive_weight=1.0
+        data_info=PTS, net=mlp([7, 5], act="tanh"), latent_dim=3, code_activation="sigmoid", contractive_weight=1.0
     )
     x = torch.randn(4, 2)
     expected = torch.stack(
@@ -82,7 +83,7 @@ def test_exact_contractive_penalty_matches_autograd_jacobian() -> None:
 
 def test_closed_form_sigmoid_layer_penalty_matches_autograd() -> None:
     torch.manual_seed(1)
-    model = ContractiveAutoencoder(IMG, net=mlp([]), latent_dim=5, code_activation="sigmoid")
+    model = ContractiveAutoencoder(data_info=IMG, net=mlp([]), latent_dim=5, code_activation="sigmoid")
     blocks = [m for m in model.encoder if not isinstance(m, nn.Flatten)]
     assert len(blocks) == 1  # the closed-form path is the one exercised
     x = torch.rand(3, 1, 8, 8)
@@ -97,7 +98,7 @@ def test_closed_form_sigmoid_layer_penalty_matches_autograd() -> None:
 def test_stochastic_contractive_penalty_estimates_the_exact_one() -> None:
     torch.manual_seed(2)
     model = ContractiveAutoencoder(
-        PTS, net=mlp([8], act="tanh"), latent_dim=3, code_activation="sigmoid",
+        data_info=PTS, net=mlp([8], act="tanh"), latent_dim=3, code_activation="sigmoid",
         contractive="stochastic", contractive_sigma=1e-3,
     )
     x = torch.randn(2000, 2)
@@ -114,14 +115,14 @@ def test_linear_autoencoder_learns_the_pca_subspace() -> None:
     scales = torch.tensor([3.0, 2.0, 0.5, 0.3, 0.2, 0.1])
     x = (torch.randn(2000, 6) * scales) @ basis.T + 1.0
     info = DataInfo("pts6", (6,), bounded=False)
-    model = Autoencoder(info, net=mlp([], act="none"), latent_dim=2, likelihood="gaussian")
+    model = Autoencoder(data_info=info, net=mlp([], act="none"), latent_dim=2, likelihood="gaussian")
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(1500):
         opt.zero_grad()
         model.loss_terms({"x": x}, "train")["loss"].backward()
         opt.step()
     decoder_cols = model.decoder[0][0].weight.detach().numpy()  # (6, 2): spans the learned subspace
-    pca = PCA(info, latent_dim=2)
+    pca = PCA(data_info=info, latent_dim=2)
     pca.fit(x)
     angles = subspace_angles(decoder_cols, pca.components.numpy())
     assert np.max(angles) < 1e-2, angles
@@ -130,7 +131,7 @@ def test_linear_autoencoder_learns_the_pca_subspace() -> None:
 def test_pca_model_matches_numpy_svd() -> None:
     torch.manual_seed(0)
     x = torch.randn(200, 1, 8, 8).abs()
-    model = PCA(IMG, latent_dim=5)
+    model = PCA(data_info=IMG, latent_dim=5)
     model.fit(x)
     flat = x.flatten(1).double().numpy()
     mu = flat.mean(0)
@@ -139,7 +140,7 @@ def test_pca_model_matches_numpy_svd() -> None:
     rec = (flat - mu) @ v @ v.T + mu
     assert np.allclose(model.reconstruct(x).flatten(1).double().numpy(), rec, atol=1e-4)
     with pytest.raises(UserError, match="exceeds"):
-        PCA(IMG, latent_dim=100)
+        PCA(data_info=IMG, latent_dim=100)
 
 
 def test_denoising_corruptions() -> None:
@@ -150,7 +151,7 @@ def test_denoising_corruptions() -> None:
         ("salt_and_pepper", lambda t: (((t == 0) | (t == 1)).float().mean() - 0.3).abs() < 0.03),
         ("gaussian", lambda t: ((t - 0.5).std() - 0.3).abs() < 0.03 and t.min() >= 0 and t.max() <= 1),
     ]:
-        model = DenoisingAutoencoder(IMG, net=mlp([8]), latent_dim=2, noise=noise, noise_level=0.3)
+        model = DenoisingAutoencoder(data_info=IMG, net=mlp([8]), latent_dim=2, noise=noise, noise_level=0.3)
         assert check(model.corrupt(x)), noise
         # validation sees the clean input: the loss is deterministic
         model.eval()
@@ -161,7 +162,7 @@ def test_denoising_corruptions() -> None:
 def test_sparse_penalties_match_hand_computation() -> None:
     torch.manual_seed(0)
     model = SparseAutoencoder(
-        IMG, net=mlp([16]), latent_dim=4, code_activation="sigmoid",
+        data_info=IMG, net=mlp([16]), latent_dim=4, code_activation="sigmoid",
         l1_weight=0.5, sparsity_target=0.1, sparsity_weight=2.0,
     )
     x = torch.rand(10, 1, 8, 8)
@@ -174,23 +175,23 @@ def test_sparse_penalties_match_hand_computation() -> None:
     assert abs(terms["kl_sparsity"].item() - 2.0 * kl) < 1e-4
     assert torch.allclose(terms["loss"], terms["recon"] + terms["l1"] + terms["kl_sparsity"])
     with pytest.raises(UserError, match="code_activation=sigmoid"):
-        SparseAutoencoder(IMG, net=mlp([16]), latent_dim=4, sparsity_target=0.1)
+        SparseAutoencoder(data_info=IMG, net=mlp([16]), latent_dim=4, sparsity_target=0.1)
 
 
 def test_bernoulli_reconstruction_loss_is_bce_in_nats_per_image() -> None:
     torch.manual_seed(0)
-    model = Autoencoder(IMG, net=mlp([16]), latent_dim=3)
+    model = Autoencoder(data_info=IMG, net=mlp([16]), latent_dim=3)
     x = torch.rand(5, 1, 8, 8)
     p = model.reconstruct(x)
     bce = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1).mean()
     assert torch.allclose(model.loss_terms({"x": x}, "val")["recon"], bce, atol=1e-4)
     with pytest.raises(UserError, match="unbounded"):
-        Autoencoder(PTS, net=mlp([4]), latent_dim=1, likelihood="bernoulli")
+        Autoencoder(data_info=PTS, net=mlp([4]), latent_dim=1, likelihood="bernoulli")
 
 
 def test_stacked_autoencoder_trains_one_layer_pair_per_phase() -> None:
     torch.manual_seed(0)
-    model = StackedAutoencoder(IMG, net=mlp([16, 8]), latent_dim=4, pretrain_epochs=2, optimizer=adam())
+    model = StackedAutoencoder(data_info=IMG, net=mlp([16, 8]), latent_dim=4, pretrain_epochs=2, optimizer=adam())
     assert [model.phase_at(e) for e in range(8)] == [1, 1, 2, 2, 3, 3, 0, 0]
     x = torch.rand(6, 1, 8, 8)
     for layer in [1, 2, 3, 0]:
@@ -210,11 +211,6 @@ def test_stacked_autoencoder_trains_one_layer_pair_per_phase() -> None:
     assert torch.allclose(model.layer_terms(x, 3)["loss"], 0.5 * (rec - a).pow(2).sum(1).mean())
 
 
-class _Precision:  # stands in for a Trainer: make_optimizer reads only its precision
-    def __init__(self, precision: str) -> None:
-        self.precision = precision
-
-
 @pytest.mark.parametrize(
     ("factory", "precision", "fused"),
     [
@@ -228,12 +224,11 @@ class _Precision:  # stands in for a Trainer: make_optimizer reads only its prec
     ],
 )
 def test_optimisers_use_the_fused_kernel_unless_told_otherwise(factory, precision: str, fused: bool | None) -> None:
-    model = Autoencoder(IMG, net=mlp([16]), latent_dim=4, optimizer=factory)
-    model._trainer = _Precision(precision)
-    opt = model.configure_optimizers()
+    model = Autoencoder(data_info=IMG, net=mlp([16]), latent_dim=4, optimizer=factory)
+    opt = make_optimizer(factory, model.parameters(), precision)  # what configure_optimizers calls
     assert opt.defaults.get("fused") == fused or (fused is False and not opt.defaults.get("fused"))
     # the same update as torch's default loop implementation
-    ref = Autoencoder(IMG, net=mlp([16]), latent_dim=4, optimizer=factory)
+    ref = Autoencoder(data_info=IMG, net=mlp([16]), latent_dim=4, optimizer=factory)
     ref.load_state_dict(model.state_dict())
     ref_opt = factory(params=list(ref.parameters()))
     x = torch.rand(5, 1, 8, 8)

@@ -13,11 +13,12 @@ from conftest import CACHE
 from scipy import linalg
 from torch import Tensor
 
+from genlab.callbacks.evaluator import configured_evaluator
 from genlab.data.base import Batch, DataInfo
 from genlab.data.builtin import DigitsDataModule, Toy2dDataModule
 from genlab.errors import UserError
-from genlab.eval import sample_quality as Q
-from genlab.eval.evaluator import Evaluator
+from genlab.metrics import sample_quality as Q
+from genlab.metrics.sampling import SampleQuality
 from genlab.models.base import GenerativeModel
 
 
@@ -120,10 +121,10 @@ def test_kid_with_one_full_subset_against_a_hand_loop() -> None:
 def test_inception_without_weights_names_the_missing_file(tmp_path) -> None:
     with pytest.raises(UserError, match=rf"{Q.INCEPTION_FILE}.*not in {tmp_path}.*never downloads"):
         Q.inception_weights(tmp_path / Q.INCEPTION_FILE)
-    with pytest.raises(UserError, match="not in"):
-        Evaluator(feature_network="inception", inception_weights=str(tmp_path / Q.INCEPTION_FILE))
+    with pytest.raises(UserError, match="not in"):  # at start-up: the metric is built before training
+        SampleQuality(feature_network="inception", inception_weights=str(tmp_path / Q.INCEPTION_FILE))
     with pytest.raises(UserError, match="classifier or inception"):
-        Evaluator(feature_network="vgg")
+        SampleQuality(feature_network="vgg")
 
 
 # ---- mode coverage -----------------------------------------------------------------------------
@@ -143,11 +144,11 @@ class Replay(GenerativeModel):
     """A stand-in sampler: returns given samples (cycling), whatever its random state."""
 
     def __init__(self, info: DataInfo, data: Tensor) -> None:
-        super().__init__(info)
+        super().__init__(data_info=info)
         self.data = data
+        self.given = 0
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        self.given = getattr(self, "given", 0)
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
         idx = torch.arange(self.given, self.given + n) % len(self.data)
         self.given += n
         return self.data[idx].float()
@@ -160,10 +161,10 @@ def test_evaluator_on_ring8_with_a_sampler_of_the_data_and_a_collapsed_one() -> 
     dm = Toy2dDataModule(kind="ring8", n_samples=2000, eval_batch_size=128)
     dm.setup()
     fresh = Toy2dDataModule(kind="ring8", n_samples=2000, seed=1).generate()  # new points, same mixture
-    out = Evaluator(classifier_cache=None).evaluate(Replay(dm.info, fresh.x).eval(), dm)
+    out = configured_evaluator().evaluate(Replay(dm.info, fresh.x).eval(), dm)
     assert out["test/modes_covered"] == 8 and out["test/high_quality_share"] > 0.97  # P(‖ε‖ > 3σ) = e^-4.5
     assert abs(out["test/mmd2"]) < 0.01 and abs(out["test/mmd2_floor"]) < 0.01
-    collapsed = Evaluator(classifier_cache=None).evaluate(Replay(dm.info, fresh.x[fresh.y == 0]).eval(), dm)
+    collapsed = configured_evaluator().evaluate(Replay(dm.info, fresh.x[fresh.y == 0]).eval(), dm)
     assert collapsed["test/modes_covered"] == 1 and collapsed["test/high_quality_share"] > 0.97
     assert collapsed["test/mmd2"] > 0.1 > collapsed["test/mmd2_floor"]
     assert "test/fid" not in out  # points: no feature network
@@ -173,7 +174,7 @@ def test_evaluator_on_digits_real_images_reach_the_floor_and_noise_does_not() ->
     # the TINY digits of the run tests (data.max_train=96, val_fraction 0.15): the same cached classifier
     dm = DigitsDataModule(max_train=96, val_fraction=0.15, eval_batch_size=256)
     dm.setup()
-    ev = Evaluator(classifier_cache=str(CACHE))
+    ev = configured_evaluator(CACHE)
     real = ev.evaluate(Replay(dm.info, dm.splits["val"].x).eval(), dm)  # held-out real digits
     noise = ev.evaluate(Replay(dm.info, torch.rand(96, 1, 8, 8)).eval(), dm)
     for name in ("fid", "kid", "mmd2", "precision", "recall"):
@@ -190,7 +191,7 @@ def test_sample_quality_does_not_depend_on_data_binarize() -> None:
     binary.setup()
     assert set(binary.splits["test"].x.unique().tolist()) <= {0.0, 1.0}  # the likelihood's test split
     assert torch.equal(binary.as_stored("test").x, plain.splits["test"].x)  # the images as stored
-    ev = Evaluator(classifier_cache=str(CACHE))
+    ev = configured_evaluator(CACHE)
     samples = plain.splits["val"].x
     a, b = (ev.evaluate(Replay(dm.info, samples).eval(), dm) for dm in (plain, binary))
     for name in ("fid", "kid", "mmd2", "precision", "recall"):

@@ -19,7 +19,7 @@ W = (0.98, 0.2)
 
 
 def test_discriminator_and_losses_match_the_hand_formulas() -> None:
-    model = ToyGAN(POINTS, v_init=(0.2, 0.98), d_weight_init=(0.71, -0.71), d_bias_init=0.3)
+    model = ToyGAN(data_info=POINTS, v_init=(0.2, 0.98), d_weight_init=(0.71, -0.71), d_bias_init=0.3)
     x = torch.tensor([[1.5, -2.0], [-0.3, 0.4], [0.0, 0.0]])
     sig = lambda t: 1 / (1 + math.exp(-t))
     hand = [sig(abs(a) * 0.71 + abs(b) * -0.71 + 0.3) for a, b in x.tolist()]
@@ -40,7 +40,7 @@ def test_discriminator_and_losses_match_the_hand_formulas() -> None:
 
 def test_toy_gan_needs_2d_points() -> None:
     with pytest.raises(IncompatibleError, match="needs 2-D points"):
-        ToyGAN(DataInfo("digits", (1, 8, 8), 10))
+        ToyGAN(data_info=DataInfo("digits", (1, 8, 8), 10))
 
 
 def test_training_turns_v_towards_w_and_writes_the_figure_sequence(make_cfg) -> None:

@@ -1,66 +1,80 @@
-"""End-to-end runs of every model config, config composition for every pair, and the
-errors a user sees for bad input (a clear message, a non-zero exit, no run touched)."""
+"""End-to-end runs of every model config and every experiment preset, config composition for every
+model/dataset pair with the expected outcome computed from what the model and its network builders
+declare they need (never from lists of model names), and the reload of a best checkpoint."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATASETS, FAST, MODELS, TINY
-from hydra.utils import get_class, instantiate
+from conftest import DATASETS, EXPERIMENTS, FAST, MODELS, TINY
+from hydra.utils import get_class, get_method, instantiate
+from omegaconf import DictConfig, open_dict
 
+from genlab.capabilities import CanEncode, CanReconstruct, CanSample, CanTranslate, Needs
+from genlab.data.base import DataInfo
 from genlab.errors import IncompatibleError
 from genlab.run import build
 from genlab.train import train
 
-IMAGE_ONLY = {"conv_ae", "conv_vae", "dcgan", "cgan", "infogan", "cyclegan"}
-POINTS_ONLY = {"toy_gan"}
-# the smoke run's data where tiny digits do not fit the model, and the tiny overrides per dataset
-SMOKE_DATA = {"linear_ae": "toy2d", "toy_gan": "toy2d", "cyclegan": "digits_inverted"}
 SMOKE_TINY = {**TINY, "digits_inverted": TINY["digits"]}
 
 
-def _pairs() -> list[tuple[str, str]]:
-    return [(m, d) for m in MODELS for d in DATASETS]
+def declared_needs(model_cfg: DictConfig) -> Needs:
+    """What a model config needs: its class's declared needs, labels when it is conditional, and what
+    each network builder it names (``_partial_`` entries) declares."""
+    cls = get_class(model_cfg["_target_"])
+    needs = cls.needs | Needs(labels=cls.conditional)
+    for value in model_cfg.values():
+        if isinstance(value, DictConfig) and value.get("_partial_") and "_target_" in value:
+            declared = getattr(get_method(value["_target_"]), "needs", None)
+            needs = needs | declared if declared is not None else needs
+    return needs
 
 
-@pytest.mark.parametrize("model,data", _pairs())
+def serves(needs: Needs, info: DataInfo) -> bool:
+    """Whether data described by ``info`` has everything ``needs`` asks for (written out here, as the
+    independent check of Needs.problems)."""
+    return ((not needs.image or len(info.shape) == 3) and (not needs.labels or info.num_classes is not None)
+            and needs.domains <= max(1, len(info.domains)) and (needs.shape is None or info.shape == needs.shape))
+
+
+@pytest.mark.parametrize("model,data", [(m, d) for m in MODELS for d in DATASETS])
 def test_every_model_composes_with_every_dataset(make_cfg, image_folder, model: str, data: str) -> None:
     """Composition and model construction (no data loading) for every pair; the pairs that
-    cannot work must say why instead of failing later."""
+    cannot work must say why at construction instead of failing later."""
     folder = data in ("image_folder", "unpaired_folder")
     extra = [f"data.path={image_folder}", "data.image_size=16"] if folder else []
     cfg = make_cfg(f"model={model}", f"data={data}", *extra)
     if data == "toy2d" and "latent_dim" in cfg.model:  # 2-D points: a 1-D code, the lectures' manifold
         cfg.model.latent_dim = 1
-    dm = instantiate(cfg.data)
-    if model in IMAGE_ONLY and not dm.info.is_image:
-        with pytest.raises(IncompatibleError, match="image data"):
-            build(cfg.model, data_info=dm.info)
+    info = instantiate(cfg.data).info
+    if not serves(declared_needs(cfg.model), info):
+        with pytest.raises(IncompatibleError) as e:
+            build(cfg.model, data_info=info)
+        assert info.name in str(e.value)  # the reason names the data
         return
-    if model in POINTS_ONLY and dm.info.shape != (2,):
-        with pytest.raises(IncompatibleError, match="2-D points"):
-            build(cfg.model, data_info=dm.info)
-        return
-    if getattr(get_class(cfg.model._target_), "needs_domains", 0) > len(dm.info.domains):
-        with pytest.raises(IncompatibleError, match="unpaired domains"):
-            build(cfg.model, data_info=dm.info)
-        return
-    if getattr(get_class(cfg.model._target_), "conditional", False) and not dm.info.has_labels:
-        with pytest.raises(IncompatibleError, match="labels"):
-            build(cfg.model, data_info=dm.info)
-        return
-    net = build(cfg.model, data_info=dm.info)
-    x = torch.rand(2, *dm.info.shape)
-    if hasattr(net, "reconstruct"):
+    net = build(cfg.model, data_info=info)
+    x = torch.rand(2, *info.shape)
+    if isinstance(net, CanReconstruct):
         assert net.reconstruct(x).shape == x.shape
+
+
+def smoke_data(model: str, make_cfg) -> str:
+    """The first built-in dataset the model serves on: digits, else 2-D points, else two domains."""
+    needs = declared_needs(make_cfg(f"model={model}").model)
+    for data in ("digits", "toy2d", "digits_inverted"):
+        if serves(needs, instantiate(make_cfg(f"data={data}").data).info):
+            return data
+    raise AssertionError(f"no built-in dataset serves model={model}")
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> None:
-    data = SMOKE_DATA.get(model, "digits")
+    data = smoke_data(model, make_cfg)
     # translation accuracy needs two classifiers trained: test_cyclegan.py covers it; cycles here
     extra = ["callbacks.evaluator.classifier_cache=null"] if data == "digits_inverted" else []
     cfg = make_cfg(f"model={model}", f"data={data}", *SMOKE_TINY[data], *FAST, *extra)
@@ -68,23 +82,41 @@ def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> No
     out = Path(cfg.paths.output_dir)
     written = json.loads((out / "metrics.json").read_text())
     assert written["metrics"]["test/loss"] == pytest.approx(metrics["test/loss"])
-    assert torch.isfinite(torch.tensor(metrics["test/loss"]))
-    if not hasattr(get_class(cfg.model._target_), "reconstruct"):  # samplers only (the GANs)
+    assert math.isfinite(metrics["test/loss"])
+    cls = get_class(cfg.model._target_)
+    if issubclass(cls, CanSample):
         assert (out / "images" / "samples.png").is_file()
-    else:
+    if issubclass(cls, CanReconstruct):
         assert "test/sq_err_per_image" in metrics
-        if hasattr(get_class(cfg.model._target_), "encode"):  # a code: the PCA baseline of its size
-            assert "test/pca_sq_err_per_image" in metrics
-        if hasattr(get_class(cfg.model._target_), "translate"):  # two domains: cycles and translation accuracy
-            assert "test/cycle_error_a" in metrics and (out / "images" / "cycle_b2a.png").is_file()
-        if data == "digits":
-            assert 0 <= metrics["test/knn_acc"] <= 1
-            assert (out / "images" / "reconstructions.png").is_file()
-    assert list((out / "checkpoints").glob("*.ckpt"))
+    if issubclass(cls, CanEncode):  # a code: the PCA baseline of its size
+        assert "test/pca_sq_err_per_image" in metrics
+        assert 0 <= metrics["test/knn_acc"] <= 1
+    if issubclass(cls, CanTranslate):  # two domains: cycles and their pictures
+        assert "test/cycle_error_a" in metrics and (out / "images" / "cycle_b2a.png").is_file()
+    if data == "digits" and issubclass(cls, CanReconstruct):
+        assert (out / "images" / "reconstructions.png").is_file()
+    assert Path(written["best_checkpoint"]).is_file()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_preset_composes_and_smoke_trains(make_cfg, fake_mnist, experiment: str) -> None:
+    """Every conf/experiment/*.yaml, as a user would run it with debug=fast; presets made for MNIST
+    read tiny MNIST files written by the test."""
+    cfg = make_cfg(f"experiment={experiment}", "debug=fast", "trainer.enable_progress_bar=false")
+    assert cfg.trainer.max_epochs == 1 and cfg.trainer.limit_train_batches == 2  # debug=fast wins over the preset
+    with open_dict(cfg):
+        cfg.data.root = str(fake_mnist)
+        cfg.data.max_train = 64
+        if "n_samples" in cfg.data:
+            cfg.data.n_samples = min(cfg.data.n_samples, 400)
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert math.isfinite(metrics["test/loss"]) and (out / "metrics.json").is_file()
+    assert Path(json.loads((out / "metrics.json").read_text())["best_checkpoint"]).is_file()
 
 
 def test_best_checkpoint_reloads_and_reproduces_the_test_metrics(make_cfg) -> None:
-    from genlab.eval.evaluator import Evaluator
+    from genlab.callbacks.evaluator import configured_evaluator
     from genlab.models.autoencoder import Autoencoder
 
     cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST, "trainer.limit_test_batches=1.0")
@@ -94,5 +126,5 @@ def test_best_checkpoint_reloads_and_reproduces_the_test_metrics(make_cfg) -> No
     model = Autoencoder.load_from_checkpoint(best, weights_only=False)
     dm = instantiate(cfg.data)
     dm.setup("test")
-    again = Evaluator().evaluate(model.eval(), dm)
+    again = configured_evaluator().evaluate(model.eval(), dm)
     assert again["test/sq_err_per_image"] == pytest.approx(metrics["test/sq_err_per_image"], rel=1e-5)

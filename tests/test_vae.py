@@ -12,13 +12,14 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
 
+from genlab.callbacks.evaluator import configured_evaluator
+from genlab.capabilities import Budget, CanBoundLikelihood
 from genlab.data.base import DataInfo, Split, TensorLoader
 from genlab.data.builtin import DigitsDataModule
 from genlab.errors import IncompatibleError, UserError
-from genlab.eval.evaluator import Evaluator
-from genlab.models.base import CanScoreLikelihood
-from genlab.models.nets import Conditioned, conv_pair, mlp_pair
 from genlab.models.vae import CVAE, VAE, gaussian_kl
+from genlab.nets.autoencoder import conv_pair, mlp_pair
+from genlab.nets.layers import Conditioned
 
 IMG = DataInfo("img", (1, 8, 8), num_classes=10)
 PTS = DataInfo("pts", (3,), bounded=False)
@@ -52,7 +53,8 @@ def test_analytic_kl_matches_torch_distributions_and_monte_carlo() -> None:
 @pytest.mark.parametrize("likelihood,learn_sigma", [("bernoulli", False), ("gaussian", False), ("gaussian", True)])
 def test_neg_elbo_matches_torch_distributions(likelihood: str, learn_sigma: bool) -> None:
     torch.manual_seed(0)
-    model = VAE(IMG, net=mlp([16]), latent_dim=3, likelihood=likelihood, gaussian_sigma=0.7, learn_sigma=learn_sigma)
+    model = VAE(data_info=IMG, net=mlp([16]), latent_dim=3, likelihood=likelihood, gaussian_sigma=0.7,
+                learn_sigma=learn_sigma)
     if learn_sigma:
         with torch.no_grad():
             model.log_sigma.fill_(-0.4)
@@ -77,14 +79,14 @@ def test_neg_elbo_matches_torch_distributions(likelihood: str, learn_sigma: bool
 
 def test_learn_sigma_needs_a_gaussian_likelihood() -> None:
     with pytest.raises(UserError, match="learn_sigma"):
-        VAE(IMG, net=mlp([8]), likelihood="bernoulli", learn_sigma=True)
+        VAE(data_info=IMG, net=mlp([8]), likelihood="bernoulli", learn_sigma=True)
 
 
 def _exact_linear_gaussian(sigma: float = 0.5) -> tuple[VAE, MultivariateNormal]:
     """x = w h + b + σε with h ~ N(0, 1) in 3-D, the encoder set to the exact posterior
     (q = p(h|x): variance v = 1/(1 + wᵀw/σ²), mean v wᵀ(x − b)/σ²); and the exact p(x)."""
     torch.manual_seed(0)
-    model = VAE(PTS, net=mlp([], act="none"), latent_dim=1, likelihood="gaussian", gaussian_sigma=sigma)
+    model = VAE(data_info=PTS, net=mlp([], act="none"), latent_dim=1, likelihood="gaussian", gaussian_sigma=sigma)
     dec, enc = model.decoder[0][0], model.encoder[1][0]  # Linear(1, 3), Linear(3, 2)
     w, b = torch.tensor([[1.0], [-0.5], [0.8]]), torch.tensor([0.2, 0.1, -0.3])
     v = 1.0 / (1.0 + (w.T @ w).item() / sigma**2)
@@ -112,7 +114,7 @@ def test_iwae_is_exact_with_the_exact_posterior_and_tightens_otherwise() -> None
 
 def test_iwae_with_one_sample_is_the_elbo_in_expectation() -> None:
     torch.manual_seed(0)
-    model = VAE(IMG, net=mlp([16]), latent_dim=3)
+    model = VAE(data_info=IMG, net=mlp([16]), latent_dim=3)
     x = binary_digits(4).repeat(5000, 1, 1, 1)
     a, b = model.iwae_nll(x, k=1, chunk=1), model.neg_elbo(x)
     se = math.sqrt(a.var() / len(a) + b.var() / len(b))
@@ -121,7 +123,7 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation() -> None:
 
 def test_iwae_with_many_samples_is_below_the_elbo_of_a_trained_model() -> None:
     torch.manual_seed(0)
-    model = VAE(IMG, net=mlp([32]), latent_dim=4)
+    model = VAE(data_info=IMG, net=mlp([32]), latent_dim=4)
     opt, x = torch.optim.Adam(model.parameters(), lr=3e-3), binary_digits(256)
     for step in range(60):
         opt.zero_grad()
@@ -136,7 +138,7 @@ def test_iwae_with_many_samples_is_below_the_elbo_of_a_trained_model() -> None:
 
 
 def test_chunked_iwae_equals_unchunked_for_the_same_draws() -> None:
-    model = VAE(IMG, net=mlp([16]), latent_dim=3)
+    model = VAE(data_info=IMG, net=mlp([16]), latent_dim=3)
     x = binary_digits(7)
     torch.manual_seed(3)
     whole = model.iwae_nll(x, k=12, chunk=12)
@@ -145,7 +147,7 @@ def test_chunked_iwae_equals_unchunked_for_the_same_draws() -> None:
 
 
 def test_free_bits_clamp_the_batch_mean_kl_of_each_dimension() -> None:
-    model = VAE(IMG, net=mlp([8]), latent_dim=2, free_bits=0.5, beta=3.0)
+    model = VAE(data_info=IMG, net=mlp([8]), latent_dim=2, free_bits=0.5, beta=3.0)
     kl = torch.tensor([[0.1, 1.0], [0.3, 2.0]], requires_grad=True)  # batch means 0.2 and 1.5
     pen = model.kl_penalty(kl)
     assert pen.item() == pytest.approx(0.5 + 1.5)
@@ -162,7 +164,7 @@ def test_free_bits_clamp_the_batch_mean_kl_of_each_dimension() -> None:
 
 def test_kl_warmup_ramps_beta_per_step_from_zero() -> None:
     torch.manual_seed(0)
-    model = VAE(IMG, net=mlp([8]), latent_dim=2, beta=2.0, kl_warmup_epochs=2, optimizer=adam())
+    model = VAE(data_info=IMG, net=mlp([8]), latent_dim=2, beta=2.0, kl_warmup_epochs=2, optimizer=adam())
     seen: list[tuple[float, float]] = []
     loss_terms = model.loss_terms
 
@@ -183,25 +185,25 @@ def test_kl_warmup_ramps_beta_per_step_from_zero() -> None:
 def test_nets_with_a_condition_have_the_right_inputs_and_shapes() -> None:
     torch.manual_seed(0)
     c = torch.eye(10)[torch.tensor([1, 7])]  # (2, 10) one-hot
-    enc, dec = mlp_pair((1, 8, 8), enc_out=6, latent_dim=3, hidden=[16], cond_dim=10)
+    enc, dec = mlp_pair(in_shape=(1, 8, 8), enc_out=6, latent_dim=3, hidden=[16], cond_dim=10)
     assert isinstance(enc, Conditioned) and enc.net[1][0].in_features == 64 + 10 and dec.net[0][0].in_features == 13
     x = torch.rand(2, 1, 8, 8)
     assert enc(x, c).shape == (2, 6) and dec(torch.randn(2, 3), c).shape == (2, 1, 8, 8)
     for size, channels in ((28, [8, 16]), (32, [8, 16]), (64, [8, 16, 32])):
-        enc, dec = conv_pair((3, size, size), enc_out=6, latent_dim=3, channels=channels, cond_dim=10)
+        enc, dec = conv_pair(in_shape=(3, size, size), enc_out=6, latent_dim=3, channels=channels, cond_dim=10)
         x = torch.rand(2, 3, size, size)
         assert enc.net[0][0].in_channels == 3 + 10 and dec.net[0][0].in_features == 13
         assert enc(x, c).shape == (2, 6) and dec(torch.randn(2, 3), c).shape == (2, 3, size, size)
     planes = c[:, :, None, None].expand(-1, -1, 64, 64)  # the condition as constant input planes
     assert torch.equal(enc(x, c), enc.net(torch.cat([x, planes], dim=1)))
-    assert isinstance(mlp_pair((4,), enc_out=2, latent_dim=2)[0], nn.Sequential)  # cond_dim = 0: unchanged
+    assert isinstance(mlp_pair(in_shape=(4,), enc_out=2, latent_dim=2)[0], nn.Sequential)  # cond_dim = 0: unchanged
     with pytest.raises(ValueError, match="tied_weights"):
-        mlp_pair((4,), enc_out=2, latent_dim=2, tied_weights=True, cond_dim=3)
+        mlp_pair(in_shape=(4,), enc_out=2, latent_dim=2, tied_weights=True, cond_dim=3)
 
 
 def test_cvae_samples_the_requested_classes_from_a_decoder_that_uses_them() -> None:
     torch.manual_seed(0)
-    model = CVAE(IMG, net=mlp([16]), latent_dim=3)
+    model = CVAE(data_info=IMG, net=mlp([16]), latent_dim=3)
     y = torch.tensor([0, 3, 3, 9])
     torch.manual_seed(5)
     samples = model.sample(4, y=y)
@@ -211,18 +213,24 @@ def test_cvae_samples_the_requested_classes_from_a_decoder_that_uses_them() -> N
     h, x = torch.randn(4, 3), binary_digits(4)
     assert not torch.allclose(model.decode(h, y=torch.zeros(4)), model.decode(h, y=torch.ones(4)))
     assert not torch.allclose(model.encode(x, y=torch.zeros(4)), model.encode(x, y=torch.ones(4)))
-    assert isinstance(model, CanScoreLikelihood) and model.iwae_nll(x, 4, 3, y=y).shape == (4,)
+    assert isinstance(model, CanBoundLikelihood) and model.iwae_nll(x, 4, 3, y=y).shape == (4,)
+    bounds = {b.name: b for b in model.likelihood_bounds(Budget(samples=4, chunk=3))}
+    assert set(bounds) == {"neg_elbo", "iwae_nll"} and {b.unit for b in bounds.values()} == {"nats"}
+    torch.manual_seed(6)
+    via_bound = bounds["iwae_nll"].per_sample(x, y)
+    torch.manual_seed(6)
+    assert torch.equal(via_bound, model.iwae_nll(x, 4, 3, y=y))  # the bound is the model's IWAE with k = samples
 
 
 def test_cvae_without_labels_uses_the_class_with_the_best_elbo() -> None:
     torch.manual_seed(0)
-    model = CVAE(IMG, net=mlp([16]), latent_dim=3)
+    model = CVAE(data_info=IMG, net=mlp([16]), latent_dim=3)
     x = binary_digits(6)
     scores = []
     for k in range(10):  # by hand: the plug-in ELBO of x under each class
         yk = torch.full((6,), k)
         mu, logvar = model.posterior(x, y=yk)
-        log_px = Bernoulli(logits=model._dec(mu, torch.eye(10)[yk])).log_prob(x).flatten(1).sum(1)
+        log_px = Bernoulli(logits=model.decoder_raw(mu, torch.eye(10)[yk])).log_prob(x).flatten(1).sum(1)
         scores.append(log_px - gaussian_kl(mu, logvar).sum(1))
     best = torch.stack(scores).argmax(0)
     assert torch.equal(model.infer_labels(x), best)
@@ -231,7 +239,7 @@ def test_cvae_without_labels_uses_the_class_with_the_best_elbo() -> None:
 
 def test_cvae_rejects_unlabelled_data() -> None:
     with pytest.raises(IncompatibleError, match="labels"):
-        CVAE(DataInfo("unlabelled", (1, 8, 8), num_classes=None), net=mlp([8]))
+        CVAE(data_info=DataInfo("unlabelled", (1, 8, 8), num_classes=None), net=mlp([8]))
 
 
 @pytest.mark.parametrize("cls", [VAE, CVAE])
@@ -239,13 +247,15 @@ def test_evaluator_scores_likelihoods_reproducibly(cls: type[VAE], monkeypatch: 
     torch.manual_seed(0)
     dm = DigitsDataModule(max_train=200, binarize=True)
     dm.setup()
-    model = cls(dm.info, net=mlp([32]), latent_dim=4).eval()
+    model = cls(data_info=dm.info, net=mlp([32]), latent_dim=4).eval()
     monkeypatch.setattr(CVAE, "infer_labels", lambda *a: pytest.fail("the evaluator must pass the labels"))
-    ev = Evaluator(max_probe_train=200, iwae_samples=20, iwae_chunk=7)
+    ev = configured_evaluator(overrides=["metrics.probes.max_train=200", "metrics.likelihood.samples=20",
+                                         "metrics.likelihood.chunk=7"])
     state = torch.get_rng_state()
     first, again = ev.evaluate(model, dm), ev.evaluate(model, dm)
     assert torch.equal(torch.get_rng_state(), state)  # training's random stream is untouched
     assert first == again and first["test/iwae_nll"] < first["test/neg_elbo"]
+    assert first.units == {"test/neg_elbo": "nats", "test/iwae_nll": "nats"}  # named by the model's own bounds
     test = dm.tensors("test")
     with torch.no_grad():
         mu = model.encode(test.x, y=test.y) if cls is CVAE else model.encode(test.x)

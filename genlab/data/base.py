@@ -2,19 +2,22 @@
 
 A dataset subclass only says how to load its tensors (``load``) and what it provides
 (``info``); splitting, hold-out classes, binarisation, scaling and batching live here,
-so every dataset behaves the same on the training hot path.
+so every dataset behaves the same on the training hot path. The options every datamodule
+takes are declared once, in ``genlab.config.data.DataOptions``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from genlab.config.data import DataOptions
 from genlab.errors import UserError
 
 Batch = dict[str, Tensor]
@@ -31,6 +34,8 @@ class DataInfo:
     bounded: bool = True  # values in [0, 1] (images) rather than unbounded reals (points)
     class_names: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()  # names of unpaired domains (batches x, x_b); () for one domain
+    modes: tuple[tuple[float, ...], ...] | None = None  # centres of a Gaussian mixture (ring8, grid25)
+    mode_std: float | None = None  # the standard deviation of each mixture component
 
     @property
     def is_image(self) -> bool:
@@ -75,6 +80,17 @@ class Split:
             None if self.y is None else self.y[idx],
             None if self.factors is None else self.factors[idx],
         )
+
+    def pick(self, n: int, seed: int = 0) -> Split:
+        """A fixed random subset of n samples, kept in their order: splits may be stored sorted by class."""
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.subset(idx.sort().values)
+
+    def without_class(self, k: int | None) -> Split:
+        """The split without the samples of class k (all of it for k None or no labels)."""
+        if k is None or self.y is None:
+            return self
+        return self.subset(torch.nonzero(self.y != k).squeeze(1))
 
     def as_batch(self) -> Batch:
         out = {"x": self.x}
@@ -130,29 +146,13 @@ class TensorLoader:
 class TensorDataModule(pl.LightningDataModule):
     """Base datamodule. Subclasses implement ``info`` (cheap, no loading) and ``load``."""
 
-    def __init__(
-        self,
-        batch_size: int = 128,
-        eval_batch_size: int = 512,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        binarize: bool = False,
-        holdout_class: int | None = None,
-        root: str = "data",
-        download: bool = False,
-        max_train: int | None = None,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
+        """``options``: the fields of DataOptions (batch_size, eval_batch_size, val_fraction, seed,
+        binarize, holdout_class, root, download, max_train); subclasses add their own arguments."""
         super().__init__()
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.binarize = binarize
-        self.holdout_class = holdout_class
-        self.root = root
-        self.download = download
-        self.max_train = max_train
+        self.options = DataOptions(**options)
         self.splits: dict[str, Split] = {}
+        self.splits_b: dict[str, Split] = {}  # domain B of two-domain datasets; empty otherwise
         self.unbinarised: dict[str, Tensor] = {}  # evaluation splits' images before binarisation
 
     # ---- what subclasses provide -------------------------------------------------
@@ -166,16 +166,16 @@ class TensorDataModule(pl.LightningDataModule):
     # ---- checks ------------------------------------------------------------------
     def check(self) -> None:
         """Option checks that need the dataset's info; raised before any loading."""
-        if self.holdout_class is not None:
+        if self.options.holdout_class is not None:
             info = self.info
             if not info.has_labels:
                 raise UserError(f"data.holdout_class needs labelled data; '{info.name}' has no labels.")
-            if not 0 <= self.holdout_class < (info.num_classes or 0):
+            if not 0 <= self.options.holdout_class < (info.num_classes or 0):
                 raise UserError(
-                    f"data.holdout_class={self.holdout_class} is out of range: "
+                    f"data.holdout_class={self.options.holdout_class} is out of range: "
                     f"'{info.name}' has classes 0..{(info.num_classes or 1) - 1}."
                 )
-        if self.binarize and not self.info.bounded:
+        if self.options.binarize and not self.info.bounded:
             raise UserError(f"data.binarize=true needs values in [0, 1]; '{self.info.name}' holds unbounded points.")
 
     # ---- Lightning hooks ---------------------------------------------------------
@@ -183,7 +183,7 @@ class TensorDataModule(pl.LightningDataModule):
         if self.splits:  # loaded once, reused by fit, test and evaluation
             return
         self.check()
-        self.splits = self.arrange(self.load(), self.seed)
+        self.splits = self.arrange(self.load(), self.options.seed)
 
     def arrange(self, s: Splits, seed: int) -> dict[str, Split]:
         """Loaded splits -> the named splits: val carved from train by seed (when not given),
@@ -192,16 +192,15 @@ class TensorDataModule(pl.LightningDataModule):
         train, val = s.train, s.val
         if val is None:
             perm = torch.randperm(len(train), generator=gen)
-            n_val = int(round(self.val_fraction * len(train)))
+            n_val = int(round(self.options.val_fraction * len(train)))
             val, train = train.subset(perm[:n_val]), train.subset(perm[n_val:])
-        if self.max_train is not None:
-            train = train.subset(torch.arange(min(self.max_train, len(train))))
-        if self.holdout_class is not None:  # class K never seen in training: a novelty to detect
-            assert train.y is not None and val.y is not None
-            train = train.subset(torch.nonzero(train.y != self.holdout_class).squeeze(1))
-            val = val.subset(torch.nonzero(val.y != self.holdout_class).squeeze(1))
+        if self.options.max_train is not None:
+            train = train.subset(torch.arange(min(self.options.max_train, len(train))))
+        # class K never seen in training: a novelty to detect
+        k = self.options.holdout_class
+        train, val = train.without_class(k), val.without_class(k)
         splits = {"train": train, "val": val, "test": s.test, **s.extra}
-        if self.binarize:  # evaluation splits binarised once with a fixed seed; train per batch
+        if self.options.binarize:  # evaluation splits binarised once with a fixed seed; train per batch
             for name in splits:
                 if name != "train":
                     self.unbinarised[name] = splits[name].x
@@ -216,17 +215,18 @@ class TensorDataModule(pl.LightningDataModule):
         x = self.unbinarised.get(split)
         return s if x is None else Split(x, s.y, s.factors)
 
+    def make_loader(self, split: str, batch_size: int, shuffle: bool) -> TensorLoader:
+        """The batches of a named split (two-domain datasets add domain B's to each)."""
+        return TensorLoader(self.splits[split], batch_size, shuffle=shuffle, seed=self.options.seed)
+
     def train_dataloader(self) -> TensorLoader:
-        return TensorLoader(self.splits["train"], self.batch_size, shuffle=True, drop_last=False, seed=self.seed)
+        return self.make_loader("train", self.options.batch_size, shuffle=True)
 
     def val_dataloader(self) -> TensorLoader:
-        return TensorLoader(self.splits["val"], self.eval_batch_size, shuffle=False)
+        return self.make_loader("val", self.options.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> TensorLoader:
-        return TensorLoader(self.splits["test"], self.eval_batch_size, shuffle=False)
-
-    def loader(self, split: str, batch_size: int | None = None) -> TensorLoader:
-        return TensorLoader(self.splits[split], batch_size or self.eval_batch_size, shuffle=False)
+        return self.make_loader("test", self.options.eval_batch_size, shuffle=False)
 
     @staticmethod
     def scale(x: Tensor) -> Tensor:
@@ -234,14 +234,31 @@ class TensorDataModule(pl.LightningDataModule):
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        # Runs on the model's device: scaling and dynamic binarisation are per batch.
-        x = self.scale(batch["x"])
-        if self.binarize and self.trainer is not None and self.trainer.training:
-            x = torch.bernoulli(x)
-        batch["x"] = x
+        # Runs on the model's device: scaling and dynamic binarisation are per batch, for the
+        # images of every domain (x, and x_b of two-domain datasets).
+        binarize = self.options.binarize and self.trainer is not None and self.trainer.training
+        for key in ("x", "x_b"):
+            if key in batch:
+                x = self.scale(batch[key])
+                batch[key] = torch.bernoulli(x) if binarize else x
         return batch
 
     def tensors(self, split: str) -> Split:
         """A whole split, scaled to float (for closed-form fits such as PCA and probes)."""
         s = self.splits[split]
         return Split(self.scale(s.x), s.y, s.factors)
+
+
+def map_batches(
+    fn: Callable[..., Tensor], x: Tensor, device: torch.device, batch_size: int, y: Tensor | None = None
+) -> Tensor:
+    """fn over x (N, *shape) in batches on device, inputs scaled to float; outputs (N, ...) on CPU.
+
+    With labels y (N,), each batch's labels are passed too, as ``fn(x_batch, y=y_batch)``.
+    """
+    outs = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = TensorDataModule.scale(x[i : i + batch_size].to(device))
+        out = fn(xb) if y is None else fn(xb, y=y[i : i + batch_size].to(device))
+        outs.append(out.float().cpu())
+    return torch.cat(outs)

@@ -7,6 +7,7 @@ suite and quick experiments run anywhere, offline.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,13 +52,9 @@ class DigitsDataModule(TensorDataModule):
 
     def __init__(
         self, image_size: int = 8,
-        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
-        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
-        max_train: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
-                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
-                         max_train=max_train)
+        super().__init__(**options)
         self.image_size = image_size
 
     @property
@@ -71,7 +68,7 @@ class DigitsDataModule(TensorDataModule):
         d = load_digits()
         x = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8), 0..16 -> [0, 1]
         x = resize_images(x, self.image_size)
-        return split_by_fraction(Split(x, torch.from_numpy(d.target).long()), 0.2, self.seed)
+        return split_by_fraction(Split(x, torch.from_numpy(d.target).long()), 0.2, self.options.seed)
 
 
 # ---- dSprites-like sprites ----------------------------------------------------------------
@@ -133,13 +130,9 @@ class ShapesDataModule(TensorDataModule):
 
     def __init__(
         self, image_size: int = 32, n_samples: int = 20000, shapes: list[str] | tuple[str, ...] = SHAPES,
-        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
-        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
-        max_train: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
-                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
-                         max_train=max_train)
+        super().__init__(**options)
         self.shapes = tuple(shapes)
         unknown = [s for s in self.shapes if s not in SHAPES]
         if unknown or not self.shapes or len(set(self.shapes)) != len(self.shapes):
@@ -157,7 +150,7 @@ class ShapesDataModule(TensorDataModule):
 
     def sample_factors(self) -> Tensor:
         """Draw (n_samples, 5) factors from the seed; positions keep the sprite on the canvas."""
-        n, g = self.n_samples, generator(self.seed)
+        n, g = self.n_samples, generator(self.options.seed)
         k = torch.randint(len(self.shapes), (n,), generator=g).float()
         lo, hi = SCALE_RANGE
         scale = lo + (hi - lo) * torch.rand(n, generator=g)
@@ -195,19 +188,15 @@ def toy_modes(kind: str) -> Tensor | None:
 class Toy2dDataModule(TensorDataModule):
     """2-D point sets for density models and GANs; float32 points, 80/20 train/test.
 
-    ``modes`` holds the mixture centres (K, 2) for ring8/grid25 (None otherwise), for counting
-    the modes a generator covers.
+    ``modes`` holds the mixture centres (K, 2) for ring8/grid25 (None otherwise); ``info`` passes
+    them on, with the components' standard deviation, for counting the modes a generator covers.
     """
 
     def __init__(
         self, kind: str = "ring8", n_samples: int = 10000, noise: float = 0.05,
-        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
-        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
-        max_train: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
-                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
-                         max_train=max_train)
+        super().__init__(**options)
         if kind not in TOY_KINDS:
             raise UserError(f"data.kind={kind!r} is not one of {', '.join(TOY_KINDS)}.")
         self.kind = kind
@@ -220,11 +209,13 @@ class Toy2dDataModule(TensorDataModule):
         num_classes = {"moons": 2, "ring8": 8, "grid25": 25}.get(self.kind)
         factor_names = {"line": ("h",), "swiss_roll": ("t",)}.get(self.kind, ())
         class_names = ("upper", "lower") if self.kind == "moons" else ()
-        return DataInfo("toy2d", (2,), num_classes, factor_names, bounded=False, class_names=class_names)
+        modes = None if self.modes is None else tuple(tuple(m) for m in self.modes.tolist())
+        return DataInfo("toy2d", (2,), num_classes, factor_names, bounded=False, class_names=class_names,
+                        modes=modes, mode_std=None if modes is None else self.noise)
 
     def generate(self) -> Split:
         """All n_samples points (N, 2) with their labels or factors, from the seed."""
-        n, g = self.n_samples, generator(self.seed)
+        n, g = self.n_samples, generator(self.options.seed)
         noise = self.noise * torch.randn(n, 2, generator=g)
         if self.kind == "line":
             h = torch.randn(n, 1, generator=g)
@@ -235,7 +226,7 @@ class Toy2dDataModule(TensorDataModule):
         if self.kind == "moons":
             from sklearn.datasets import make_moons
 
-            x, y = make_moons(n, noise=self.noise, random_state=(self.seed + SALT) % 2**32)
+            x, y = make_moons(n, noise=self.noise, random_state=(self.options.seed + SALT) % 2**32)
             return Split(torch.from_numpy(x).float(), torch.from_numpy(y).long())
         assert self.modes is not None  # ring8 / grid25: a Gaussian around a uniformly chosen mode
         y = torch.randint(len(self.modes), (n,), generator=g)

@@ -87,10 +87,6 @@ class UnpairedDataModule(TensorDataModule):
     are TensorDataModule's (batch_size, seed, binarize, ...).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.splits_b: dict[str, Split] = {}
-
     def load_domains(self) -> tuple[Splits, Splits]:
         """(domain A, domain B) as loaded; both with the same sample shape."""
         raise NotImplementedError
@@ -100,28 +96,11 @@ class UnpairedDataModule(TensorDataModule):
             return
         self.check()
         a, b = self.load_domains()
-        self.splits_b = self.arrange(b, self.seed + 1)
-        self.splits = self.arrange(a, self.seed)
+        self.splits_b = self.arrange(b, self.options.seed + 1)
+        self.splits = self.arrange(a, self.options.seed)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> UnpairedLoader:
-        return UnpairedLoader(self.splits[split], self.splits_b[split], batch_size, shuffle, self.seed)
-
-    def train_dataloader(self) -> UnpairedLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> UnpairedLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> UnpairedLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        batch = super().on_after_batch_transfer(batch, dataloader_idx)  # scales (and binarises) x
-        x_b = self.scale(batch["x_b"])
-        if self.binarize and self.trainer is not None and self.trainer.training:
-            x_b = torch.bernoulli(x_b)
-        batch["x_b"] = x_b
-        return batch
+    def make_loader(self, split: str, batch_size: int, shuffle: bool) -> UnpairedLoader:  # type: ignore[override]
+        return UnpairedLoader(self.splits[split], self.splits_b[split], batch_size, shuffle, self.options.seed)
 
 
 class DigitsInvertedDataModule(UnpairedDataModule):
@@ -138,8 +117,9 @@ class DigitsInvertedDataModule(UnpairedDataModule):
         return DataInfo("digits_inverted", (1, s, s), 10, class_names=DIGIT_NAMES, domains=("digits", "inverted"))
 
     def load_domains(self) -> tuple[Splits, Splits]:
-        digits = DigitsDataModule(image_size=self.image_size, seed=self.seed).load()  # floats in [0, 1]
-        (train_a, train_b), (test_a, test_b) = halves(digits.train, self.seed), halves(digits.test, self.seed)
+        digits = DigitsDataModule(image_size=self.image_size, seed=self.options.seed).load()  # floats in [0, 1]
+        seed = self.options.seed
+        (train_a, train_b), (test_a, test_b) = halves(digits.train, seed), halves(digits.test, seed)
         for b in (train_b, test_b):
             b.x = 1.0 - b.x
         return Splits(train=train_a, test=test_a), Splits(train=train_b, test=test_b)
@@ -163,10 +143,11 @@ class MNISTColourDataModule(UnpairedDataModule):
     def load_domains(self) -> tuple[Splits, Splits]:
         from genlab.data.vision import MNISTDataModule
 
-        mnist = MNISTDataModule(image_size=self.image_size, root=self.root, download=self.download).load()
+        opts = self.options
+        mnist = MNISTDataModule(image_size=self.image_size, root=opts.root, download=opts.download).load()
         out: dict[str, tuple[Split, Split]] = {}
         for name, split in (("train", mnist.train), ("test", mnist.test)):
-            a, b = halves(split, self.seed)
+            a, b = halves(split, self.options.seed)
             a.x, b.x = colourise(a.x, (1.0, 1.0, 1.0)), colourise(b.x, self.colour, self.background)
             out[name] = (a, b)
         return (Splits(train=out["train"][0], test=out["test"][0]),
@@ -181,7 +162,8 @@ class ShapesColourDataModule(UnpairedDataModule):
                  colour_a: Sequence[float] = (1.0, 0.25, 0.2), colour_b: Sequence[float] = (0.2, 0.8, 1.0),
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.sprites = ShapesDataModule(image_size=image_size, n_samples=n_samples, shapes=shapes, seed=self.seed)
+        self.sprites = ShapesDataModule(image_size=image_size, n_samples=n_samples, shapes=shapes,
+                                        seed=self.options.seed)
         self.colour_a, self.colour_b = _colour("colour_a", colour_a), _colour("colour_b", colour_b)
 
     @property
@@ -195,7 +177,7 @@ class ShapesColourDataModule(UnpairedDataModule):
         factors = s.sample_factors()  # i.i.d. draws: halves of them are independent sprite sets
         data = Split(render_sprites(factors, s.shapes, s.image_size), factors[:, 0].long(), factors)
         domains = []
-        for part, colour in zip(halves(data, self.seed), (self.colour_a, self.colour_b)):
+        for part, colour in zip(halves(data, self.options.seed), (self.colour_a, self.colour_b)):
             part.x = colourise(part.x, colour)
             n_train = int(round(0.85 * len(part)))
             idx = torch.arange(len(part))

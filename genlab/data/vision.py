@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -70,13 +70,9 @@ class VisionDataModule(TensorDataModule):
 
     def __init__(
         self, image_size: int | None = None,
-        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
-        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
-        max_train: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
-                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
-                         max_train=max_train)
+        super().__init__(**options)
         self.image_size = image_size
 
     @property
@@ -89,7 +85,7 @@ class VisionDataModule(TensorDataModule):
     # ---- what subclasses provide ----------------------------------------------------
     def folder(self) -> Path:
         """The absolute folder torchvision reads the files from."""
-        return Path(self.root).expanduser().resolve()
+        return Path(self.options.root).expanduser().resolve()
 
     def expected_files(self) -> list[str]:
         raise NotImplementedError
@@ -101,9 +97,10 @@ class VisionDataModule(TensorDataModule):
     # ---- shared loading -------------------------------------------------------------
     def missing(self, problem: str) -> MissingDataError:
         """The error for absent or unreadable files: what, where, and the override that fixes it."""
-        sub = self.folder().relative_to(Path(self.root).expanduser().resolve())
+        sub = self.folder().relative_to(Path(self.options.root).expanduser().resolve())
         where = f" (data.root is the folder that holds {sub}/)" if str(sub) != "." else ""
-        fix = "Without internet, copy them there by hand" if self.download else "Add data.download=true to fetch them"
+        fix = ("Without internet, copy them there by hand" if self.options.download
+               else "Add data.download=true to fetch them")
         fix += f", or set data.root to where they are{where}."
         return MissingDataError(
             f"Dataset '{self.name}': {problem}. It expects {', '.join(self.expected_files())} "
@@ -111,12 +108,12 @@ class VisionDataModule(TensorDataModule):
         )
 
     def failed(self, e: Exception) -> MissingDataError:
-        what = "downloading or reading" if self.download else "reading"
+        what = "downloading or reading" if self.options.download else "reading"
         detail = " ".join(f"{type(e).__name__}: {e}".split()).rstrip(":")
         return self.missing(f"torchvision failed {what} the files ({detail})")
 
     def check_files(self) -> None:
-        if self.download:  # torchvision fetches what is missing; its errors are wrapped by guarded()
+        if self.options.download:  # torchvision fetches what is missing; its errors are wrapped by guarded()
             return
         expected = self.expected_files()
         absent = [f for f in expected if not (self.folder() / f).exists()]
@@ -153,7 +150,7 @@ class MNISTDataModule(VisionDataModule):
         return [os.path.splitext(os.path.basename(url))[0] for url, _ in self.tv_class.resources]
 
     def read(self, train: bool) -> Split:
-        ds = self.tv_class(self.root, train=train, download=self.download)
+        ds = self.tv_class(self.options.root, train=train, download=self.options.download)
         return Split(ds.data.unsqueeze(1), ds.targets.long())  # (N, 28, 28) uint8 -> (N, 1, 28, 28)
 
 
@@ -182,7 +179,7 @@ class CIFAR10DataModule(VisionDataModule):
         return [f for f, _ in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list] + [tvd.CIFAR10.meta["filename"]]
 
     def read(self, train: bool) -> Split:
-        ds = tvd.CIFAR10(self.root, train=train, download=self.download)
+        ds = tvd.CIFAR10(self.options.root, train=train, download=self.options.download)
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC numpy -> (N, 3, 32, 32)
         return Split(x, torch.tensor(ds.targets, dtype=torch.long))
 
@@ -196,7 +193,7 @@ class SVHNDataModule(VisionDataModule):
         return [tvd.SVHN.split_list[s][1] for s in ("train", "test")]
 
     def read(self, train: bool) -> Split:
-        ds = tvd.SVHN(self.root, split="train" if train else "test", download=self.download)
+        ds = tvd.SVHN(self.options.root, split="train" if train else "test", download=self.options.download)
         return Split(torch.from_numpy(ds.data), torch.from_numpy(ds.labels).long())  # data already NCHW
 
 
@@ -211,13 +208,9 @@ class CelebADataModule(VisionDataModule):
 
     def __init__(
         self, attribute: str | None = None, image_size: int | None = 64,
-        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
-        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
-        max_train: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(image_size or 64, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                         val_fraction=val_fraction, seed=seed, binarize=binarize, holdout_class=holdout_class,
-                         root=root, download=download, max_train=max_train)
+        super().__init__(image_size=image_size or 64, **options)
         if attribute is not None and attribute not in CELEBA_ATTRIBUTES:
             raise UserError(f"data.attribute={attribute!r} is not a CelebA attribute: one of {CELEBA_ATTRIBUTES}.")
         self.attribute = attribute
@@ -248,7 +241,7 @@ class CelebADataModule(VisionDataModule):
 
     def read_split(self, split: str) -> dict[str, Tensor]:
         """Decode one official split: x uint8 (N, 3, S, S) and the 40 attributes (N, 40) in {0, 1}."""
-        ds = tvd.CelebA(self.root, split=split, target_type="attr", download=self.download)
+        ds = tvd.CelebA(self.options.root, split=split, target_type="attr", download=self.options.download)
         files = [str(self.folder() / "img_align_celeba" / f) for f in ds.filename]
         size = (self.image_size, self.image_size)
         return {"x": read_images(files, 3, size, square_crop=True), "attr": ds.attr.to(torch.uint8)}
@@ -264,17 +257,13 @@ class ImageFolderDataModule(TensorDataModule):
 
     def __init__(
         self, path: str, channels: int = 3, image_size: int | None = None,
-        batch_size: int = 128, eval_batch_size: int = 512, val_fraction: float = 0.1, seed: int = 0,
-        binarize: bool = False, holdout_class: int | None = None, root: str = "data", download: bool = False,
-        max_train: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=val_fraction,
-                         seed=seed, binarize=binarize, holdout_class=holdout_class, root=root, download=download,
-                         max_train=max_train)
+        super().__init__(**options)
         self.path = Path(path).expanduser().resolve()
         self.channels = channels
         self.image_size = image_size
-        self._info: DataInfo | None = None
+        self.cached_info: DataInfo | None = None
 
     def folders(self) -> tuple[Path, Path | None]:
         """(train folder, test folder or None when the split is drawn by seed)."""
@@ -299,7 +288,7 @@ class ImageFolderDataModule(TensorDataModule):
 
     @property
     def info(self) -> DataInfo:
-        if self._info is None:  # lists folders (and reads one image header when image_size is None)
+        if self.cached_info is None:  # lists folders (and reads one image header when image_size is None)
             train, _ = self.folders()
             classes = tuple(sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith(".")))
             h = w = self.image_size
@@ -309,8 +298,9 @@ class ImageFolderDataModule(TensorDataModule):
                     raise self.no_images(train)
                 with Image.open(files[0]) as im:
                     w, h = im.size
-            self._info = DataInfo("image_folder", (self.channels, h, w), len(classes) or None, class_names=classes)
-        return self._info
+            self.cached_info = DataInfo("image_folder", (self.channels, h, w), len(classes) or None,
+                                        class_names=classes)
+        return self.cached_info
 
     def no_images(self, folder: Path) -> MissingDataError:
         exts = " ".join(tvd.folder.IMG_EXTENSIONS)
@@ -326,5 +316,5 @@ class ImageFolderDataModule(TensorDataModule):
     def load(self) -> Splits:
         train, test = self.folders()
         if test is None:
-            return split_by_fraction(self.read(train), 0.2, self.seed)
+            return split_by_fraction(self.read(train), 0.2, self.options.seed)
         return Splits(train=self.read(train), test=self.read(test))

@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel, OptimizerFactory
-from genlab.models.nets import activation
+from genlab.nets.autoencoder import EncoderDecoder
+from genlab.nets.layers import activation
 
-NetFactory = Callable[..., tuple[nn.Module, nn.Module]]
+NetFactory = Callable[..., EncoderDecoder]  # a genlab.nets.autoencoder builder
 
 
 def resolve_likelihood(likelihood: str, info: DataInfo) -> str:
@@ -40,35 +41,42 @@ def recon_nll(raw: Tensor, x: Tensor, likelihood: str) -> Tensor:
     return per.flatten(1).sum(1)
 
 
-class Autoencoder(GenerativeModel):
-    """Deterministic autoencoder; the encoder/decoder networks come from ``net``."""
+class CodeModel(GenerativeModel):
+    """The base of the autoencoder and VAE families: an encoder/decoder pair from a
+    ``genlab.nets.autoencoder`` builder, a code of ``latent_dim`` numbers, and the likelihood
+    p(x|h) the decoder's raw output parameterises (bernoulli logits or gaussian means)."""
 
     def __init__(
-        self,
-        data_info: DataInfo,
-        net: NetFactory,
-        latent_dim: int = 32,
-        likelihood: str = "auto",
-        code_activation: str = "none",
-        optimizer: OptimizerFactory | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        self, *, data_info: DataInfo, net: NetFactory, latent_dim: int, likelihood: str = "auto",
+        optimizer: OptimizerFactory | None = None, scheduler: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(data_info, optimizer, scheduler)
-        self.save_hyperparameters(logger=False)
+        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net])
         self.latent_dim = latent_dim
         self.likelihood = resolve_likelihood(likelihood, data_info)
-        self.encoder, self.decoder = net(in_shape=data_info.shape, enc_out=latent_dim, latent_dim=latent_dim)
+
+    def data_mean(self, raw: Tensor) -> Tensor:
+        """The decoder's raw output (B, *shape) -> the mean of p(x|h) in data space."""
+        return torch.sigmoid(raw) if self.likelihood == "bernoulli" else raw
+
+
+class Autoencoder(CodeModel):
+    """Deterministic autoencoder; the encoder/decoder networks come from ``net``."""
+
+    def __init__(self, *, net: NetFactory, latent_dim: int = 32, code_activation: str = "none", **kwargs: Any) -> None:
+        """``kwargs``: data_info, likelihood, optimizer, scheduler (see CodeModel)."""
+        super().__init__(net=net, latent_dim=latent_dim, **kwargs)
+        self.save_hyperparameters(logger=False)
+        self.encoder, self.decoder = net(in_shape=self.data_info.shape, enc_out=latent_dim, latent_dim=latent_dim)
         self.code_activation = activation(code_activation)
 
     # ---- capabilities --------------------------------------------------------------
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.code_activation(self.encoder(x))  # (B, latent_dim)
 
-    def decode(self, h: Tensor) -> Tensor:
-        raw = self.decoder(h)  # (B, *shape)
-        return torch.sigmoid(raw) if self.likelihood == "bernoulli" else raw
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.data_mean(self.decoder(h))  # (B, *shape)
 
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x))
 
     # ---- training -------------------------------------------------------------------
@@ -93,8 +101,8 @@ class Autoencoder(GenerativeModel):
 class DenoisingAutoencoder(Autoencoder):
     """x̂ = g_d(g_e(x̃)) with x̃ a corrupted x; the loss compares x̂ with the clean x."""
 
-    def __init__(self, *args: Any, noise: str = "gaussian", noise_level: float = 0.3, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, noise: str = "gaussian", noise_level: float = 0.3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.noise, self.noise_level = noise, noise_level
 
     def corrupt(self, x: Tensor) -> Tensor:
@@ -114,10 +122,10 @@ class SparseAutoencoder(Autoencoder):
     """Adds λ·Σ_k |h_k| (and optionally the KL sparsity target ρ on sigmoid codes)."""
 
     def __init__(
-        self, *args: Any, l1_weight: float = 1e-3, sparsity_target: float | None = None,
-        sparsity_weight: float = 0.0, **kwargs: Any,
+        self, *, l1_weight: float = 1e-3, sparsity_target: float | None = None, sparsity_weight: float = 0.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(**kwargs)
         if sparsity_target is not None and not isinstance(self.code_activation, nn.Sigmoid):
             raise UserError("model.sparsity_target needs codes in (0, 1): set model.code_activation=sigmoid")
         self.l1_weight, self.sparsity_target, self.sparsity_weight = l1_weight, sparsity_target, sparsity_weight
@@ -156,11 +164,11 @@ class ContractiveAutoencoder(Autoencoder):
     """Adds λ‖∂h/∂x‖²_F (exact) or its stochastic estimate λ·E‖h(x) − h(x + ε)‖²/σ²."""
 
     def __init__(
-        self, *args: Any, contractive_weight: float = 0.1, contractive: str = "exact",
-        contractive_sigma: float = 0.1, **kwargs: Any,
+        self, *, contractive_weight: float = 0.1, contractive: str = "exact", contractive_sigma: float = 0.1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules()):
+        super().__init__(**kwargs)
+        if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in self.encoder.modules()):
             raise UserError("the contractive penalty is per sample: use an encoder without batch_norm")
         self.weight, self.mode, self.sigma = contractive_weight, contractive, contractive_sigma
 

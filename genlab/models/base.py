@@ -1,124 +1,102 @@
-"""The contract every genlab model follows.
+"""The base every genlab model extends.
 
 A model is a LightningModule that
-- says what it can do through capability protocols (``CanEncode``, ``CanDecode``,
-  ``CanReconstruct``, ``CanSample``, ``CanScoreLikelihood``, ``conditional``) — callbacks and
-  metrics ask for these, never for a model's name;
-- says what it needs from the data (``check_data``), so a mismatch is one sentence at start-up;
-- returns its loss as named terms (``loss_terms``), each logged separately per stage,
-  with the total under ``"loss"``.
+- says what it can do through the capability protocols of ``genlab.capabilities`` (encode,
+  decode, reconstruct, sample, translate, likelihood bounds) — the evaluator and the pictures ask
+  for these, never for a model's name;
+- declares what it needs from the data (``needs``, plus what its network builders declare), its
+  code size (``latent_dim``), whether its methods take a condition (``conditional``) and whether a
+  lower val/loss means a better model (``ranks_checkpoints``);
+- returns its loss as named terms (``loss_terms``), each logged per stage, the total under "loss".
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from genlab.capabilities import Needs, needs_of
 from genlab.data.base import Batch, DataInfo
-from genlab.errors import IncompatibleError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimiser kernels run
 
 
-@runtime_checkable
-class CanEncode(Protocol):
-    def encode(self, x: Tensor) -> Tensor:
-        """x (B, *shape) -> code h (B, latent_dim); deterministic (the mean for stochastic encoders)."""
-        ...
+class TermMeans:
+    """Batch-size weighted epoch means of the training terms, kept on the device.
 
-
-@runtime_checkable
-class CanDecode(Protocol):
-    def decode(self, h: Tensor) -> Tensor:
-        """code h (B, latent_dim) -> x̂ (B, *shape) in data space."""
-        ...
-
-
-@runtime_checkable
-class CanReconstruct(Protocol):
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """x (B, *shape) -> x̂ (B, *shape) in data space."""
-        ...
-
-
-@runtime_checkable
-class CanSample(Protocol):
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """n new samples (n, *shape); y (n,) the requested classes for conditional models."""
-        ...
-
-
-@runtime_checkable
-class CanScoreLikelihood(Protocol):
-    """Latent-variable models that bound −log p(x) in nats per sample (VAE family).
-
-    ``y`` (B,) class labels are used by conditional models and ignored by the others.
+    ``self.log`` on every step costs about a millisecond per term on a CPU, a tenth of a small
+    model's step; here a step costs one stack and one multiply-add into a running sum, and the
+    means are logged once per epoch. Terms may differ between steps (per phase, per player), so
+    sums are kept per set of names.
     """
 
-    def neg_elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """(B,) −ELBO = −E_q[log p(x|h)] + KL(q(h|x) ‖ p(h)) in nats: the KL term analytic, the
-        reconstruction term from one reparameterised posterior sample (an unbiased estimate)."""
-        ...
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, ...], tuple[Tensor, float]] = {}
 
-    def iwae_nll(self, x: Tensor, k: int, chunk: int, y: Tensor | None = None) -> Tensor:
-        """(B,) −log (1/k Σ_i p(x, h_i) / q(h_i|x)), h_i ~ q(h|x): the importance-weighted bound
-        on −log p(x) (tighter as k grows); evaluated ``chunk`` samples at a time."""
-        ...
+    def add(self, terms: dict[str, Tensor], batch_size: int) -> None:
+        keys = tuple(terms)
+        row = torch.stack([v.detach().float() for v in terms.values()]) * batch_size  # (terms,)
+        total, count = self.sums.get(keys, (0.0, 0.0))
+        self.sums[keys] = (row + total, count + batch_size)
 
-    def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """(B, latent_dim) KL(q(h_d|x) ‖ p(h_d)) per code dimension, in nats."""
-        ...
+    def pop_means(self) -> dict[str, Tensor]:
+        """The means since the last call, by term name; the sums start again."""
+        sums: dict[str, Tensor] = {}
+        counts: dict[str, float] = {}
+        for keys, (total, count) in self.sums.items():
+            for k, v in zip(keys, total):
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0.0) + count
+        self.sums = {}
+        return {k: sums[k] / counts[k] for k in sums}
 
 
 class GenerativeModel(pl.LightningModule):
-    """Base class: logging of named loss terms, optimiser set-up, data checks."""
+    """Base class: the declared contract, logging of named loss terms, optimiser set-up."""
 
-    #: what the model needs from the data; checked by ``check_data``
-    needs_image: bool = False
-    needs_labels: bool = False
-    #: True when the model takes the class label as input (cvae, cgan, ...)
-    conditional: bool = False
+    #: what the model needs from the data, beyond what its network builders declare
+    needs: ClassVar[Needs] = Needs()
+    #: True when the model's methods take the class (or a conditioning vector) as ``y``
+    conditional: ClassVar[bool] = False
     #: whether a lower val/loss means a better model, so it can pick the checkpoint to test
-    #: (False for adversarial models: see genlab.checkpoint)
-    ranks_checkpoints: bool = True
+    #: (False for adversarial models: their latest epoch is tested)
+    ranks_checkpoints: ClassVar[bool] = True
+    #: the code size of models that have a code (set by the model), None for those that have none
+    latent_dim: int | None = None
 
     def __init__(
         self,
+        *,
         data_info: DataInfo,
         optimizer: OptimizerFactory | None = None,
         scheduler: Callable[..., Any] | None = None,
+        builders: Iterable[object] = (),
     ) -> None:
+        """``builders``: the network builders the model will call; what they declare they need
+        (``genlab.nets.layers.needs``) is checked with the model's own needs, before any is built."""
         super().__init__()
-        self.check_data(data_info)
+        needs = type(self).needs | needs_of(builders) | Needs(labels=self.conditional)
+        needs.check(data_info, type(self).__name__)
         self.data_info = data_info
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.trained_batches = 0  # training batches seen, kept in checkpoints (the step of pictures and terms)
+        self.train_terms = TermMeans()
 
     # ---- the contract -------------------------------------------------------------
-    @classmethod
-    def check_data(cls, info: DataInfo) -> None:
-        """Raise IncompatibleError with the reason when this model cannot use ``info``."""
-        name = cls.__name__
-        if cls.needs_image and not info.is_image:
-            raise IncompatibleError(
-                f"{name} needs image data (C, H, W); '{info.name}' provides {info.dim}-D points. "
-                "Pick an image dataset (e.g. data=digits) or an MLP model (e.g. model=ae)."
-            )
-        if (cls.needs_labels or cls.conditional) and not info.has_labels:
-            raise IncompatibleError(f"{name} is conditional on class labels; '{info.name}' has none.")
-
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
         """Named loss terms for a batch; ``"loss"`` is the total that is optimised."""
         raise NotImplementedError
 
     # ---- Lightning plumbing shared by all models -------------------------------------
-    def _step(self, batch: Batch, stage: str) -> Tensor:
+    def step(self, batch: Batch, stage: str) -> Tensor:
+        """The loss terms of a batch, logged for ``stage``; returns the total."""
         terms = self.loss_terms(batch, stage)
         bs = batch["x"].shape[0]
         if stage == "train":
@@ -126,76 +104,73 @@ class GenerativeModel(pl.LightningModule):
         else:  # a few large evaluation batches: Lightning's own epoch means are cheap here
             logged = {f"{stage}/{k}": v.detach() for k, v in terms.items() if k != "loss"}
             if logged:
-                self.log_dict(logged, on_epoch=True, batch_size=bs)
-            self.log(f"{stage}/loss", terms["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=bs)
+                self.log_dict(logged, on_epoch=True, batch_size=bs, sync_dist=True)
+            self.log(f"{stage}/loss", terms["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=bs,
+                     sync_dist=True)
         return terms["loss"]
 
     def track_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
-        """Keep the training terms for ``train/<term>`` epoch means (logged at epoch end), and
-        log them as ``train/<term>_step`` every ``log_every_n_steps`` steps.
-
-        ``self.log`` on every step costs about a millisecond per term on a CPU, a tenth of a
-        small model's step; here a step costs one stacking op (terms may differ between steps,
-        e.g. per phase, so they are kept per key set).
-        """
-        kept = self.__dict__.setdefault("_train_terms", {})
-        keys = tuple(terms)
-        kept.setdefault(keys, []).append((torch.stack([v.detach() for v in terms.values()]), batch_size))
-        trainer = self._trainer
-        every = trainer.log_every_n_steps if trainer is not None else 0
-        if every and trainer.fit_loop.epoch_loop._batches_that_stepped % every == 0:
+        """Add the training terms to the epoch means (``train/<term>``, logged at epoch end), and
+        log them as ``train/<term>_step`` every ``log_every_n_steps`` batches."""
+        self.train_terms.add(terms, batch_size)
+        every = self.trainer.log_every_n_steps
+        if every and self.trained_batches % every == 0:
             self.log_dict({f"train/{k}_step": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.trained_batches += 1
+
     def on_train_epoch_end(self) -> None:
-        sums: dict[str, Tensor] = {}
-        counts: dict[str, float] = {}
-        for keys, rows in self.__dict__.pop("_train_terms", {}).items():
-            values = torch.stack([v for v, _ in rows]).float()  # (steps, terms)
-            weights = torch.tensor([float(n) for _, n in rows], device=values.device)  # batch sizes
-            for k, total in zip(keys, weights @ values):
-                sums[k] = sums.get(k, 0.0) + total
-                counts[k] = counts.get(k, 0.0) + float(weights.sum())
-        if sums:  # batch-size weighted means over the epoch
-            self.log_dict({f"train/{k}": sums[k] / counts[k] for k in sums}, on_epoch=True)
+        means = self.train_terms.pop_means()
+        if means:  # averaged over processes too, once per epoch
+            self.log_dict({f"train/{k}": v for k, v in means.items()}, on_epoch=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["genlab"] = {"trained_batches": self.trained_batches}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.trained_batches = int(checkpoint.get("genlab", {}).get("trained_batches", 0))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self.step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self.step(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self.step(batch, "test")
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError(f"{type(self).__name__} needs model.optimizer")
-        opt = self.make_optimizer(self.optimizer_factory, [p for p in self.parameters() if p.requires_grad])
+        opt = make_optimizer(self.optimizer_factory, [p for p in self.parameters() if p.requires_grad],
+                             str(self.trainer.precision))
         if self.scheduler_factory is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt)}}
 
-    def make_optimizer(self, factory: OptimizerFactory, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """``factory(params=...)``, with the optimiser's fused kernel when it has one (Adam, AdamW,
-        SGD, Adagrad) and the config left the choice open (no ``fused`` or ``foreach`` key): one
-        kernel over all tensors instead of a Python loop over them. The MLP VAE's Adam step takes
-        1.9 ms instead of 9 ms on one CPU thread. Not under fp16 mixed precision, whose gradient
-        scaler must unscale before clipping, which a fused step does inside. Set
-        ``model.optimizer.fused=false`` to get torch's default.
-        """
-        params = list(params)
-        keywords = getattr(factory, "keywords", None) or {}
-        cls = getattr(factory, "func", factory)
-        precision = str(getattr(self._trainer, "precision", "32-true"))
-        fusable = (
-            "fused" not in keywords and "foreach" not in keywords
-            and isinstance(cls, type) and "fused" in inspect.signature(cls.__init__).parameters
-            and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
-            and not precision.startswith("16")
-        )
-        if fusable:
-            try:
-                return factory(params=params, fused=True)
-            except (RuntimeError, ValueError):  # no fused kernel for these tensors: the default
-                pass
-        return factory(params=params)
+
+def make_optimizer(factory: OptimizerFactory, params: Iterable[torch.nn.Parameter],
+                   precision: str = "32-true") -> torch.optim.Optimizer:
+    """``factory(params=...)``, with the optimiser's fused kernel when it has one (Adam, AdamW,
+    SGD, Adagrad) and the config left the choice open (no ``fused`` or ``foreach`` key): one
+    kernel over all tensors instead of a Python loop over them. The MLP VAE's Adam step takes
+    1.9 ms instead of 9 ms on one CPU thread. Not under fp16 mixed precision (``precision``, the
+    trainer's), whose gradient scaler must unscale before clipping, which a fused step does
+    inside. Set ``model.optimizer.fused=false`` to get torch's default.
+    """
+    params = list(params)
+    keywords = getattr(factory, "keywords", None) or {}  # a functools.partial from config, or a class
+    cls = getattr(factory, "func", factory)
+    fusable = (
+        "fused" not in keywords and "foreach" not in keywords
+        and isinstance(cls, type) and "fused" in inspect.signature(cls.__init__).parameters
+        and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+        and not precision.startswith("16")
+    )
+    if fusable:
+        try:
+            return factory(params=params, fused=True)
+        except (RuntimeError, ValueError):  # no fused kernel for these tensors: the default
+            pass
+    return factory(params=params)

@@ -1,5 +1,5 @@
-"""The GAN family: a generator G(z) against a discriminator D(x), trained in turns with
-Lightning's manual optimisation: the shared base, gan (dcgan with convolutional nets) and cgan;
+"""The GAN family: a generator G(z) against a discriminator D(x), trained in turns on the
+two-player base: the shared ``AdversarialModel``, gan (dcgan with convolutional nets) and cgan;
 infogan and wgan_gp have their own modules.
 
 Both players work on centred data: images in [0, 1] are shown to D as 2x − 1 and G ends in
@@ -8,15 +8,14 @@ tanh; points are unbounded and G's output is linear. ``sample`` maps back to dat
 There is no likelihood to validate on. ``val/loss`` (and ``test/loss``) is the divergence
 between the split and G(fixed_noise) as the current D estimates it — log 2 − ½·d_loss, a lower
 bound on the Jensen–Shannon divergence, or the critic's Wasserstein estimate: low when D cannot
-tell them apart, also when D is weak, so the "best" checkpoint is a rough pick.
+tell them apart, also when D is weak, which is why the latest epoch is tested, not the "best".
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,59 +23,47 @@ from torch import Tensor, nn
 
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
-from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.base import OptimizerFactory
+from genlab.models.ema import ema_of
+from genlab.models.two_player import TwoPlayerModel
+from genlab.nets.gan import GANNets
 
-NetFactory = Callable[..., Any]  # a gan_nets builder: (in_shape, latent_dim, cond_dim) -> GANNets
+NetFactory = Callable[..., GANNets]  # a genlab.nets.gan builder: (in_shape, latent_dim, cond_dim) -> GANNets
 LOG2 = math.log(2.0)
 FIXED_SEED = 0  # the fixed noise is the same for every model built with the same sizes
 Extra = tuple[Tensor | float, dict[str, Tensor]]  # (weighted term added to a player's loss, terms to log)
 
 
-def check_finite(terms: dict[str, Tensor], player: str, step: int) -> None:
-    """Raise UserError naming the player, the first non-finite term and the step; one sync per call."""
-    if bool(torch.isfinite(torch.stack([v.detach().float() for v in terms.values()])).all()):
-        return
-    name, value = next((k, v) for k, v in terms.items() if not torch.isfinite(v).all())
-    raise UserError(
-        f"the {player}'s loss term '{name}' is {value.item()} at global step {step}: training diverged. "
-        "Lower the learning rates (model.optimizer_g.lr, model.optimizer_d.lr) or clip the gradients "
-        "(model.grad_clip=1.0)."
-    )
+class AdversarialModel(TwoPlayerModel):
+    """A generator and a discriminator; per batch one D step on G's detached samples and, every
+    ``d_steps`` batches, one G step through D.
 
-
-class AdversarialModel(GenerativeModel):
-    """Two players with their own optimisers; per batch one D step on G's detached samples and,
-    every ``d_steps`` batches, one G step through D.
-
-    ``ema``: a decay d keeps θ_ema ← d·θ_ema + (1 − d)·θ of the generator after each G step (with
-    a warm-up, see ``update_ema``), and ``sample`` uses that copy. ``fixed_noise`` (n_fixed,
-    input_dim), a buffer drawn once from a fixed seed, is what the validation terms are measured
-    on. Subclasses say how each player scores (``d_loss``, ``g_loss``) and what each adds
-    (``discriminator_extra``, ``generator_extra``).
+    ``ema``: a decay d keeps an exponential moving average of G's weights (``genlab.models.ema``),
+    updated after each G step, and ``sample`` uses it. ``fixed_noise`` (n_fixed, input_dim), a
+    buffer drawn once from a fixed seed, is what the validation terms are measured on. Subclasses
+    say how each player scores (``d_loss``, ``g_loss``) and what each adds (``discriminator_extra``,
+    ``generator_extra``).
     """
 
-    code_dim = 0  # generator inputs besides the noise (InfoGAN's codes)
-    ranks_checkpoints = False  # val/loss is judged by the current D: the latest epoch is tested
+    code_dim: ClassVar[int] = 0  # generator inputs besides the noise (InfoGAN's codes)
 
     def __init__(
-        self, data_info: DataInfo, net: NetFactory, latent_dim: int = 100, prior: str = "normal",
-        d_steps: int = 1, ema: float | None = None, grad_clip: float | None = None, n_fixed: int = 64,
+        self, *, data_info: DataInfo, net: NetFactory, latent_dim: int = 100, prior: str = "normal",
+        d_steps: int = 1, ema: float | None = None, n_fixed: int = 64, grad_clip: float | None = None,
         optimizer_g: OptimizerFactory | None = None, optimizer_d: OptimizerFactory | None = None,
+        scheduler: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(data_info)
+        super().__init__(data_info=data_info, optimizer_g=optimizer_g, optimizer_d=optimizer_d, grad_clip=grad_clip,
+                         scheduler=scheduler, builders=[net])
         self.save_hyperparameters(logger=False)
-        self.automatic_optimization = False
         if prior not in ("normal", "uniform"):
             raise UserError(f"model.prior={prior!r} is not one of normal, uniform")
         self.latent_dim, self.prior, self.d_steps = latent_dim, prior, d_steps
-        self.ema, self.grad_clip = ema, grad_clip
-        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.num_classes = (data_info.num_classes or 0) if self.conditional else 0
         nets = net(in_shape=data_info.shape, latent_dim=latent_dim + self.code_dim, cond_dim=self.num_classes)
         self.generator, self.body = nets.generator, nets.body
         self.d_head = nn.Linear(nets.features, 1)  # the real/fake logit (or critic score)
-        self.generator_ema = None if ema is None else copy.deepcopy(self.generator).requires_grad_(False)
-        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))  # t of the decay warm-up
+        self.generator_ema = None if ema is None else ema_of(self.generator, ema)
         with torch.random.fork_rng(devices=[]):  # the training random stream stays untouched
             torch.manual_seed(FIXED_SEED)
             self.register_buffer("fixed_noise", self.generator_input(n_fixed))
@@ -101,8 +88,7 @@ class AdversarialModel(GenerativeModel):
     def generate(self, inputs: Tensor, c: Tensor | None, net: nn.Module | None = None) -> Tensor:
         """G's output in the players' space (n, *shape): tanh for data in [0, 1], linear for points."""
         g = self.generator if net is None else net
-        out = g(inputs) if c is None else g(inputs, c)
-        return torch.tanh(out) if self.data_info.bounded else out
+        return self.squash(g(inputs) if c is None else g(inputs, c))
 
     def features(self, x: Tensor, c: Tensor | None) -> Tensor:
         """D's body (B, features) of x in the players' space."""
@@ -117,10 +103,10 @@ class AdversarialModel(GenerativeModel):
         """The generator that samples: the EMA copy when kept."""
         return self.generator if self.generator_ema is None else self.generator_ema
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """n samples (n, *shape) in data space, from fresh noise (fixed under a seeded random state)."""
-        out = self.generate(self.generator_input(n), self.condition(y, n), self.sampler)
-        return (out + 1) / 2 if self.data_info.bounded else out
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
+        """n samples (n, *shape) in data space, from fresh noise (fixed under a seeded random state);
+        one generator pass, whatever the step budget."""
+        return self.to_data(self.generate(self.generator_input(n), self.condition(y, n), self.sampler))
 
     # ---- what subclasses define ------------------------------------------------------------
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
@@ -168,50 +154,24 @@ class AdversarialModel(GenerativeModel):
         extra, extra_terms = self.generator_extra(inputs, feats)
         return g_loss + extra, {"g_loss": g_loss, **extra_terms}
 
-    def _real(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+    def real(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """The batch's samples in the players' space and their condition."""
         x = batch["x"]
-        return (2 * x - 1 if self.data_info.bounded else x), self.condition(batch.get("y"), len(x))
+        return self.to_players(x), self.condition(batch.get("y"), len(x))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
-        x, c = self._real(batch)
-        terms = self._play(opt_d, "discriminator", lambda: self.discriminator_objective(x, c))
-        if (self.trainer.fit_loop.total_batch_idx + 1) % self.d_steps == 0:  # k D steps per G step
-            terms |= self._play(opt_g, "generator", lambda: self.generator_objective(len(x), c))
+        x, c = self.real(batch)
+        terms = self.play("discriminator", lambda: self.discriminator_objective(x, c))
+        if (self.trained_batches + 1) % self.d_steps == 0:  # k D steps per G step
+            terms |= self.play("generator", lambda: self.generator_objective(len(x), c))
             if self.generator_ema is not None:
-                self.update_ema()
+                self.generator_ema.update_parameters(self.generator)
         self.track_train_terms(terms, len(x))
-
-    def _play(self, opt: Any, player: str, objective: Callable[[], tuple[Tensor, dict[str, Tensor]]]) -> dict:
-        """One optimiser step of a player; the other player's weights get no gradient."""
-        with self.toggled_optimizer(opt):
-            loss, terms = objective()
-            check_finite(terms, player, self.global_step)  # before the step: the weights stay finite
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            if self.grad_clip is not None:  # the Trainer's clipping does not apply to manual optimisation
-                self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-            opt.step()
-        return terms
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """θ_ema ← d_t·θ_ema + (1 − d_t)·θ for G's weights at the t-th update (t = 0, 1, ...), with
-        d_t = min(ema, (1 + t)/(10 + t)): a short run's average does not keep the random initial
-        weights (0.999^2000 = 0.14 of them otherwise). G's buffers (batch-norm statistics) are copied."""
-        assert self.generator_ema is not None and self.ema is not None
-        t = self.ema_updates.float()
-        d = torch.clamp((1 + t) / (10 + t), max=self.ema)  # on the device: no sync
-        for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            e.lerp_(p, (1 - d).to(e.dtype))
-        self.ema_updates += 1
-        for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            e.copy_(b)
 
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
         """Both players' losses on a batch of the split against G(fixed_noise) from the sampling
         generator; "loss" is the divergence estimate (see the module docstring)."""
-        x, c = self._real(batch)
+        x, c = self.real(batch)
         c_fixed = self.condition(self.fixed_labels, len(self.fixed_labels))
         feats = self.features(self.generate(self.fixed_noise, c_fixed, self.sampler), c_fixed)
         real_out, fake_out = self.critic(x, c), self.d_head(feats).squeeze(1)
@@ -221,44 +181,22 @@ class AdversarialModel(GenerativeModel):
         terms["loss"] = self.divergence(d_loss)
         return terms
 
-    # ---- Lightning set-up ------------------------------------------------------------------
-    def configure_callbacks(self) -> list:
-        """No callbacks. Lightning calls this hook before it checks the Trainer, so the settings
-        manual optimisation cannot take are reported here, as the user's options."""
-        trainer = self.trainer
-        if trainer.gradient_clip_val:
-            raise UserError(
-                f"trainer.gradient_clip_val={trainer.gradient_clip_val} cannot be used with {type(self).__name__}: "
-                "its two players step by hand (manual optimisation). Use "
-                f"model.grad_clip={trainer.gradient_clip_val} and trainer.gradient_clip_val=null."
-            )
-        if trainer.accumulate_grad_batches != 1:
-            name = type(self).__name__
-            raise UserError(f"trainer.accumulate_grad_batches must be 1 for {name} (manual optimisation)")
-        return []
-
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        if self.optimizer_g is None or self.optimizer_d is None:
-            raise UserError(f"{type(self).__name__} needs model.optimizer_g and model.optimizer_d")
-        d_params = [p for n, p in self.named_parameters() if not n.startswith(("generator.", "generator_ema."))]
-        return [self.make_optimizer(self.optimizer_g, self.generator.parameters()),
-                self.make_optimizer(self.optimizer_d, d_params)]
+    def player_parameters(self, player: str) -> Iterable[nn.Parameter]:
+        if player == "generator":
+            return self.generator.parameters()
+        return [p for n, p in self.named_parameters() if not n.startswith(("generator.", "generator_ema."))]
 
 
 class GAN(AdversarialModel):
     """GAN (Goodfellow et al. 2014): D(x) = σ(logit) learns to tell data (1) from G(z) (0) by
     cross-entropy; G minimises log(1 − D(G(z))) (``minimax``, the game's value) or −log D(G(z))
     (``non_saturating``: the same fixed point, strong gradients while D still wins easily).
-    With ``gan_nets.dcgan`` as its net this is the DCGAN."""
+    With ``genlab.nets.gan.dcgan`` as its net this is the DCGAN."""
 
-    def __init__(
-        self, data_info: DataInfo, net: NetFactory, loss: str = "non_saturating", latent_dim: int = 100,
-        prior: str = "normal", d_steps: int = 1, ema: float | None = None, grad_clip: float | None = None,
-        n_fixed: int = 64, optimizer_g: OptimizerFactory | None = None, optimizer_d: OptimizerFactory | None = None,
-    ) -> None:
+    def __init__(self, *, loss: str = "non_saturating", **kwargs: Any) -> None:
         if loss not in ("non_saturating", "minimax"):
             raise UserError(f"model.loss={loss!r} is not one of non_saturating, minimax")
-        super().__init__(data_info, net, latent_dim, prior, d_steps, ema, grad_clip, n_fixed, optimizer_g, optimizer_d)
+        super().__init__(**kwargs)
         self.generator_loss = loss
 
     def d_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:

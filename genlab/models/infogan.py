@@ -6,15 +6,14 @@ bound on the mutual information I(c, u; G(z, c, u)) makes the codes control dist
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.data.base import DataInfo
 from genlab.errors import UserError
-from genlab.models.base import OptimizerFactory
-from genlab.models.gan import GAN, Extra, NetFactory
+from genlab.models.gan import GAN, Extra
 
 LOG_2PI = math.log(2 * math.pi)
 Q_HIDDEN = 128  # Q's own hidden layer on top of the shared body
@@ -29,11 +28,8 @@ class InfoGAN(GAN):
     """
 
     def __init__(
-        self, data_info: DataInfo, net: NetFactory, n_categories: int = 10, n_continuous: int = 2,
-        info_weight: float = 1.0, continuous_loss: str = "gaussian", loss: str = "non_saturating",
-        latent_dim: int = 62, prior: str = "normal", d_steps: int = 1, ema: float | None = None,
-        grad_clip: float | None = None, n_fixed: int = 64,
-        optimizer_g: OptimizerFactory | None = None, optimizer_d: OptimizerFactory | None = None,
+        self, *, n_categories: int = 10, n_continuous: int = 2, info_weight: float = 1.0,
+        continuous_loss: str = "gaussian", latent_dim: int = 62, **kwargs: Any,
     ) -> None:
         if n_categories + n_continuous == 0:
             raise UserError("infogan needs a code: model.n_categories or model.n_continuous must be > 0")
@@ -42,8 +38,7 @@ class InfoGAN(GAN):
         # set before the base is built: it draws the fixed inputs, codes included
         self.n_categories, self.n_continuous = n_categories, n_continuous
         self.code_dim = n_categories + n_continuous
-        super().__init__(data_info, net, loss, latent_dim, prior, d_steps, ema, grad_clip, n_fixed,
-                         optimizer_g, optimizer_d)
+        super().__init__(latent_dim=latent_dim, **kwargs)
         self.info_weight, self.continuous_loss = info_weight, continuous_loss
         q_out = n_categories + n_continuous * (2 if continuous_loss == "gaussian" else 1)  # logits, μ, log σ
         self.q_head = nn.Sequential(nn.Linear(self.d_head.in_features, Q_HIDDEN), nn.LeakyReLU(0.2),
@@ -105,5 +100,4 @@ class InfoGAN(GAN):
                 u = z.new_zeros(rows * steps, n_cont)
                 u[:, j] = sweep
                 inputs.append(self.with_codes(z[:1].expand(rows * steps, -1), c, u))
-        out = torch.stack([self.generate(i, None, self.sampler) for i in inputs])
-        return (out + 1) / 2 if self.data_info.bounded else out
+        return self.to_data(torch.stack([self.generate(i, None, self.sampler) for i in inputs]))

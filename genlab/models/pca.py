@@ -10,15 +10,15 @@ from torch import Tensor
 
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
-from genlab.eval.metrics import fit_pca
+from genlab.metrics.reconstruction import fit_pca
 from genlab.models.base import GenerativeModel
 
 
 class PCA(GenerativeModel):
     """Closed-form linear autoencoder; ``fit`` runs once when training starts."""
 
-    def __init__(self, data_info: DataInfo, latent_dim: int = 32, whiten: bool = False) -> None:
-        super().__init__(data_info)
+    def __init__(self, *, data_info: DataInfo, latent_dim: int = 32, whiten: bool = False) -> None:
+        super().__init__(data_info=data_info)
         self.save_hyperparameters(logger=False)
         d = data_info.dim
         if latent_dim > d:
@@ -41,13 +41,13 @@ class PCA(GenerativeModel):
         if stage == "fit":  # the datamodule is set up before the model
             self.fit(self.trainer.datamodule.tensors("train").x.to(self.mean.device))
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return (x.flatten(1) - self.mean) @ self.components / self.scale  # (B, k)
 
-    def decode(self, h: Tensor) -> Tensor:
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         return ((h * self.scale) @ self.components.T + self.mean).view(-1, *self.data_info.shape)
 
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x))
 
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
@@ -56,7 +56,7 @@ class PCA(GenerativeModel):
         return {"loss": 0.5 * err}
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "train")  # logged only: the fit is already done
+        self.step(batch, "train")  # logged only: the fit is already done
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

@@ -20,8 +20,8 @@ class StackedAutoencoder(Autoencoder):
     so the best checkpoint is comparable across phases.
     """
 
-    def __init__(self, *args: Any, pretrain_epochs: int = 5, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, pretrain_epochs: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.pretrain_epochs = pretrain_epochs
         self.enc_blocks = [m for m in self.encoder if not isinstance(m, nn.Flatten)]
         self.dec_blocks = [m for m in self.decoder if not isinstance(m, nn.Unflatten)]

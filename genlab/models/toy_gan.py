@@ -12,8 +12,8 @@ the angle between v and w at every step.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,16 +21,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from genlab.capabilities import Needs
 from genlab.data.base import Batch, DataInfo
 from genlab.data.builtin import LINE_DIRECTION
-from genlab.errors import IncompatibleError, UserError
-from genlab.models.base import GenerativeModel, OptimizerFactory
-from genlab.models.gan import check_finite
+from genlab.errors import UserError
+from genlab.models.two_player import TwoPlayerModel
 
 LOSSES = ("non_saturating", "minimax")
 
 
-class ToyGAN(GenerativeModel):
+class ToyGAN(TwoPlayerModel):
     """x = h·v against sig(|x₁|w₁ + |x₂|w₂ + b); one SGD (or any) optimiser per player, the
     discriminator stepped first, as in Goodfellow et al.'s algorithm.
 
@@ -38,50 +38,40 @@ class ToyGAN(GenerativeModel):
     the lectures' cost); the discriminator minimises the cross-entropy of real (1) and fake (0).
     """
 
-    ranks_checkpoints = False  # an adversarial val/loss: the latest epoch is tested
+    needs: ClassVar[Needs] = Needs(shape=(2,))
     state_name = "toy"  # the figures' TensorBoard tag toy/state and PNGs images/toy_step_XXXXX.png
 
     def __init__(
         self,
+        *,
         data_info: DataInfo,
         v_init: Sequence[float] = (0.2, 0.98),
         d_weight_init: Sequence[float] = (0.71, -0.71),
         d_bias_init: float = 0.0,
         loss: str = "non_saturating",
         plot_every: int = 25,
-        optimizer_g: OptimizerFactory | None = None,
-        optimizer_d: OptimizerFactory | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(data_info)
+        """``kwargs``: the two-player options (optimizer_g, optimizer_d, grad_clip, scheduler)."""
+        super().__init__(data_info=data_info, **kwargs)
         self.save_hyperparameters(logger=False)
         if loss not in LOSSES:
             raise UserError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
         if len(v_init) != 2 or len(d_weight_init) != 2:
             raise UserError("model.v_init and model.d_weight_init must hold two numbers each.")
-        self.automatic_optimization = False
         self.loss = loss
-        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.state_every = plot_every
         self.v = nn.Parameter(torch.tensor([float(c) for c in v_init]))  # (2,) the generator
         self.d_weight = nn.Parameter(torch.tensor([float(c) for c in d_weight_init]))  # (2,) the discriminator
         self.d_bias = nn.Parameter(torch.tensor(float(d_bias_init)))
         self.register_buffer("w_data", torch.tensor(LINE_DIRECTION))  # the data's direction, for the angle
 
-    @classmethod
-    def check_data(cls, info: DataInfo) -> None:
-        super().check_data(info)
-        if info.shape != (2,):
-            raise IncompatibleError(
-                f"{cls.__name__} needs 2-D points, but '{info.name}' provides {info.describe().split(': ')[1]}; "
-                "use data=toy2d data.kind=line (see experiment=toy_gan)."
-            )
-
     # ---- the two players -----------------------------------------------------------------
     def generate(self, h: Tensor) -> Tensor:
         """h (B, 1) -> x = h·v (B, 2)."""
         return h * self.v
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
         """n points h·v with h ~ N(0, 1): (n, 2)."""
         return self.generate(torch.randn(n, 1, device=self.device))
 
@@ -110,30 +100,24 @@ class ToyGAN(GenerativeModel):
         return {"gen": g, "disc": self.discriminator_loss(real, fake), "cos_vw": self.cos_vw().detach(), "loss": g}
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        opt_g, opt_d = self.optimizers()
         real = batch["x"]
-        with self.toggled_optimizer(opt_d):
-            disc = self.discriminator_loss(real, self.sample(real.shape[0]).detach())
-            self._player_step(opt_d, disc, "discriminator", "cross_entropy")
-        with self.toggled_optimizer(opt_g):  # D frozen: the generator's loss moves v only
-            gen = self.generator_loss(self.sample(real.shape[0]))
-            self._player_step(opt_g, gen, "generator", self.loss)
+        n = real.shape[0]
+        fake = lambda: self.sample(n)  # noqa: E731
+        disc = self.play("discriminator", lambda: self.named(disc=self.discriminator_loss(real, fake().detach())))
+        gen = self.play("generator", lambda: self.named(gen=self.generator_loss(fake())))  # D frozen: moves v only
         cos = self.cos_vw().detach()
-        self.track_train_terms({"gen": gen, "disc": disc, "loss": gen}, real.shape[0])
+        self.track_train_terms({**gen, **disc, "loss": gen["gen"]}, n)
         self.log_dict({"toy/v1": self.v[0].detach(), "toy/v2": self.v[1].detach(),
                        "toy/angle_deg": torch.rad2deg(torch.acos(cos.clamp(-1, 1)))}, on_step=True, on_epoch=False)
 
-    def _player_step(self, opt: Any, loss: Tensor, player: str, term: str) -> None:
-        check_finite({term: loss}, player, self.global_step)
-        self.manual_backward(loss)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    @staticmethod
+    def named(**term: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """A player's objective of one named term: (the term, {name: the term})."""
+        (value,) = term.values()
+        return value, term
 
-    def configure_optimizers(self) -> Any:
-        if self.optimizer_g is None or self.optimizer_d is None:
-            raise UserError(f"{type(self).__name__} needs model.optimizer_g and model.optimizer_d")
-        return [self.make_optimizer(self.optimizer_g, [self.v]),
-                self.make_optimizer(self.optimizer_d, [self.d_weight, self.d_bias])]
+    def player_parameters(self, player: str) -> Iterable[nn.Parameter]:
+        return [self.v] if player == "generator" else [self.d_weight, self.d_bias]
 
     # ---- the picture -----------------------------------------------------------------------
     @torch.no_grad()

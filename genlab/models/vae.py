@@ -5,17 +5,16 @@ the importance-weighted bound (IWAE) on −log p(x), all in nats per sample."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.data.base import Batch, DataInfo
+from genlab.capabilities import Budget, LikelihoodBound
+from genlab.data.base import Batch
 from genlab.errors import UserError
-from genlab.models.autoencoder import NetFactory, resolve_likelihood
-from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.autoencoder import CodeModel, NetFactory
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_KL_DIMS_LOGGED = 64  # val/kl_dim/NN scalars are logged for codes up to this size
@@ -26,7 +25,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
-class VAE(GenerativeModel):
+class VAE(CodeModel):
     """Variational autoencoder (Kingma & Welling 2014) with β, KL warm-up and free bits.
 
     The encoder gives 2·latent_dim numbers per input: μ and log σ² of q(h|x). p(x|h) is
@@ -36,31 +35,21 @@ class VAE(GenerativeModel):
     """
 
     def __init__(
-        self,
-        data_info: DataInfo,
-        net: NetFactory,
-        latent_dim: int = 20,
-        likelihood: str = "auto",
-        gaussian_sigma: float = 1.0,
-        learn_sigma: bool = False,
-        beta: float = 1.0,
-        kl_warmup_epochs: int = 0,
-        free_bits: float = 0.0,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        self, *, net: NetFactory, latent_dim: int = 20, gaussian_sigma: float = 1.0, learn_sigma: bool = False,
+        beta: float = 1.0, kl_warmup_epochs: int = 0, free_bits: float = 0.0, **kwargs: Any,
     ) -> None:
-        super().__init__(data_info, optimizer, scheduler)
+        """``kwargs``: data_info, likelihood, optimizer, scheduler (see CodeModel)."""
+        super().__init__(net=net, latent_dim=latent_dim, **kwargs)
         self.save_hyperparameters(logger=False)
-        self.latent_dim = latent_dim
-        self.likelihood = resolve_likelihood(likelihood, data_info)
         if learn_sigma and self.likelihood != "gaussian":
             raise UserError("model.learn_sigma=true needs model.likelihood=gaussian")
         self.beta, self.kl_warmup_epochs, self.free_bits = beta, kl_warmup_epochs, free_bits
         self.learn_sigma = learn_sigma
-        self.num_classes = data_info.num_classes or 0
+        self.batches_per_epoch: int | None = None  # known once training starts (KL warm-up)
+        self.num_classes = self.data_info.num_classes or 0
         cond = {"cond_dim": self.num_classes} if self.conditional else {}
         self.encoder, self.decoder = net(
-            in_shape=data_info.shape, enc_out=2 * latent_dim, latent_dim=latent_dim, **cond
+            in_shape=self.data_info.shape, enc_out=2 * latent_dim, latent_dim=latent_dim, **cond
         )
         log_sigma = torch.tensor(math.log(gaussian_sigma))
         if learn_sigma:
@@ -69,24 +58,21 @@ class VAE(GenerativeModel):
             self.register_buffer("log_sigma", log_sigma)
 
     # ---- the condition (none here; the conditional VAE overrides both) ----------------
-    def _condition(self, x: Tensor, y: Tensor | None) -> Tensor | None:
+    def condition_of(self, x: Tensor, y: Tensor | None) -> Tensor | None:
         """What the encoder and decoder are given besides x for the inputs x (B, *shape)."""
         return None
 
-    def _prior_condition(self, n: int, y: Tensor | None) -> Tensor | None:
+    def condition_for(self, n: int, y: Tensor | None) -> Tensor | None:
         """What the decoder is given besides h when there is no x (sampling, decoding)."""
         return None
 
-    def _enc(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+    def q_params(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         out = self.encoder(x) if c is None else self.encoder(x, c)  # (B, 2L)
         mu, logvar = out.chunk(2, dim=1)
         return mu, logvar
 
-    def _dec(self, h: Tensor, c: Tensor | None) -> Tensor:
+    def decoder_raw(self, h: Tensor, c: Tensor | None) -> Tensor:
         return self.decoder(h) if c is None else self.decoder(h, c)  # raw: logits or means (B, *shape)
-
-    def _mean(self, raw: Tensor) -> Tensor:
-        return torch.sigmoid(raw) if self.likelihood == "bernoulli" else raw
 
     # ---- densities -------------------------------------------------------------------
     def log_likelihood(self, raw: Tensor, x: Tensor) -> Tensor:
@@ -98,13 +84,13 @@ class VAE(GenerativeModel):
 
     def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """q(h|x) as (μ, log σ²), each (B, latent_dim)."""
-        return self._enc(x, self._condition(x, y))
+        return self.q_params(x, self.condition_of(x, y))
 
-    def _elbo_terms(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+    def elbo_terms(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         """−log p(x|h) (B,) at one reparameterised h ~ q(h|x), and the KL per dimension (B, L)."""
-        mu, logvar = self._enc(x, c)
+        mu, logvar = self.q_params(x, c)
         h = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # gradients reach μ and σ
-        return -self.log_likelihood(self._dec(h, c), x), gaussian_kl(mu, logvar)
+        return -self.log_likelihood(self.decoder_raw(h, c), x), gaussian_kl(mu, logvar)
 
     # ---- capabilities ----------------------------------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -113,21 +99,30 @@ class VAE(GenerativeModel):
 
     def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         """The mean of p(x|h) (B, *shape) in data space."""
-        return self._mean(self._dec(h, self._prior_condition(h.shape[0], y)))
+        return self.data_mean(self.decoder_raw(h, self.condition_for(h.shape[0], y)))
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The mean of p(x|h = μ(x)) (B, *shape)."""
-        c = self._condition(x, y)
-        return self._mean(self._dec(self._enc(x, c)[0], c))
+        c = self.condition_of(x, y)
+        return self.data_mean(self.decoder_raw(self.q_params(x, c)[0], c))
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """The means of p(x|h) for n codes h ~ N(0, I): (n, *shape)."""
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
+        """The means of p(x|h) for n codes h ~ N(0, I): (n, *shape); one step, whatever the budget."""
         h = torch.randn(n, self.latent_dim, device=self.device)
-        return self._mean(self._dec(h, self._prior_condition(n, y)))
+        return self.data_mean(self.decoder_raw(h, self.condition_for(n, y)))
+
+    def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
+        """−ELBO and the IWAE bound with k = budget.samples, both in nats per sample."""
+        return [
+            LikelihoodBound("neg_elbo", "nats", self.neg_elbo,
+                            "−ELBO: KL analytic, reconstruction term at one posterior draw"),
+            LikelihoodBound("iwae_nll", "nats", lambda x, y: self.iwae_nll(x, budget.samples, budget.chunk, y),
+                            f"importance-weighted bound on −log p(x), k = {budget.samples}"),
+        ]
 
     def neg_elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """(B,) −ELBO in nats: analytic KL plus the reconstruction term at one posterior sample."""
-        recon, kl = self._elbo_terms(x, self._condition(x, y))
+        recon, kl = self.elbo_terms(x, self.condition_of(x, y))
         return recon + kl.sum(1)
 
     def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -143,8 +138,8 @@ class VAE(GenerativeModel):
         """
         if k < 1 or chunk < 1:
             raise ValueError(f"iwae_nll needs k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
-        c = self._condition(x, y)
-        mu, logvar = self._enc(x, c)  # (B, L)
+        c = self.condition_of(x, y)
+        mu, logvar = self.q_params(x, c)  # (B, L)
         b, rest = x.shape[0], x.shape[1:]
         total = torch.full((b,), -math.inf, device=x.device)  # logsumexp of the log weights so far
         for start in range(0, k, chunk):
@@ -155,7 +150,7 @@ class VAE(GenerativeModel):
             log_prior = -0.5 * (LOG_2PI + h.pow(2)).sum(-1)  # (m, B) log N(h; 0, I)
             xs = x.expand(m, *x.shape).reshape(m * b, *rest)  # row i·B + j is image j
             cs = None if c is None else c.repeat(m, 1)
-            log_px = self.log_likelihood(self._dec(h.reshape(m * b, -1), cs), xs).view(m, b)
+            log_px = self.log_likelihood(self.decoder_raw(h.reshape(m * b, -1), cs), xs).view(m, b)
             total = torch.logaddexp(total, torch.logsumexp(log_px + log_prior - log_q, dim=0))
         return math.log(k) - total
 
@@ -163,17 +158,19 @@ class VAE(GenerativeModel):
     def kl_weight(self, epoch: float | None = None) -> float:
         """β at a (fractional) training epoch: 0 → β linearly over kl_warmup_epochs, then β.
 
-        epoch None: where training is now, counted per step; outside training, the full β.
+        epoch None: where training is now, counted per batch (the model's own count of training
+        batches over the batches per epoch); before training has started, the full β.
         """
         if self.kl_warmup_epochs <= 0:
             return self.beta
         if epoch is None:
-            trainer = self._trainer
-            if trainer is None:
+            if self.batches_per_epoch is None:
                 return self.beta
-            per_epoch = max(1, trainer.num_training_batches)
-            epoch = trainer.current_epoch + trainer.fit_loop.epoch_loop.batch_idx / per_epoch
+            epoch = self.trained_batches / self.batches_per_epoch
         return self.beta * min(1.0, epoch / self.kl_warmup_epochs)
+
+    def on_train_epoch_start(self) -> None:
+        self.batches_per_epoch = max(1, int(self.trainer.num_training_batches))
 
     def kl_penalty(self, kl_dims: Tensor) -> Tensor:
         """The KL term of the loss from per-dimension KLs (B, L): Σ_d max(mean_batch KL_d, λ).
@@ -188,7 +185,7 @@ class VAE(GenerativeModel):
         """recon + β·KL. Training uses the warmed-up β; val/test use the target β, so val/loss
         (which picks the best checkpoint) means the same thing in every epoch."""
         x = batch["x"]
-        recon, kl_dims = self._elbo_terms(x, self._condition(x, batch.get("y")))
+        recon, kl_dims = self.elbo_terms(x, self.condition_of(x, batch.get("y")))
         train = stage == "train"
         beta = self.kl_weight() if train else self.beta
         terms = {"recon": recon.mean(), "kl": kl_dims.sum(1).mean()}
@@ -212,18 +209,18 @@ class CVAE(VAE):
 
     conditional = True
 
-    def _onehot(self, y: Tensor) -> Tensor:
+    def onehot(self, y: Tensor) -> Tensor:
         return F.one_hot(y.long(), self.num_classes).float()  # (B, num_classes)
 
-    def _condition(self, x: Tensor, y: Tensor | None) -> Tensor:
-        return self._onehot(self.infer_labels(x) if y is None else y.to(x.device))
+    def condition_of(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return self.onehot(self.infer_labels(x) if y is None else y.to(x.device))
 
-    def _prior_condition(self, n: int, y: Tensor | None) -> Tensor:
+    def condition_for(self, n: int, y: Tensor | None) -> Tensor:
         if y is None:
             y = torch.randint(self.num_classes, (n,), device=self.device)
         if len(y) != n:
             raise ValueError(f"{n} codes but {len(y)} labels")
-        return self._onehot(y.to(self.device))
+        return self.onehot(y.to(self.device))
 
     @torch.no_grad()
     def infer_labels(self, x: Tensor) -> Tensor:
@@ -232,7 +229,7 @@ class CVAE(VAE):
         k, b = self.num_classes, x.shape[0]
         ys = torch.arange(k, device=x.device).repeat_interleave(b)  # (K·B,), class-major
         xs = x.repeat(k, *[1] * (x.dim() - 1))  # (K·B, *shape)
-        c = self._onehot(ys)
-        mu, logvar = self._enc(xs, c)
-        score = self.log_likelihood(self._dec(mu, c), xs) - gaussian_kl(mu, logvar).sum(1)
+        c = self.onehot(ys)
+        mu, logvar = self.q_params(xs, c)
+        score = self.log_likelihood(self.decoder_raw(mu, c), xs) - gaussian_kl(mu, logvar).sum(1)
         return score.view(k, b).argmax(0)

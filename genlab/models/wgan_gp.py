@@ -4,14 +4,13 @@ a gradient penalty on random interpolates between real and generated samples."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from genlab.data.base import DataInfo
 from genlab.errors import UserError
-from genlab.models.base import OptimizerFactory
-from genlab.models.gan import AdversarialModel, Extra, NetFactory
+from genlab.models.gan import AdversarialModel, Extra
 
 
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor) -> Tensor:
@@ -30,14 +29,10 @@ class WGANGP(AdversarialModel):
     E D(x) − E D(G(z)); the gradient penalty λ·E(‖∇D(x̂)‖ − 1)² on random interpolates x̂ keeps D
     near 1-Lipschitz. d_real / d_fake are the critic's mean scores, not probabilities."""
 
-    def __init__(
-        self, data_info: DataInfo, net: NetFactory, gp_weight: float = 10.0, latent_dim: int = 100,
-        prior: str = "normal", d_steps: int = 5, ema: float | None = None, grad_clip: float | None = None,
-        n_fixed: int = 64, optimizer_g: OptimizerFactory | None = None, optimizer_d: OptimizerFactory | None = None,
-    ) -> None:
-        super().__init__(data_info, net, latent_dim, prior, d_steps, ema, grad_clip, n_fixed, optimizer_g, optimizer_d)
+    def __init__(self, *, gp_weight: float = 10.0, d_steps: int = 5, **kwargs: Any) -> None:
+        super().__init__(d_steps=d_steps, **kwargs)
         self.gp_weight = gp_weight
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.body.modules()):
+        if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in self.body.modules()):
             raise UserError(
                 "wgan_gp penalises the critic's gradient per sample, and batch norm mixes the samples of a "
                 "batch: set model.net.d_norm=layer (or none)"

@@ -1,10 +1,13 @@
 """A small CNN that knows a labelled image dataset: it scores conditional samples by class
 (``test/sample_class_acc``) and its penultimate activations serve as a feature network.
 
-It is trained once per dataset and configuration, deterministically from its seed, and cached
-under ``<cache_dir>/classifiers/<dataset>-<checksum>.pt``; the checksum covers the training
-tensors' bytes, the image shape and the training config, so other data retrains it. Nothing
-is ever downloaded.
+Every classifier genlab trains (this one, and the domain and content classifiers of the
+translation metrics) goes through ``cached_classifier``: trained once per dataset and
+configuration, deterministically from its seed, and cached under
+``<cache_dir>/classifiers/<tag>-<checksum>.pt``; the checksum covers the training tensors' bytes,
+the image shape and the training config, so other data retrains it. The file is written to a
+temporary name and renamed into place, so a run never reads a file another run is still
+writing. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.data.base import TensorDataModule
+from genlab.data.base import TensorDataModule, map_batches
 from genlab.errors import UserError
-from genlab.eval.common import map_batches
 
 FORMAT_VERSION = 1  # bump when the architecture or the file layout changes: old caches retrain
 
@@ -119,8 +122,43 @@ def checksum(x: Tensor, y: Tensor, shape: tuple[int, ...], num_classes: int, cfg
 
 
 @torch.inference_mode(False)  # weights made under inference mode could never train or load again
-def get_classifier(dm: TensorDataModule, cache_dir: str | Path, epochs: int = 3,
-                   device: torch.device | str = "cpu", seed: int = 0, min_steps: int = 500) -> DatasetClassifier:
+def cached_classifier(tag: str, x: Tensor, y: Tensor, num_classes: int, cfg: ClassifierConfig,
+                      cache_dir: str | Path, device: torch.device | str = "cpu") -> DatasetClassifier:
+    """A classifier of images x (N, C, H, W) with labels y (N,): loaded from
+    ``<cache_dir>/classifiers/<tag>-<checksum>.pt``, or trained and cached there. A cache file that
+    cannot be read (another version, a damaged file) is trained again and replaced."""
+    shape = tuple(x.shape[1:])
+    key = checksum(x, y, shape, num_classes, cfg)
+    path = Path(cache_dir) / "classifiers" / f"{tag}-{key[:16]}.pt"
+    net = DatasetClassifier(shape, num_classes, cfg.channels, cfg.hidden)  # type: ignore[arg-type]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("checksum") == key:  # the prefix matched; the full checksum must too
+            net.load_state_dict(state["state_dict"])
+            return net.to(device).eval()
+    except Exception:  # absent, another version, a damaged file: train it again
+        pass
+    net = train_classifier(x, y, num_classes, cfg, device)
+    write_atomically(path, {"checksum": key, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}})
+    return net
+
+
+def write_atomically(path: Path, obj: object) -> None:
+    """torch.save to a temporary file beside ``path``, then rename it into place: readers see the old
+    file or the new one, never a half-written one, also when two runs write the same cache at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dataset_classifier(dm: TensorDataModule, cache_dir: str | Path, epochs: int = 3,
+                       device: torch.device | str = "cpu", seed: int = 0, min_steps: int = 500) -> DatasetClassifier:
     """The classifier of dm's training split (dm set up), from the cache or trained and cached.
 
     Raises UserError for data that is not labelled images (2-D points have no image classifier).
@@ -129,24 +167,11 @@ def get_classifier(dm: TensorDataModule, cache_dir: str | Path, epochs: int = 3,
     if not (info.is_image and info.has_labels):
         raise UserError(f"The dataset classifier needs labelled images, but the data is {info.describe()}.")
     if not dm.splits:
-        raise ValueError("get_classifier needs a set-up datamodule: call dm.setup() first.")
+        raise ValueError("dataset_classifier needs a set-up datamodule: call dm.setup() first.")
     train = dm.splits["train"]
     assert train.y is not None and info.num_classes is not None
     cfg = ClassifierConfig(epochs=epochs, min_steps=min_steps, seed=seed)
-    key = checksum(train.x, train.y, info.shape, info.num_classes, cfg)
-    path = Path(cache_dir) / "classifiers" / f"{info.name}-{key[:16]}.pt"
-    if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("checksum") == key:  # the prefix matched; the full checksum must too
-            net = DatasetClassifier(info.shape, info.num_classes, cfg.channels, cfg.hidden)
-            net.load_state_dict(state["state_dict"])
-            return net.to(device).eval()
-    net = train_classifier(train.x, train.y, info.num_classes, cfg, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel jobs never read a half-written file
-    torch.save({"checksum": key, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}, tmp)
-    os.replace(tmp, path)
-    return net
+    return cached_classifier(info.name, train.x, train.y, info.num_classes, cfg, cache_dir, device)
 
 
 @torch.no_grad()

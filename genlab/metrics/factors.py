@@ -1,4 +1,5 @@
-"""How well codes capture known generating factors, as pure functions on tensors.
+"""How well codes capture known generating factors: pure functions on tensors, and the ``Factors``
+metric object that applies them to a model's codes of data with stored factors.
 
 Shapes: N samples, d = code size, K = number of factors. Factor columns are either discrete
 (category indices, e.g. a sprite's shape) or continuous (scale, rotation, position).
@@ -15,7 +16,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from genlab.eval.metrics import linear_probe_accuracy
+from genlab.capabilities import CanEncode
+from genlab.metrics.base import Context, Metric
+from genlab.metrics.codes import linear_probe_accuracy
 
 MAX_DISCRETE_VALUES = 32  # an integer-valued factor with at most this many values is a category
 
@@ -88,3 +91,32 @@ def mig(codes: Tensor, factors: Tensor, n_bins: int = 20, discrete_factors: Sequ
         mi = sorted((mutual_info_score(v, b) for b in code_bins), reverse=True) + [0.0]  # [0.0]: d = 1
         gaps.append((mi[0] - mi[1]) / entropy)
     return float(np.mean(gaps)) if gaps else float("nan")
+
+
+class Factors(Metric):
+    """Per true factor, the test R² of a linear read-out from the codes (``test/r2/<name>``; the
+    accuracy ``test/acc/<name>`` for categorical factors), fitted on up to ``max_train`` training
+    codes; and the MIG of the test codes."""
+
+    columns = ("mig",)
+
+    def __init__(self, max_train: int = 10000) -> None:
+        self.max_train = max_train
+
+    def applies(self, ctx: Context) -> bool:
+        return isinstance(ctx.model, CanEncode) and ctx.info.has_factors
+
+    def compute(self, ctx: Context) -> dict[str, float]:
+        train, test = ctx.split("train").pick(self.max_train), ctx.split("test")
+        if train.factors is None or test.factors is None:
+            return {}
+        h_train, h_test = ctx.codes(train, f"train:{self.max_train}"), ctx.codes(test, "test")
+        if h_train is None or h_test is None:
+            return {}
+        names = ctx.info.factor_names
+        discrete = discrete_columns(train.factors)  # e.g. the sprite's shape index
+        categorical = [names[k] for k in discrete]
+        scores = factor_r2(h_train, train.factors, h_test, test.factors, names, categorical)
+        out = {f"test/{'acc' if n in categorical else 'r2'}/{n}": v for n, v in scores.items()}
+        out["test/mig"] = mig(h_test, test.factors, discrete_factors=discrete)
+        return out

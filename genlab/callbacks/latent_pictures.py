@@ -3,59 +3,50 @@ dimensions, interpolations and attribute arithmetic between codes, class rows of
 from the same noise, and the codes for TensorBoard's projector.
 
 Pure functions of a model and data (no Lightning): they ask only for capabilities —
-``encode(x) -> (B, latent_dim)``, ``decode(h) -> x̂``, optionally ``kl_per_dim(x) ->
-(B, latent_dim)`` — and pass ``y=`` to the methods that take it (conditional models).
+``encode(x, y) -> (B, latent_dim)``, ``decode(h, y) -> x̂``, optionally ``kl_per_dim(x, y) ->
+(B, latent_dim)`` — and pass labels as ``y`` to conditional models (``model.conditional``).
 Images go in and come out as float tensors (n, C, H, W) on the CPU; ``ImageLogger`` makes
 the grids and writes them.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from genlab.data.base import Split, TensorDataModule
-from genlab.eval.common import map_batches
-from genlab.models.base import CanDecode
+from genlab.capabilities import CanDecode, HasCodeKL
+from genlab.data.base import Split, TensorDataModule, map_batches
+from genlab.metrics.base import seeded
+from genlab.models.base import GenerativeModel
 
 THUMBNAIL_PIXELS = 64  # projector sprites: larger images are shrunk to this size
 
 
 # ---- calling a model ----------------------------------------------------------------------
-def takes_labels(fn: Callable[..., Tensor]) -> bool:
-    """Whether a model method accepts ``y=`` (encode/decode/sample/kl_per_dim of conditional models)."""
-    try:
-        return "y" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # builtins without a signature
-        return False
+def _device(model: GenerativeModel) -> torch.device:
+    return model.device
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return torch.device("cpu") if p is None else p.device
+def _given(model: GenerativeModel, y: Tensor | None) -> Tensor | None:
+    """The labels a model's methods get: y for conditional models, None for the others."""
+    return y if model.conditional else None
 
 
-def _labels_for(fn: Callable[..., Tensor], y: Tensor | None) -> Tensor | None:
-    return y if y is not None and takes_labels(fn) else None
-
-
-def encode_all(model: nn.Module, x: Tensor, y: Tensor | None = None, batch_size: int = 512) -> Tensor:
+def encode_all(model: GenerativeModel, x: Tensor, y: Tensor | None = None, batch_size: int = 512) -> Tensor:
     """Codes (N, latent_dim) of x (N, *shape), the posterior means for stochastic encoders;
-    labels y (N,) go to encoders that take them."""
-    enc = lambda xb, **y_kw: model.encode(xb, **y_kw).flatten(1)
-    return map_batches(enc, x, _device(model), batch_size, _labels_for(model.encode, y))
+    labels y (N,) go to conditional encoders."""
+    enc = lambda xb, y=None: model.encode(xb, y).flatten(1)  # noqa: E731
+    return map_batches(enc, x, _device(model), batch_size, _given(model, y))
 
 
-def decode(model: nn.Module, h: Tensor, y: Tensor | None = None) -> Tensor:
-    """Images (n, *shape) decoded from codes h (n, d); labels y (n,) go to decoders that take them."""
-    return map_batches(model.decode, h, _device(model), len(h), _labels_for(model.decode, y))
+def decode(model: GenerativeModel, h: Tensor, y: Tensor | None = None) -> Tensor:
+    """Images (n, *shape) decoded from codes h (n, d); labels y (n,) go to conditional decoders."""
+    return map_batches(lambda hb, y=None: model.decode(hb, y), h, _device(model), len(h), _given(model, y))
 
 
 # ---- the pictures ---------------------------------------------------------------------------
@@ -69,22 +60,23 @@ def manifold_codes(n: int, lo: float = 0.05, hi: float = 0.95) -> Tensor:
     return torch.stack([q.repeat(n), q.flip(0).repeat_interleave(n)], dim=1)
 
 
-def manifold(model: nn.Module, n: int = 20, lo: float = 0.05, hi: float = 0.95, y: int | None = None) -> Tensor:
+def manifold(model: GenerativeModel, n: int = 20, lo: float = 0.05, hi: float = 0.95, y: int | None = None) -> Tensor:
     """Images (n·n, *shape) decoded on ``manifold_codes`` (the lectures' learned-manifold figure)."""
     h = manifold_codes(n, lo, hi)
     return decode(model, h, None if y is None else torch.full((len(h),), y))
 
 
-def dimension_scores(model: nn.Module, x: Tensor, y: Tensor | None, codes: Tensor, batch_size: int = 512) -> Tensor:
+def dimension_scores(model: GenerativeModel, x: Tensor, y: Tensor | None, codes: Tensor,
+                     batch_size: int = 512) -> Tensor:
     """How much each code dimension is used (latent_dim,): the mean KL per dimension over x when
     the model has ``kl_per_dim``, else the variance of the codes (N, latent_dim)."""
-    kl = getattr(model, "kl_per_dim", None)
-    if callable(kl):
-        return map_batches(kl, x, _device(model), batch_size, _labels_for(kl, y)).mean(0)
+    if isinstance(model, HasCodeKL):
+        kl = lambda xb, y=None: model.kl_per_dim(xb, y)  # noqa: E731
+        return map_batches(kl, x, _device(model), batch_size, _given(model, y)).mean(0)
     return codes.var(0)
 
 
-def traversals(model: nn.Module, base: Tensor, dims: Tensor, offsets: Tensor, y: int | None = None) -> Tensor:
+def traversals(model: GenerativeModel, base: Tensor, dims: Tensor, offsets: Tensor, y: int | None = None) -> Tensor:
     """Images (len(dims)·len(offsets), *shape): row r decodes the base code (d,) with dimension
     dims[r] moved by each offset, the other dimensions held fixed."""
     h = base.repeat(len(dims) * len(offsets), 1)  # (rows·cols, d)
@@ -93,7 +85,7 @@ def traversals(model: nn.Module, base: Tensor, dims: Tensor, offsets: Tensor, y:
     return decode(model, h, None if y is None else torch.full((len(h),), y))
 
 
-def interpolations(model: nn.Module, xa: Tensor, xb: Tensor, steps: int, y: Tensor | None = None) -> Tensor:
+def interpolations(model: GenerativeModel, xa: Tensor, xb: Tensor, steps: int, y: Tensor | None = None) -> Tensor:
     """Images (P·(steps + 2), *shape): per pair a row x_a, decode((1 − t)·h_a + t·h_b) for t in
     linspace(0, 1, steps), x_b; xa, xb (P, *shape) scaled images, y (P,) the pairs' shared labels."""
     n = len(xa)
@@ -110,31 +102,21 @@ def attribute_vector(codes: Tensor, labels: Tensor, a: int, b: int) -> Tensor:
     return codes[labels == a].mean(0) - codes[labels == b].mean(0)
 
 
-def arithmetic(model: nn.Module, x: Tensor, vector: Tensor, y: Tensor | None = None) -> Tensor:
+def arithmetic(model: GenerativeModel, x: Tensor, vector: Tensor, y: Tensor | None = None) -> Tensor:
     """Images (3k, *shape): the k scaled images x, their reconstructions decode(h), and
     decode(h + vector) — the images moved along an attribute direction in code space."""
     h = encode_all(model, x, y)  # (k, d)
     return torch.cat([x.float().cpu(), decode(model, h, y), decode(model, h + vector, y)])
 
 
-@contextmanager
-def seeded(device: torch.device, seed: int) -> Iterator[None]:
-    """Fixed random numbers for the block without disturbing the training random stream."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def class_rows(model: nn.Module, n_classes: int, n_cols: int, seed: int) -> Tensor:
-    """Samples (n_classes·n_cols, *shape): row c of class c; column j is drawn under seed + j,
-    so every row starts from the same noise and only the class differs along a column."""
+def class_rows(model: GenerativeModel, n_classes: int, n_cols: int, seed: int) -> Tensor:
+    """Samples (n_classes·n_cols, *shape): row c holds n_cols samples of class c, one call per row,
+    each drawn under the same seed, so column j starts from the same noise in every row and only
+    the class differs along a column."""
     dev, out = _device(model), []
     for c in range(n_classes):
-        y = torch.tensor([c], device=dev)
-        for j in range(n_cols):
-            with seeded(dev, seed + j):
-                out.append(model.sample(1, y=y).float().cpu())
+        with seeded(dev, seed):
+            out.append(model.sample(n_cols, torch.full((n_cols,), c, device=dev)).float().cpu())
     return torch.cat(out)
 
 
@@ -179,15 +161,15 @@ class LatentPictures:
     arithmetic_images: int = 8
     embedding_points: int = 1000  # test codes in TensorBoard's projector
 
-    def pictures(self, model: nn.Module, test: Split, codes: Tensor, batch_size: int = 512) -> list[Picture]:
+    def pictures(self, model: GenerativeModel, test: Split, codes: Tensor, batch_size: int = 512) -> list[Picture]:
         """The pictures of fixed test images (test.x unscaled, test.y optional) with their codes (N, d)."""
         if not isinstance(model, CanDecode) or len(test) == 0:
             return []
-        conditional = bool(getattr(model, "conditional", False)) and test.y is not None
+        conditional = model.conditional and test.y is not None
         labels = test.y if conditional else None  # given to the model only when it is conditional
         y0 = None if labels is None else int(labels[0])  # conditional decoders: the base image's class
         out = []
-        if getattr(model, "latent_dim", codes.shape[1]) == 2:
+        if codes.shape[1] == 2:
             (lo, hi), n = self.manifold_range, self.manifold_size
             out.append(Picture("manifold", n, lambda: manifold(model, n, lo, hi, y0)))
 
@@ -197,13 +179,13 @@ class LatentPictures:
             return traversals(model, codes[0], dims[: self.traversal_dims], offsets, y0)
 
         out.append(Picture("traversals", self.traversal_steps, traversal_grid))
-        pairs = self._pairs(test, conditional)
+        pairs = self.interpolation_pairs_of(test, conditional)
         if pairs is not None:
             a, b = pairs
             xa, xb, ya = TensorDataModule.scale(test.x[a]), TensorDataModule.scale(test.x[b]), _at(labels, a)
             steps = self.interpolation_steps
             out.append(Picture("interpolations", steps + 2, lambda: interpolations(model, xa, xb, steps, ya)))
-        classes = self._classes(test.y)
+        classes = self.arithmetic_pair(test.y)
         if classes is not None and test.y is not None:
             vec = attribute_vector(codes, test.y, *classes)  # class a − class b, added to images of b
             idx = torch.nonzero(test.y == classes[1]).squeeze(1)[: self.arithmetic_images]
@@ -211,7 +193,7 @@ class LatentPictures:
             out.append(Picture("arithmetic", len(idx), lambda: arithmetic(model, xs, vec, ys)))
         return out
 
-    def _pairs(self, test: Split, conditional: bool) -> tuple[Tensor, Tensor] | None:
+    def interpolation_pairs_of(self, test: Split, conditional: bool) -> tuple[Tensor, Tensor] | None:
         """Indices (a, b) of the interpolated pairs: consecutive test images, or for conditional
         models (which decode with one class) the first two images of each class, one row per class."""
         if not conditional or test.y is None:
@@ -221,7 +203,7 @@ class LatentPictures:
         pairs = [f for f in firsts if len(f) == 2][: self.interpolation_pairs]
         return (torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])) if pairs else None
 
-    def _classes(self, y: Tensor | None) -> tuple[int, int] | None:
+    def arithmetic_pair(self, y: Tensor | None) -> tuple[int, int] | None:
         """Classes (a, b) of the attribute vector when both have test images, else None."""
         if y is None:
             return None

@@ -1,6 +1,7 @@
 """The one picture path for all models: grids and scatters to TensorBoard and to
-``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode, decode);
-the latent-space pictures are built in ``latent_pictures``."""
+``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode, decode,
+translate, traverse codes, plot its state); the latent-space pictures are built in
+``latent_pictures``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -21,27 +21,17 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from genlab.callbacks.evaluator import trained_datamodule
+from genlab.callbacks.latent_pictures import LatentPictures, class_rows, encode_all
+from genlab.capabilities import CanEncode, CanPlotState, CanReconstruct, CanSample, CanTranslate, CanTraverseCodes
 from genlab.data.base import DataInfo, TensorDataModule
-from genlab.eval import metrics as M
-from genlab.eval.common import datamodule, eval_mode, pick
-from genlab.eval.latent_pictures import LatentPictures, class_rows, encode_all, seeded
-from genlab.eval.translation import OTHER, CanTranslate, domain_splits
-from genlab.models.base import CanEncode, CanReconstruct, CanSample
+from genlab.metrics.base import eval_mode, seeded
+from genlab.metrics.codes import project_2d
+from genlab.metrics.translation import OTHER, domain_splits
+from genlab.models.base import GenerativeModel
 
 GRID_COLUMNS = 8
 MIN_PIXELS = 28  # small images (8x8 digits) are upscaled to at least this size per image
-
-
-@runtime_checkable
-class CanPlotState(Protocol):
-    """Models that draw their own training state (the toy GAN) every ``state_every`` training steps."""
-
-    state_name: str  # the TensorBoard tag <state_name>/state and the PNGs <state_name>_step_XXXXX.png
-    state_every: int
-
-    def state_figure(self, data: Tensor, step: int | None = None) -> Figure:
-        """The model's state over training points data (N, *shape), titled with the step."""
-        ...
 
 
 def _grid(x: Tensor, info: DataInfo, ncol: int) -> Tensor:
@@ -93,7 +83,7 @@ def _points_figure(data: Tensor, other: Tensor, label: str, y: Tensor | None = N
 def _codes_figure(codes: Tensor, y: Tensor | None) -> Figure:
     """Codes (n, d) as a 2-D scatter (PCA when d > 2), coloured by label when there are labels."""
     fig, ax = _figure()
-    p = M.project_2d(codes)
+    p = project_2d(codes)
     sc = ax.scatter(p[:, 0], p[:, 1], s=4, **_colours(y))
     if y is not None:
         ax.legend(*sc.legend_elements(), title="class", loc="best", fontsize="small")
@@ -127,110 +117,112 @@ class ImageLogger(pl.Callback):
         self.latent = latent
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm, tb = datamodule(trainer), _tensorboards(trainer)
-        if trainer.sanity_checking or dm is None or not tb:
+        dm, tb = trained_datamodule(trainer), _tensorboards(trainer)
+        if trainer.sanity_checking or dm is None or not tb or not isinstance(pl_module, GenerativeModel):
             return
         with eval_mode(pl_module):
-            self._pictures(trainer, pl_module, dm, "val", png=False)
+            self.stage_pictures(trainer, pl_module, dm, "val", png=False)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = datamodule(trainer)
-        if dm is None:
+        dm = trained_datamodule(trainer)
+        if dm is None or not isinstance(pl_module, GenerativeModel):
             return
         with eval_mode(pl_module):
-            self._pictures(trainer, pl_module, dm, "test", png=True)
+            self.stage_pictures(trainer, pl_module, dm, "test", png=True)
             if isinstance(pl_module, CanEncode):
-                self._code_pictures(trainer, pl_module, dm)
-            traversals = getattr(pl_module, "code_traversals", None)  # InfoGAN: grids (n, rows·cols, C, H, W)
-            if callable(traversals) and dm.info.is_image:  # one grid per code, stacked top to bottom
-                make = lambda: torch.cat([_grid(g, dm.info, GRID_COLUMNS) for g in traversals(GRID_COLUMNS)], dim=1)
-                self._emit(trainer, "test/code_traversals", "infogan_codes.png", make)
+                self.code_pictures(trainer, pl_module, dm)
+            if isinstance(pl_module, CanTraverseCodes) and dm.info.is_image:  # one grid per code, top to bottom
+                grids = pl_module.code_traversals
+                make = lambda: torch.cat([_grid(g, dm.info, GRID_COLUMNS) for g in grids(GRID_COLUMNS)], dim=1)
+                self.emit(trainer, "test/code_traversals", "code_traversals.png", make)
         for lg in _tensorboards(trainer):
             lg.experiment.flush()
 
-    # models that draw their training state: a figure every state_every steps and at the end
+    # models that draw their training state: a figure every state_every batches and at the end
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
                              batch_idx: int) -> None:
-        if isinstance(pl_module, CanPlotState) and _trained_steps(trainer) % pl_module.state_every == 0:
-            self._state(trainer, pl_module)
+        if isinstance(pl_module, CanPlotState) and pl_module.trained_batches % pl_module.state_every == 0:
+            self.state_picture(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if isinstance(pl_module, CanPlotState):
-            self._state(trainer, pl_module)
+            self.state_picture(trainer, pl_module)
 
-    def _state(self, trainer: pl.Trainer, model: pl.LightningModule) -> None:
+    def state_picture(self, trainer: pl.Trainer, model: GenerativeModel) -> None:
         """The state figure over n_points training points and fixed sampling noise: a TensorBoard
         sequence ``<state_name>/state`` and ``images/<state_name>_step_XXXXX.png``, at the step the
         logged scalars use (training batches; ``trainer.global_step`` counts each optimiser's steps)."""
-        dm = datamodule(trainer)
-        if dm is None:
+        dm = trained_datamodule(trainer)
+        if dm is None or not isinstance(model, CanPlotState):
             return
-        step, name = _trained_steps(trainer), model.state_name
-        data = TensorDataModule.scale(pick(dm.splits["train"], self.n_points, self.seed).x)
+        step, name = model.trained_batches, model.state_name
+        data = TensorDataModule.scale(dm.splits["train"].pick(self.n_points, self.seed).x)
         with eval_mode(model), seeded(model.device, self.seed):
-            self._emit(trainer, f"{name}/state", f"{name}_step_{step:05d}.png",
-                       lambda: model.state_figure(data, step=step), step=step)
+            self.emit(trainer, f"{name}/state", f"{name}_step_{step:05d}.png",
+                      lambda: model.state_figure(data, step=step), step=step)
 
-    def _pictures(
-        self, trainer: pl.Trainer, model: pl.LightningModule, dm: TensorDataModule, stage: str, png: bool
+    def stage_pictures(
+        self, trainer: pl.Trainer, model: GenerativeModel, dm: TensorDataModule, stage: str, png: bool
     ) -> None:
         """Reconstructions of fixed images of the split and samples from fixed noise."""
         info = dm.info
         if isinstance(model, CanReconstruct):
-            shown = pick(dm.splits[stage], self.n_images if info.is_image else self.n_points, self.seed)
+            shown = dm.splits[stage].pick(self.n_images if info.is_image else self.n_points, self.seed)
             x = TensorDataModule.scale(shown.x.to(model.device))
-            x_hat = model.reconstruct(x)
+            y = shown.y.to(model.device) if model.conditional and shown.y is not None else None
+            x_hat = model.reconstruct(x, y)
             if info.is_image:  # originals in the top rows, their reconstructions below
                 ncol = min(len(x), GRID_COLUMNS)
                 make = lambda: torch.cat([_grid(x, info, ncol), _grid(x_hat, info, ncol)], dim=1)
             else:
                 make = lambda: _points_figure(x, x_hat, "reconstructions")
-            self._emit(trainer, f"{stage}/reconstructions", "reconstructions.png" if png else None, make)
+            self.emit(trainer, f"{stage}/reconstructions", "reconstructions.png" if png else None, make)
         if isinstance(model, CanSample):
             y = None
             n = self.n_images if info.is_image else self.n_points
-            conditional = getattr(model, "conditional", False) and info.num_classes
-            if conditional and info.is_image:  # one grid row per class, column j from the same noise
-                samples = class_rows(model, info.num_classes, GRID_COLUMNS, self.seed)
+            by_class = model.conditional and info.num_classes
+            if by_class and info.is_image:  # one grid row per class, column j from the same noise
+                samples = class_rows(model, info.num_classes or 0, GRID_COLUMNS, self.seed)
             else:
-                if conditional:  # the scatter colours the points of each class
-                    y = torch.arange(info.num_classes, device=model.device).repeat_interleave(
-                        max(1, n // info.num_classes)
+                if by_class:  # the scatter colours the points of each class
+                    y = torch.arange(info.num_classes or 0, device=model.device).repeat_interleave(
+                        max(1, n // (info.num_classes or 1))
                     )
                     n = len(y)
                 with seeded(model.device, self.seed):
-                    samples = model.sample(n, y=y)
+                    samples = model.sample(n, y)
             if info.is_image:
                 make = lambda: _grid(samples, info, GRID_COLUMNS)
             else:
-                data = TensorDataModule.scale(pick(dm.splits[stage], self.n_points, self.seed).x)
+                data = TensorDataModule.scale(dm.splits[stage].pick(self.n_points, self.seed).x)
                 make = lambda: _points_figure(data, samples, "samples", y)
-            self._emit(trainer, f"{stage}/samples", "samples.png" if png else None, make)
+            self.emit(trainer, f"{stage}/samples", "samples.png" if png else None, make)
         both = domain_splits(dm)
         if isinstance(model, CanTranslate) and both is not None:  # rows: inputs, translated, translated back
             for direction, splits in zip(("a2b", "b2a"), both):
-                x = TensorDataModule.scale(pick(splits[stage], GRID_COLUMNS, self.seed).x.to(model.device))
+                x = TensorDataModule.scale(splits[stage].pick(GRID_COLUMNS, self.seed).x.to(model.device))
                 t = model.translate(x, direction)
                 rows = (x, t, model.translate(t, OTHER[direction]))
                 make = lambda rows=rows: torch.cat([_grid(r, info, GRID_COLUMNS) for r in rows], dim=1)
-                self._emit(trainer, f"{stage}/cycle_{direction}", f"cycle_{direction}.png" if png else None, make)
+                self.emit(trainer, f"{stage}/cycle_{direction}", f"cycle_{direction}.png" if png else None, make)
 
-    def _code_pictures(self, trainer: pl.Trainer, model: pl.LightningModule, dm: TensorDataModule) -> None:
+    def code_pictures(self, trainer: pl.Trainer, model: GenerativeModel, dm: TensorDataModule) -> None:
         """The scatter of test codes and, with ``latent``, the latent-space pictures and the projector."""
-        info, test = dm.info, pick(dm.splits["test"], self.n_points, self.seed)
-        labels = test.y if getattr(model, "conditional", False) else None  # conditional encoders take y
+        info, test = dm.info, dm.splits["test"].pick(self.n_points, self.seed)
+        labels = test.y if model.conditional else None  # conditional encoders take y
+        batch_size = dm.options.eval_batch_size
         codes = None
         with _by_product("test/codes"):
-            codes = encode_all(model, test.x, labels, dm.eval_batch_size)  # (N, latent_dim)
+            codes = encode_all(model, test.x, labels, batch_size)  # (N, latent_dim)
         if codes is None:
             return
-        self._emit(trainer, "test/codes", "codes.png", lambda: _codes_figure(codes, test.y))
+        self.emit(trainer, "test/codes", "codes.png", lambda: _codes_figure(codes, test.y))
         if self.latent is None:
             return
         if info.is_image:
-            for pic in self.latent.pictures(model, test, codes, dm.eval_batch_size):
+            for pic in self.latent.pictures(model, test, codes, batch_size):
                 make = lambda p=pic: _grid(p.make(), info, p.columns)
-                self._emit(trainer, f"test/{pic.name}", f"{pic.name}.png", make)
+                self.emit(trainer, f"test/{pic.name}", f"{pic.name}.png", make)
         tensorboards = _tensorboards(trainer)
         if tensorboards:  # the projector: codes with labels as metadata and thumbnails as sprites
             with _by_product("test_codes embedding"):
@@ -238,7 +230,7 @@ class ImageLogger(pl.Callback):
                 for lg in tensorboards:
                     lg.experiment.add_embedding(**emb, tag="test_codes", global_step=trainer.global_step)
 
-    def _emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Tensor | Figure],
+    def emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Tensor | Figure],
               step: int | None = None) -> None:
         """Render a picture (grid tensor or figure) to TensorBoard (at ``step``, by default the global
         step) and, when named, to a PNG.
@@ -259,11 +251,6 @@ class ImageLogger(pl.Callback):
                     pic.savefig(self.image_dir / filename)
                 else:
                     save_image(pic, self.image_dir / filename)
-
-
-def _trained_steps(trainer: pl.Trainer) -> int:
-    """Training batches done so far: the step of Lightning's logged scalars."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
 def _tensorboards(trainer: pl.Trainer) -> list[TensorBoardLogger]:

@@ -7,40 +7,32 @@
   gives the source image's class; both parts are reported too, with the classifiers' own
   accuracy on real test images (their ceiling).
 
-Both classifiers are genlab's dataset classifier (``genlab.eval.classifier``), trained once per
-dataset and configuration and cached like it.
+Both classifiers are genlab's dataset classifier (``genlab.metrics.classifier``), trained once per
+dataset and configuration and cached like it. Pure functions first, then the ``Translation``
+metric object.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from genlab.data.base import Split, TensorDataModule
-from genlab.eval.classifier import ClassifierConfig, DatasetClassifier, checksum, train_classifier
-from genlab.eval.common import map_batches
+from genlab.capabilities import CanTranslate
+from genlab.data.base import Split, TensorDataModule, map_batches
+from genlab.metrics.base import Context, Metric
+from genlab.metrics.classifier import ClassifierConfig, DatasetClassifier, cached_classifier
 
 OTHER = {"a2b": "b2a", "b2a": "a2b"}
 
 
-@runtime_checkable
-class CanTranslate(Protocol):
-    def translate(self, x: Tensor, direction: str) -> Tensor:
-        """x (B, *shape) from the source domain -> its translation (B, *shape); direction "a2b" or "b2a"."""
-        ...
-
-
 def domain_splits(dm: TensorDataModule) -> tuple[dict[str, Split], dict[str, Split]] | None:
     """(domain A's splits, domain B's splits) of a set-up two-domain datamodule; None for other data."""
-    splits_b = getattr(dm, "splits_b", None)
-    if len(dm.info.domains) != 2 or not splits_b or not dm.splits:
+    if len(dm.info.domains) != 2 or not dm.splits_b or not dm.splits:
         return None
-    return dm.splits, splits_b
+    return dm.splits, dm.splits_b
 
 
 def _cat(a: Tensor, b: Tensor) -> Tensor:
@@ -48,28 +40,6 @@ def _cat(a: Tensor, b: Tensor) -> Tensor:
     if a.dtype != b.dtype:
         a, b = TensorDataModule.scale(a), TensorDataModule.scale(b)
     return torch.cat([a, b])
-
-
-@torch.inference_mode(False)  # weights made under inference mode could never train or load again
-def cached_classifier(tag: str, x: Tensor, y: Tensor, num_classes: int, cfg: ClassifierConfig,
-                      cache_dir: str | Path, device: torch.device | str = "cpu") -> DatasetClassifier:
-    """A dataset classifier of images x (N, C, H, W) with labels y (N,): loaded from
-    ``<cache_dir>/classifiers/<tag>-<checksum>.pt`` or trained and cached there."""
-    shape = tuple(x.shape[1:])
-    key = checksum(x, y, shape, num_classes, cfg)
-    path = Path(cache_dir) / "classifiers" / f"{tag}-{key[:16]}.pt"
-    if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("checksum") == key:
-            net = DatasetClassifier(shape, num_classes, cfg.channels, cfg.hidden)  # type: ignore[arg-type]
-            net.load_state_dict(state["state_dict"])
-            return net.to(device).eval()
-    net = train_classifier(x, y, num_classes, cfg, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel jobs never read a half-written file
-    torch.save({"checksum": key, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}, tmp)
-    os.replace(tmp, path)
-    return net
 
 
 @dataclass
@@ -133,3 +103,20 @@ def translation_metrics(model: CanTranslate, dm: TensorDataModule, classifiers: 
             right = _predict(classifiers.content, x, batch_size) == torch.cat([a.y, b.y])
             out["test/content_classifier_acc"] = right.float().mean().item()
     return out
+
+
+class Translation(Metric):
+    """For a model that translates, on a two-domain dataset: cycle errors and, with a classifier
+    cache, the translation accuracies A -> B and B -> A beside the classifiers' own accuracy."""
+
+    columns = ("translation_acc_a2b", "translation_acc_b2a", "cycle_error_a", "cycle_error_b")
+
+    def applies(self, ctx: Context) -> bool:
+        return isinstance(ctx.model, CanTranslate) and domain_splits(ctx.dm) is not None
+
+    def compute(self, ctx: Context) -> dict[str, float]:
+        assert isinstance(ctx.model, CanTranslate)
+        cache = ctx.classifier_cache  # None: cycle errors only, no classifier-judged accuracies
+        clf = None if cache is None else translation_classifiers(ctx.dm, cache, ctx.classifier_epochs,
+                                                                 device=ctx.device)
+        return translation_metrics(ctx.model, ctx.dm, clf, ctx.device, ctx.batch_size)

@@ -5,7 +5,7 @@
 - k-NN precision and recall (Kynkäänniemi et al. 2019);
 - mode coverage of 2-D Gaussian mixtures (ring8, grid25).
 
-Features come from the dataset classifier (``genlab.eval.classifier``) by default; Inception v3
+Features come from the dataset classifier (``genlab.metrics.classifier``) by default; Inception v3
 is available from a local weights file (``InceptionFeatures``) and is never downloaded.
 """
 

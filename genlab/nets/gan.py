@@ -1,6 +1,6 @@
 """Generator and discriminator networks of the GAN family, built from config by partial functions.
 
-A GAN config names a builder (``_target_: genlab.models.gan_nets.dcgan``, ``_partial_: true``)
+A GAN config names a builder (``_target_: genlab.nets.gan.dcgan``, ``_partial_: true``)
 with its layer options; the model completes it with the data's sample shape, the size of the
 generator's input and of the condition, and gets back ``GANNets``:
 
@@ -19,7 +19,8 @@ from typing import NamedTuple
 from torch import nn
 
 from genlab.errors import IncompatibleError
-from genlab.models import nets
+from genlab.nets.layers import activation as make_activation
+from genlab.nets.layers import conditioned, image_shape, needs
 
 MAX_FINAL_SIZE = 7  # dcgan halves the image until its smaller side is at most this (28 -> 14 -> 7)
 
@@ -30,15 +31,15 @@ class GANNets(NamedTuple):
     features: int  # width of the body's output
 
 
-def _conditioned(generator: nn.Module, body: nn.Module, cond_dim: int, planes: bool) -> tuple[nn.Module, nn.Module]:
+def _players(generator: nn.Module, body: nn.Module, cond_dim: int, planes: bool) -> tuple[nn.Module, nn.Module]:
     """Both nets as they are for cond_dim = 0; else both also take c (B, cond_dim): concatenated
     to z, and to the flattened input (MLP) or as cond_dim constant input planes (conv)."""
-    if cond_dim == 0:
-        return generator, body
-    return nets.Conditioned(generator), nets.Conditioned(body, planes=planes)
+    body, generator = conditioned(body, generator, cond_dim, planes)
+    return generator, body
 
 
 def mlp_gan(
+    *,
     in_shape: tuple[int, ...],
     latent_dim: int,
     cond_dim: int = 0,
@@ -55,13 +56,13 @@ def mlp_gan(
     g_sizes = [latent_dim + cond_dim, *hidden]
     g_blocks: list[nn.Module] = []
     for a, b in zip(g_sizes[:-1], g_sizes[1:]):
-        g_blocks += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if batch_norm else []), nets.activation(activation)]
+        g_blocks += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if batch_norm else []), make_activation(activation)]
     generator = nn.Sequential(*g_blocks, nn.Linear(g_sizes[-1], d), nn.Unflatten(1, tuple(in_shape)))
     d_sizes = [d + cond_dim, *reversed(hidden)]
     d_blocks: list[nn.Module] = [nn.Flatten()]
     for a, b in zip(d_sizes[:-1], d_sizes[1:]):
-        d_blocks += [nn.Linear(a, b), nets.activation(activation)]
-    generator, body = _conditioned(generator, nn.Sequential(*d_blocks), cond_dim, planes=False)
+        d_blocks += [nn.Linear(a, b), make_activation(activation)]
+    generator, body = _players(generator, nn.Sequential(*d_blocks), cond_dim, planes=False)
     return GANNets(generator, body, d_sizes[-1])
 
 
@@ -77,7 +78,9 @@ def layer_sizes(h: int, w: int) -> list[tuple[int, int]]:
     return sizes
 
 
+@needs(image=True)
 def dcgan(
+    *,
     in_shape: tuple[int, ...],
     latent_dim: int,
     cond_dim: int = 0,
@@ -97,11 +100,7 @@ def dcgan(
     the image (output padding 0 or 1 per axis recovers odd sizes: 7 -> 14 -> 28, 3 -> 7).
     ``d_norm``: batch, layer (per-sample, for WGAN-GP's critic) or none.
     """
-    if len(in_shape) != 3:
-        raise IncompatibleError(
-            f"a convolutional network needs image data (C, H, W), but the samples have shape {tuple(in_shape)}"
-        )
-    c, h, w = in_shape
+    c, h, w = image_shape(in_shape)
     sizes = layer_sizes(h, w)
     if min(sizes[-1]) < 1:
         raise IncompatibleError(f"{h}x{w} images are too small for a stride-2 convolution")
@@ -113,20 +112,20 @@ def dcgan(
         d_layers.append(nn.Conv2d(a + (cond_dim if i == 0 else 0), b, 4, 2, 1))
         if i > 0 and d_norm != "none":  # none on the input layer: DCGAN found it destabilising
             d_layers.append(nn.BatchNorm2d(b) if d_norm == "batch" else nn.GroupNorm(1, b))
-        d_layers.append(nets.activation(activation))
+        d_layers.append(make_activation(activation))
     body = nn.Sequential(*d_layers, nn.Flatten())
 
     norm = (lambda n: [nn.BatchNorm2d(n)]) if g_norm == "batch" else (lambda n: [])
     g_layers: list[nn.Module] = [
         nn.Linear(latent_dim + cond_dim, last), nn.Unflatten(1, (chans[-1], *sizes[-1])),
-        *norm(chans[-1]), nets.activation(activation),
+        *norm(chans[-1]), make_activation(activation),
     ]
     for i in reversed(range(len(chans) - 1)):
         target, source = sizes[i], sizes[i + 1]
         out_pad = tuple(t - 2 * s for t, s in zip(target, source))  # (s-1)·2 - 2 + 4 = 2s before padding
         g_layers.append(nn.ConvTranspose2d(chans[i + 1], chans[i], 4, 2, 1, output_padding=out_pad))
         if i > 0:
-            g_layers += [*norm(chans[i]), nets.activation(activation)]
-    generator, body = _conditioned(nn.Sequential(*g_layers), body, cond_dim, planes=True)
+            g_layers += [*norm(chans[i]), make_activation(activation)]
+    generator, body = _players(nn.Sequential(*g_layers), body, cond_dim, planes=True)
     return GANNets(generator, body, last)
 

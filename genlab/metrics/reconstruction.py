@@ -1,21 +1,20 @@
-"""Evaluation metrics as pure functions on tensors: no Lightning, no model classes.
+"""Reconstruction: PCA (the baseline of every code), squared errors, and the novelty AUROC of
+reconstruction errors — as pure functions on tensors, and as the metric objects that use them.
 
 Shapes: N samples, D = flattened data dimension, d = code size, k = PCA components.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor
+
+from genlab.capabilities import CanEncode, CanReconstruct
+from genlab.metrics.base import Context, Metric
 
 
 # ---- PCA ------------------------------------------------------------------------------
@@ -76,25 +75,6 @@ def mse_per_pixel(x: Tensor, x_hat: Tensor) -> Tensor:
     return squared_error_per_image(x, x_hat) / x[0].numel()
 
 
-# ---- probes on codes --------------------------------------------------------------------
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().reshape(t.shape[0], -1).double().numpy()
-
-
-def linear_probe_accuracy(train_codes: Tensor, train_y: Tensor, test_codes: Tensor, test_y: Tensor) -> float:
-    """Test accuracy of logistic regression on standardised codes (N, d) with labels (N,)."""
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    clf.fit(_np(train_codes), train_y.cpu().numpy())
-    return float(clf.score(_np(test_codes), test_y.cpu().numpy()))
-
-
-def knn_accuracy(train_codes: Tensor, train_y: Tensor, test_codes: Tensor, test_y: Tensor, k: int = 5) -> float:
-    """Test accuracy of a k-nearest-neighbour classifier (Euclidean) on codes (N, d)."""
-    clf = KNeighborsClassifier(n_neighbors=min(k, train_codes.shape[0]))
-    clf.fit(_np(train_codes), train_y.cpu().numpy())
-    return float(clf.score(_np(test_codes), test_y.cpu().numpy()))
-
-
 # ---- detection --------------------------------------------------------------------------
 def auroc(scores: Tensor, is_positive: Tensor) -> float:
     """Area under the ROC curve of scores (N,) for the binary target is_positive (N,).
@@ -108,11 +88,57 @@ def auroc(scores: Tensor, is_positive: Tensor) -> float:
     return float(roc_auc_score(pos, scores.detach().cpu().double().numpy()))
 
 
-# ---- visualisation ---------------------------------------------------------------------
-def project_2d(codes: Tensor) -> Tensor:
-    """codes (N, d) -> (N, 2) points to plot: as is for d = 2, zero-padded for d = 1, else PCA."""
-    codes = codes.detach().float().reshape(codes.shape[0], -1)
-    if codes.shape[1] > 2:
-        fit = fit_pca(codes, 2)
-        codes = pca_encode(fit, codes)  # (N, 2), or (N, 1) when N < 2
-    return F.pad(codes, (0, 2 - codes.shape[1]))
+
+
+# ---- the metric objects ----------------------------------------------------------------------
+def reconstruction_errors(ctx: Context) -> Tensor:
+    """Squared error per test image (N_test,) of the model's reconstructions, computed once."""
+    assert isinstance(ctx.model, CanReconstruct)
+    test = ctx.split("test")
+
+    def make() -> Tensor:
+        rec = lambda x, y=None: squared_error_per_image(x, ctx.model.reconstruct(x, y))  # noqa: E731
+        return ctx.map(rec, test.x, ctx.labels(test))
+
+    return ctx.once("reconstruction_errors", make)
+
+
+class Reconstruction(Metric):
+    """Squared error per image and per pixel on the test set; for models with a code, PCA with the
+    same code size fitted on the training split and scored on the same images, and the ratio."""
+
+    columns = ("sq_err_per_image",)
+
+    def __init__(self, pca_baseline: bool = True) -> None:
+        self.pca_baseline = pca_baseline
+
+    def applies(self, ctx: Context) -> bool:
+        return isinstance(ctx.model, CanReconstruct)
+
+    def compute(self, ctx: Context) -> dict[str, float]:
+        err = reconstruction_errors(ctx).mean().item()
+        out = {"test/sq_err_per_image": err, "test/mse_per_pixel": err / ctx.info.dim}
+        k = ctx.model.latent_dim
+        if self.pca_baseline and isinstance(ctx.model, CanEncode) and k:
+            fit = fit_pca(ctx.dm.tensors("train").x, min(k, ctx.info.dim))
+            x = ctx.dm.tensors("test").x
+            pca_err = squared_error_per_image(x, pca_reconstruct(fit, x)).mean().item()
+            out["test/pca_sq_err_per_image"] = pca_err
+            out["test/sq_err_vs_pca"] = err / pca_err if k < ctx.info.dim else math.nan  # k >= D: PCA is exact
+        return out
+
+
+class Novelty(Metric):
+    """With ``data.holdout_class=K``: the AUROC of reconstruction error for telling test images of
+    class K, which training never saw, from those of the other classes."""
+
+    columns = ("novelty_auroc",)
+
+    def applies(self, ctx: Context) -> bool:
+        return (isinstance(ctx.model, CanReconstruct) and ctx.holdout_class is not None
+                and ctx.split("test").y is not None)
+
+    def compute(self, ctx: Context) -> dict[str, float]:
+        test_y = ctx.split("test").y
+        assert test_y is not None
+        return {"test/novelty_auroc": auroc(reconstruction_errors(ctx), test_y == ctx.holdout_class)}

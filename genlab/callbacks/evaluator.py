@@ -1,0 +1,88 @@
+"""The one evaluation path for all models: the metric objects listed in config, each applied
+where the model's capabilities and the data allow (``genlab.metrics``), never by model name.
+
+    callbacks.evaluator.metrics.probes.knn_k=10          # an option of one metric
+    ~callbacks.evaluator.metrics.sample_quality          # switch one off
+    +callbacks.evaluator.metrics.mine="{_target_: my.Metric}"   # add one (a genlab.metrics.base.Metric)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+
+from genlab.config import project_root
+from genlab.data.base import TensorDataModule
+from genlab.errors import UserError
+from genlab.metrics.base import Context, Metric, Scores, eval_mode, finite
+from genlab.models.base import GenerativeModel
+
+
+def trained_datamodule(trainer: pl.Trainer) -> TensorDataModule | None:
+    """The trainer's datamodule when it is a loaded TensorDataModule, on global rank 0 only."""
+    dm = trainer.datamodule
+    if trainer.global_rank != 0 or not isinstance(dm, TensorDataModule) or not dm.splits:
+        return None
+    return dm
+
+
+class Evaluator(pl.Callback):
+    """Test metrics for any model, logged at test epoch end, so they reach
+    ``trainer.callback_metrics``, every logger and (through train.py) the run's metrics.json.
+
+    ``metrics``: the metric objects by name, in the order they run. ``seed`` fixes every random
+    draw of the evaluation (Monte-Carlo estimates, samples) in a forked random state.
+    ``classifier_cache``: where dataset classifiers are kept (None: no classifier-based metrics).
+    ``sample_steps``: the step budget of iterative samplers (None: each model's default).
+    """
+
+    def __init__(self, metrics: Mapping[str, Metric] | None = None, seed: int = 0,
+                 classifier_cache: str | None = None, classifier_epochs: int = 3,
+                 sample_steps: int | None = None) -> None:
+        self.metrics = dict(metrics or {})
+        for name, metric in self.metrics.items():
+            if not isinstance(metric, Metric):
+                raise UserError(f"callbacks.evaluator.metrics.{name} is a {type(metric).__name__}, not a metric: "
+                                "give it a _target_ naming a genlab.metrics.base.Metric subclass.")
+        if sample_steps is not None and sample_steps < 1:
+            raise UserError(f"callbacks.evaluator.sample_steps={sample_steps}: it must be >= 1 (or null).")
+        self.seed, self.sample_steps = seed, sample_steps
+        self.classifier_cache, self.classifier_epochs = classifier_cache, classifier_epochs
+        self.last = Scores()  # the latest evaluation, with its units
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trained_datamodule(trainer)
+        if dm is None or not isinstance(pl_module, GenerativeModel):
+            return
+        with eval_mode(pl_module):
+            self.last = self.evaluate(pl_module, dm)
+        for name, value in self.last.items():
+            pl_module.log(name, value, rank_zero_only=True)
+
+    def evaluate(self, model: GenerativeModel, dm: TensorDataModule) -> Scores:
+        """Every listed metric that applies to the model and data, by value name; undefined values
+        (NaN, inf) are left out. The result also carries the units and the table's columns."""
+        ctx = Context(model, dm, self.seed, self.classifier_cache, self.classifier_epochs, self.sample_steps)
+        out = Scores()
+        for metric in self.metrics.values():
+            if metric.applies(ctx):
+                values = finite(metric.compute(ctx))
+                out.update(values)
+                out.columns += [c for c in metric.table(values) if c not in out.columns]
+        out.units.update({k: v for k, v in ctx.units.items() if k in out})
+        return out
+
+
+def configured_evaluator(classifier_cache: str | Path | None = None, overrides: Sequence[str] = ()) -> Evaluator:
+    """The evaluator as ``conf/callbacks/evaluator.yaml`` configures it, outside a run (genlab-eval,
+    notebooks, tests): ``classifier_cache`` in place of the run's cache folder, and dotted
+    ``overrides`` such as "metrics.probes.knn_k=3" or "sample_steps=50"."""
+    from genlab.run import build
+
+    node = OmegaConf.load(Path(project_root()) / "conf" / "callbacks" / "evaluator.yaml").evaluator
+    node.classifier_cache = None if classifier_cache is None else str(classifier_cache)
+    node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
+    return build(node)

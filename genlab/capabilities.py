@@ -1,0 +1,180 @@
+"""What a model can do and what it needs: the contract the evaluator, the pictures and train.py read.
+
+A model opts into a capability by having its method; callers test ``isinstance(model, CanSample)``
+and never a model's name. Every method that looks at data takes an optional ``y``: the labels
+(B,) — or conditioning vectors (B, D) — that conditional models (``model.conditional``) use and the
+others ignore.
+
+What a model needs from the data is declared, not discovered: ``Needs`` on the model class (and
+on its network builders, see ``genlab.nets.layers.needs``), checked against the dataset's
+``DataInfo`` before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from torch import Tensor
+
+from genlab.errors import IncompatibleError
+
+if TYPE_CHECKING:  # the figure type only; matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+    from genlab.data.base import DataInfo
+
+
+# ---- what a model can do ------------------------------------------------------------------
+@runtime_checkable
+class CanEncode(Protocol):
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """x (B, *shape) -> code h (B, latent_dim); deterministic (the mean for stochastic encoders)."""
+        ...
+
+
+@runtime_checkable
+class CanDecode(Protocol):
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
+        """code h (B, latent_dim) -> x̂ (B, *shape) in data space."""
+        ...
+
+
+@runtime_checkable
+class CanReconstruct(Protocol):
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """x (B, *shape) -> x̂ (B, *shape) in data space."""
+        ...
+
+
+@runtime_checkable
+class CanSample(Protocol):
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
+        """n new samples (n, *shape) in data space.
+
+        y: the classes (n,) or conditioning vectors (n, D) of a conditional model, None for a free
+        draw. steps: the step budget of an iterative sampler (Gibbs or diffusion steps); None is
+        the model's own default, and one-shot samplers ignore it.
+        """
+        ...
+
+
+@runtime_checkable
+class CanTranslate(Protocol):
+    def translate(self, x: Tensor, direction: str) -> Tensor:
+        """x (B, *shape) from the source domain -> its translation (B, *shape); direction "a2b" or "b2a"."""
+        ...
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work a Monte-Carlo likelihood estimate may do (the evaluator's settings)."""
+
+    samples: int = 100  # draws per estimate: IWAE's k, AIS runs, diffusion time steps
+    chunk: int = 50  # draws evaluated at once: the memory knob
+
+
+@dataclass(frozen=True)
+class LikelihoodBound:
+    """One estimate or bound of −log p(x) that a model reports, named by the model itself.
+
+    ``per_sample(x, y)`` gives it for a batch x (B, *shape) as (B,) values in ``unit`` — "nats"
+    (per sample) or "bits/dim" — so the evaluator reports ``test/<name>`` as the test mean
+    without knowing what kind of model made it.
+    """
+
+    name: str  # e.g. neg_elbo, iwae_nll, ais_nll, bpd
+    unit: str  # "nats" or "bits/dim"
+    per_sample: Callable[[Tensor, Tensor | None], Tensor]
+    description: str = ""
+
+
+@runtime_checkable
+class CanBoundLikelihood(Protocol):
+    def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
+        """The bounds on −log p(x) this model reports, each computed within ``budget``."""
+        ...
+
+
+@runtime_checkable
+class HasCodeKL(Protocol):
+    """Stochastic encoders with a prior: how much information each code dimension carries."""
+
+    def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """(B, latent_dim) KL(q(h_d|x) ‖ p(h_d)) per code dimension, in nats."""
+        ...
+
+
+@runtime_checkable
+class CanTraverseCodes(Protocol):
+    """Generators with interpretable input codes (InfoGAN)."""
+
+    def code_traversals(self, steps: int = 8) -> Tensor:
+        """Image grids (n_grids, rows·steps, *shape): each grid sweeps one code along its columns."""
+        ...
+
+
+@runtime_checkable
+class CanPlotState(Protocol):
+    """Models that draw their own training state (the toy GAN) every ``state_every`` training batches."""
+
+    state_name: str  # the TensorBoard tag <state_name>/state and the PNGs <state_name>_step_XXXXX.png
+    state_every: int
+
+    def state_figure(self, data: Tensor, step: int | None = None) -> Figure:
+        """The model's state over training points data (N, *shape), titled with the step."""
+        ...
+
+
+# ---- what a model needs ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Needs:
+    """What a model (or a network builder) needs from the data; ``a | b`` needs both."""
+
+    image: bool = False  # samples are images (C, H, W)
+    labels: bool = False  # class labels
+    domains: int = 1  # 2: two unpaired domains (batches carry x and x_b)
+    shape: tuple[int, ...] | None = None  # exactly this sample shape (the toy GAN: (2,))
+
+    def __or__(self, other: Needs) -> Needs:
+        if self.shape is not None and other.shape is not None and self.shape != other.shape:
+            raise ValueError(f"needs contradict each other: shape {self.shape} and {other.shape}")
+        return replace(self, image=self.image or other.image, labels=self.labels or other.labels,
+                       domains=max(self.domains, other.domains), shape=self.shape or other.shape)
+
+    def problems(self, info: DataInfo) -> list[str]:
+        """Why data described by ``info`` cannot serve, one sentence each; [] when it can."""
+        out = []
+        if self.image and not info.is_image:
+            out.append(f"it needs image data (C, H, W), but '{info.name}' provides {info.dim}-D points. "
+                       "Pick an image dataset (e.g. data=digits) or an MLP model (e.g. model=ae).")
+        if self.labels and not info.has_labels:
+            out.append(f"it is conditional on class labels, and '{info.name}' has none.")
+        if self.domains > max(1, len(info.domains)):
+            out.append(f"it translates between {self.domains} unpaired domains, but '{info.name}' provides one; "
+                       "pick a two-domain dataset (e.g. data=digits_inverted, shapes_colour, unpaired_folder).")
+        if self.shape is not None and tuple(info.shape) != tuple(self.shape):
+            what = "2-D points" if self.shape == (2,) else f"samples of shape {self.shape}"
+            out.append(f"it needs {what}, but '{info.describe()}'.")
+        return out
+
+    def check(self, info: DataInfo, who: str) -> None:
+        """Raise IncompatibleError naming ``who`` and every reason when the data cannot serve."""
+        problems = self.problems(info)
+        if problems:
+            raise IncompatibleError(" Also, ".join(problems), who)
+
+
+def needs_of(builders: Iterable[object]) -> Needs:
+    """The union of what network builders declare (``@needs(...)``); undeclared builders need nothing.
+
+    Builders arrive as ``functools.partial`` objects from config (``_partial_: true``).
+    """
+    out = Needs()
+    for b in builders:
+        fn = getattr(b, "func", b)  # a partial's function, or the builder itself
+        declared = getattr(fn, "needs", None)
+        if isinstance(declared, Needs):
+            out = out | declared
+    return out

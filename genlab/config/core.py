@@ -1,0 +1,77 @@
+"""The top level, the trainer, the paths, and what every model config has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from genlab.config.fields import opt
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "pytorch_lightning.Trainer"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    precision: Any = opt("32-true", choices=("32-true", "32", 32, "bf16-mixed", "16-mixed", "bf16-true", "64-true"))
+    max_epochs: int = opt(30, ge=-1)
+    min_epochs: Optional[int] = opt(None, ge=0)
+    max_steps: int = opt(-1, ge=-1)
+    max_time: Optional[str] = None
+    limit_train_batches: Optional[float] = opt(None, ge=0)
+    limit_val_batches: Optional[float] = opt(None, ge=0)
+    limit_test_batches: Optional[float] = opt(None, ge=0)
+    val_check_interval: Optional[float] = opt(None, gt=0)
+    check_val_every_n_epoch: Optional[int] = opt(1, gt=0)
+    num_sanity_val_steps: Optional[int] = opt(None, ge=-1)
+    log_every_n_steps: Optional[int] = opt(50, gt=0)
+    gradient_clip_val: Optional[float] = opt(None, ge=0)
+    accumulate_grad_batches: int = opt(1, gt=0)
+    deterministic: Any = False
+    benchmark: Optional[bool] = None
+    fast_dev_run: Any = False
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    default_root_dir: Optional[str] = None
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    log_dir: str = MISSING
+    output_dir: str = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """Top level: groups are typed by their own schemas; scalars are typed here."""
+
+    tags: list[str] = opt(["dev"])
+    float32_matmul_precision: str = opt("high", choices=("highest", "high", "medium"))
+    data: Any = MISSING
+    model: Any = MISSING
+    trainer: Any = MISSING
+    callbacks: Any = None
+    logger: Any = None
+    paths: Any = MISSING
+    extras: Any = None
+    task_name: str = "train"
+    seed: int = 0
+    train: bool = True
+    test: bool = True
+    ckpt_path: Optional[str] = None
+    optimized_metric: Optional[str] = None
+
+
+SCHEMAS = {"model": {"base": ModelConfig}, "trainer": {"trainer": TrainerConfig}, "paths": {"paths": PathsConfig}}
