@@ -1,0 +1,71 @@
+"""A family that exists only in the tests (tests/gaussian_family.py) runs through genlab-train's
+recipe, the unchanged evaluator and the unchanged pictures: its own likelihood bound under its
+own name and unit, its iterative sampler under the evaluator's step budget, its declared needs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CACHE, FAST, TINY
+from gaussian_family import DiagonalGaussian
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+from torch.distributions import Normal
+
+from genlab.callbacks.evaluator import configured_evaluator
+from genlab.errors import IncompatibleError
+from genlab.run import build
+from genlab.train import train
+
+MODEL = {"_target_": "gaussian_family.DiagonalGaussian", "steps": 10,
+         "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.05}}
+
+
+def test_the_new_family_trains_and_is_scored_by_the_unchanged_evaluator(make_cfg) -> None:
+    cfg = make_cfg("data=digits", *TINY["digits"], *FAST, "trainer.max_epochs=3", "trainer.limit_test_batches=1.0",
+                   "callbacks.evaluator.sample_steps=3")
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create(MODEL)  # the model config a conf/model/<name>.yaml would hold
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["units"] == {"test/bpd": "bits/dim"}  # named by the model, not by the evaluator
+    for name in ("fid", "fid_floor", "kid", "mmd2", "precision", "recall"):  # every sampler's metrics
+        assert math.isfinite(metrics[f"test/{name}"])
+    assert metrics["test/sample_steps"] == 3 and (out / "images" / "samples.png").is_file()
+    assert "test/sq_err_per_image" not in metrics and "test/knn_acc" not in metrics  # no reconstruction, no code
+
+    # the bound against the closed form, from the tested checkpoint's μ and σ on the test split
+    model = DiagonalGaussian.load_from_checkpoint(written["best_checkpoint"], weights_only=False)
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    x = dm.tensors("test").x
+    log_p = Normal(model.mu.detach(), model.log_sigma.detach().exp()).log_prob(x).flatten(1).sum(1)
+    assert metrics["test/bpd"] == pytest.approx((-log_p / (64 * math.log(2))).mean().item(), rel=1e-5)
+
+
+def test_the_evaluator_hands_its_step_budget_to_the_sampler() -> None:
+    from genlab.data.builtin import DigitsDataModule
+
+    dm = DigitsDataModule(max_train=96, val_fraction=0.15, eval_batch_size=64)  # the cached classifier's data
+    dm.setup()
+    model = DiagonalGaussian(data_info=dm.info, steps=50).eval()
+    scores = configured_evaluator(CACHE, ["sample_steps=4"]).evaluate(model, dm)
+    assert set(model.steps_asked) == {4} and scores["test/sample_steps"] == 4
+    model.steps_asked.clear()
+    configured_evaluator(CACHE).evaluate(model, dm)
+    assert set(model.steps_asked) == {None}  # no budget set: the model's own default
+    assert torch.isfinite(torch.tensor(scores["test/bpd"])) and scores.units["test/bpd"] == "bits/dim"
+    assert "bpd" in scores.columns  # genlab-eval's table shows it
+
+
+def test_the_new_family_declares_what_it_needs(make_cfg) -> None:
+    cfg = make_cfg("data=toy2d")
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create(MODEL)
+    with pytest.raises(IncompatibleError, match="image data"):
+        build(cfg.model, data_info=instantiate(cfg.data).info)
