@@ -88,6 +88,48 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch) -> None:
     fresh = C.dataset_classifier(dm, tmp_path / "elsewhere", epochs=1, min_steps=0)  # training is deterministic
     assert len(calls) == 4 and all(torch.equal(a, b) for a, b in zip(_state(first), _state(fresh)))
 
+    path.write_bytes(b"half a file")  # a damaged cache: trained again and replaced, never an error
+    repaired = C.dataset_classifier(dm, tmp_path, epochs=1, min_steps=0)
+    assert len(calls) == 5 and all(torch.equal(a, b) for a, b in zip(_state(first), _state(repaired)))
+    assert torch.load(path, weights_only=True)["checksum"]
+    assert not [p for p in (tmp_path / "classifiers").iterdir() if p.suffix == ".tmp"]  # no temporary files left
+
+
+def test_cache_files_are_replaced_whole_while_others_read_them(tmp_path) -> None:
+    """Two writers replace one cache file over and over while a reader loads it: the reader only ever
+    sees a whole file (the old or the new one), as two runs building the same classifier would."""
+    import threading
+
+    path = tmp_path / "classifiers" / "shared.pt"
+    states = [{"checksum": str(i), "w": torch.full((512, 512), float(i))} for i in range(2)]  # 1 MB each
+    C.write_atomically(path, states[0])
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write(state: dict) -> None:
+        for _ in range(15):
+            C.write_atomically(path, state)
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                got = torch.load(path, weights_only=True)
+                assert torch.equal(got["w"], states[int(got["checksum"])]["w"])
+            except BaseException as e:  # a torn read fails to unpickle or gives a mixed tensor
+                errors.append(e)
+
+    writers = [threading.Thread(target=write, args=(st,)) for st in states]
+    reader = threading.Thread(target=read)
+    reader.start()
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    done.set()
+    reader.join()
+    assert not errors, errors[:1]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["shared.pt"]
+
 
 def test_points_have_no_classifier(tmp_path) -> None:
     dm = Toy2dDataModule(kind="ring8", n_samples=100)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from pytorch_lightning.loggers import TensorBoardLogger
 from sklearn.decomposition import PCA
 from torch import Tensor, nn
@@ -15,8 +16,11 @@ from torch import Tensor, nn
 from genlab.callbacks.evaluator import configured_evaluator
 from genlab.callbacks.images import Figure, ImageLogger
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
+from genlab.errors import UserError
 from genlab.metrics import codes as K
 from genlab.metrics import reconstruction as M
+from genlab.metrics.base import Context, Metric
+from genlab.models import pca as P
 from genlab.models.base import GenerativeModel
 
 
@@ -29,9 +33,9 @@ def _anisotropic(n: int, d: int, seed: int = 0) -> Tensor:
 def test_pca_error_is_sum_of_discarded_eigenvalues() -> None:
     n, d, k = 200, 10, 3
     x = _anisotropic(n, d)
-    fit = M.fit_pca(x, k)
+    fit = P.fit_pca(x, k)
     eig = torch.linalg.eigvalsh(torch.cov(x.double().T)).flip(0)  # sample covariance, divisor N - 1
-    err = M.squared_error_per_image(x, M.pca_reconstruct(fit, x)).double()
+    err = M.squared_error_per_image(x, P.pca_reconstruct(fit, x)).double()
     # Σ_i ||x_i − x̂_i||² = (N − 1) Σ_{j>k} λ_j, so the mean per sample carries (N − 1) / N
     assert err.mean().item() == pytest.approx((n - 1) / n * eig[k:].sum().item(), rel=1e-5)
     assert torch.allclose(fit.explained_variance.double(), eig[:k], rtol=1e-5)
@@ -41,17 +45,17 @@ def test_pca_error_is_sum_of_discarded_eigenvalues() -> None:
 
 def test_pca_matches_sklearn() -> None:
     x, x_test = _anisotropic(150, 12, seed=1), _anisotropic(50, 12, seed=2)
-    fit = M.fit_pca(x, 4)
+    fit = P.fit_pca(x, 4)
     sk = PCA(n_components=4).fit(x.double().numpy())
     dots = (fit.components.double().numpy() * sk.components_.T).sum(0)  # each column equal up to sign
     assert np.allclose(np.abs(dots), 1.0, atol=1e-5)
     assert np.allclose(fit.explained_variance.numpy(), sk.explained_variance_, rtol=1e-5)
-    ours = M.pca_reconstruct(fit, x_test).numpy()
+    ours = P.pca_reconstruct(fit, x_test).numpy()
     theirs = sk.inverse_transform(sk.transform(x_test.double().numpy()))
     assert np.allclose(ours, theirs, atol=1e-4)
-    h = M.pca_encode(fit, x_test)
+    h = P.pca_encode(fit, x_test)
     assert h.shape == (50, 4)
-    assert M.pca_decode(fit, h, (3, 4)).shape == (50, 3, 4)
+    assert P.pca_decode(fit, h, (3, 4)).shape == (50, 3, 4)
 
 
 # ---- errors, AUROC, probes, projection -----------------------------------------------------------
@@ -134,17 +138,17 @@ class TinyPoints(TensorDataModule):
 class PCAModel(GenerativeModel):
     """Exactly the PCA baseline: encode/decode with a fixed fit (lr 0 on a dummy weight)."""
 
-    def __init__(self, info: DataInfo, fit: M.PCAFit) -> None:
+    def __init__(self, info: DataInfo, fit: P.PCAFit) -> None:
         super().__init__(data_info=info, optimizer=partial(torch.optim.SGD, lr=0.0))
         self.fit_ = fit
         self.latent_dim = fit.k
         self.dummy = nn.Parameter(torch.zeros(()))
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return M.pca_encode(self.fit_, x)
+        return P.pca_encode(self.fit_, x)
 
     def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
-        return M.pca_decode(self.fit_, h, self.data_info.shape)
+        return P.pca_decode(self.fit_, h, self.data_info.shape)
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.decode(self.encode(x))
@@ -208,7 +212,7 @@ def _image_tags(tmp_path) -> set[str]:
 def test_evaluator_pca_model_matches_baseline(tmp_path) -> None:
     dm = TinyImages(batch_size=32, eval_batch_size=64, holdout_class=2)
     dm.setup()
-    model = PCAModel(dm.info, M.fit_pca(dm.tensors("train").x, 4))
+    model = PCAModel(dm.info, P.fit_pca(dm.tensors("train").x, 4))
     trainer = _trainer(tmp_path)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm)
@@ -253,3 +257,34 @@ def test_points_and_failing_png_do_not_crash(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(Figure, "savefig", broken)
     with pytest.warns(UserWarning, match="ImageLogger: could not write"):
         _trainer(tmp_path / "again").test(PointIdentity(dm.info), datamodule=dm)
+
+
+class MeanPixel(Metric):
+    """A metric defined outside genlab: the mean test pixel, for any model on image data."""
+
+    columns = ("mean_pixel",)
+
+    def applies(self, ctx: Context) -> bool:
+        return ctx.info.is_image
+
+    def compute(self, ctx: Context) -> dict[str, float]:
+        return {"test/mean_pixel": ctx.dm.tensors("test").x.mean().item()}
+
+
+def test_metrics_are_switched_off_and_added_by_config_overrides(make_cfg) -> None:
+    from conftest import FAST, TINY
+
+    from genlab.train import train
+
+    cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST, "~callbacks.evaluator.metrics.probes",
+                   "+callbacks.evaluator.metrics.mean_pixel={_target_: test_metrics.MeanPixel}")
+    metrics = train(cfg)
+    assert "test/knn_acc" not in metrics and "test/linear_probe_acc" not in metrics  # switched off
+    assert "test/sq_err_per_image" in metrics  # the others still run
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    assert metrics["test/mean_pixel"] == pytest.approx(dm.tensors("test").x.mean().item(), rel=1e-6)
+    with pytest.raises(UserError, match="callbacks.evaluator.metrics.bad is a .*not a metric"):
+        configured_evaluator(overrides=["metrics.bad._target_=builtins.dict"])
+    with pytest.raises(UserError, match="likelihood.samples=0"):
+        configured_evaluator(overrides=["metrics.likelihood.samples=0"])  # at start-up, not after training

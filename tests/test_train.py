@@ -128,3 +128,13 @@ def test_best_checkpoint_reloads_and_reproduces_the_test_metrics(make_cfg) -> No
     dm.setup("test")
     again = configured_evaluator().evaluate(model.eval(), dm)
     assert again["test/sq_err_per_image"] == pytest.approx(metrics["test/sq_err_per_image"], rel=1e-5)
+
+
+def test_every_preset_the_configs_and_readme_mention_exists() -> None:
+    import re
+
+    from conftest import CONF
+
+    texts = [p.read_text() for p in CONF.rglob("*.yaml")] + [(CONF.parent / "README.md").read_text()]
+    named = {m for t in texts for m in re.findall(r"experiment=([A-Za-z0-9_]+)", t)}
+    assert named and named <= set(EXPERIMENTS), sorted(named - set(EXPERIMENTS))

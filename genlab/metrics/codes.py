@@ -17,7 +17,7 @@ from torch import Tensor
 
 from genlab.capabilities import CanEncode, HasCodeKL
 from genlab.metrics.base import Context, Metric
-from genlab.metrics.reconstruction import fit_pca, pca_encode
+from genlab.models.pca import fit_pca, pca_encode
 
 
 def _np(t: Tensor) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Reconstruction: PCA (the baseline of every code), squared errors, and the novelty AUROC of
-reconstruction errors — as pure functions on tensors, and as the metric objects that use them.
+"""Reconstruction: squared errors, PCA as the baseline of every code (``genlab.models.pca`` fits it),
+and the novelty AUROC of reconstruction errors — as pure functions on tensors, and as the metric
+objects that use them.
 
 Shapes: N samples, D = flattened data dimension, d = code size, k = PCA components.
 """
@@ -7,60 +8,13 @@ Shapes: N samples, D = flattened data dimension, d = code size, k = PCA componen
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanReconstruct
 from genlab.metrics.base import Context, Metric
-
-
-# ---- PCA ------------------------------------------------------------------------------
-@dataclass
-class PCAFit:
-    """A fitted PCA: h = Vᵀ(x − mean), x̂ = V h + mean."""
-
-    mean: Tensor  # (D,)
-    components: Tensor  # V (D, k), orthonormal columns, by decreasing variance
-    explained_variance: Tensor  # (k,) eigenvalues of the sample covariance (divisor N − 1)
-
-    @property
-    def k(self) -> int:
-        return self.components.shape[1]
-
-
-def fit_pca(x: Tensor, k: int) -> PCAFit:
-    """Fit PCA with k components to x (N, D) (extra dims are flattened).
-
-    SVD of the centred data in float64: float32 loses digits in the small singular
-    values, which are exactly what the reconstruction error is made of.
-    """
-    x64 = x.reshape(x.shape[0], -1).to(torch.float64)
-    n, dim = x64.shape
-    k = max(0, min(k, dim, n))
-    mean = x64.mean(dim=0)
-    _, s, vh = torch.linalg.svd(x64 - mean, full_matrices=False)  # s (min(N, D),), vh (min(N, D), D)
-    var = s[:k] ** 2 / max(n - 1, 1)
-    return PCAFit(mean.float(), vh[:k].T.contiguous().float(), var.float())
-
-
-def pca_encode(fit: PCAFit, x: Tensor) -> Tensor:
-    """x (N, *shape) -> codes h (N, k)."""
-    flat = x.reshape(x.shape[0], -1).to(fit.mean)
-    return (flat - fit.mean) @ fit.components
-
-
-def pca_decode(fit: PCAFit, h: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
-    """codes h (N, k) -> x̂ (N, D), or (N, *shape) when shape is given."""
-    x_hat = h.to(fit.mean) @ fit.components.T + fit.mean
-    return x_hat if shape is None else x_hat.reshape(h.shape[0], *shape)
-
-
-def pca_reconstruct(fit: PCAFit, x: Tensor) -> Tensor:
-    """x (N, *shape) -> its projection onto the PCA subspace, same shape."""
-    return pca_decode(fit, pca_encode(fit, x), tuple(x.shape[1:]))
+from genlab.models.pca import fit_pca, pca_reconstruct
 
 
 # ---- reconstruction errors ---------------------------------------------------------------

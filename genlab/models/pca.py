@@ -3,6 +3,7 @@ h = V_hᵀ(x − μ), x̂ = V_h h + μ, with V_h the top principal directions.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,8 +11,54 @@ from torch import Tensor
 
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
-from genlab.metrics.reconstruction import fit_pca
 from genlab.models.base import GenerativeModel
+
+
+# ---- PCA as functions on tensors (also the baseline of every code: genlab.metrics.reconstruction) ----
+@dataclass
+class PCAFit:
+    """A fitted PCA: h = Vᵀ(x − mean), x̂ = V h + mean."""
+
+    mean: Tensor  # (D,)
+    components: Tensor  # V (D, k), orthonormal columns, by decreasing variance
+    explained_variance: Tensor  # (k,) eigenvalues of the sample covariance (divisor N − 1)
+
+    @property
+    def k(self) -> int:
+        return self.components.shape[1]
+
+
+def fit_pca(x: Tensor, k: int) -> PCAFit:
+    """Fit PCA with k components to x (N, D) (extra dims are flattened).
+
+    SVD of the centred data in float64: float32 loses digits in the small singular
+    values, which are exactly what the reconstruction error is made of.
+    """
+    x64 = x.reshape(x.shape[0], -1).to(torch.float64)
+    n, dim = x64.shape
+    k = max(0, min(k, dim, n))
+    mean = x64.mean(dim=0)
+    _, s, vh = torch.linalg.svd(x64 - mean, full_matrices=False)  # s (min(N, D),), vh (min(N, D), D)
+    var = s[:k] ** 2 / max(n - 1, 1)
+    return PCAFit(mean.float(), vh[:k].T.contiguous().float(), var.float())
+
+
+def pca_encode(fit: PCAFit, x: Tensor) -> Tensor:
+    """x (N, *shape) -> codes h (N, k)."""
+    flat = x.reshape(x.shape[0], -1).to(fit.mean)
+    return (flat - fit.mean) @ fit.components
+
+
+def pca_decode(fit: PCAFit, h: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
+    """codes h (N, k) -> x̂ (N, D), or (N, *shape) when shape is given."""
+    x_hat = h.to(fit.mean) @ fit.components.T + fit.mean
+    return x_hat if shape is None else x_hat.reshape(h.shape[0], *shape)
+
+
+def pca_reconstruct(fit: PCAFit, x: Tensor) -> Tensor:
+    """x (N, *shape) -> its projection onto the PCA subspace, same shape."""
+    return pca_decode(fit, pca_encode(fit, x), tuple(x.shape[1:]))
+
 
 
 class PCA(GenerativeModel):
