@@ -21,6 +21,8 @@ from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanSample
 from genlab.data.base import Split, TensorDataModule, map_batches
+from genlab.metrics import classifier as classifier_module
+from genlab.metrics.classifier import DatasetClassifier
 from genlab.models.base import GenerativeModel
 
 
@@ -58,19 +60,19 @@ class Scores(dict):
 class Context:
     """One evaluation of ``model`` on a set-up datamodule: shared inputs, each computed once.
 
-    ``classifiers``: where dataset classifiers are cached (None: no classifier-based metrics);
+    ``classifier_cache``: where dataset classifiers are kept (None: no classifier-based metrics);
     ``sample_steps``: the step budget handed to iterative samplers (None: each model's default).
     """
 
     def __init__(self, model: GenerativeModel, dm: TensorDataModule, seed: int = 0,
-                 classifiers: Path | str | None = None, classifier_epochs: int = 3,
+                 classifier_cache: Path | str | None = None, classifier_epochs: int = 3,
                  sample_steps: int | None = None) -> None:
         self.model, self.dm, self.info = model, dm, dm.info
         self.device = model.device
         self.batch_size = dm.options.eval_batch_size
         self.holdout_class = dm.options.holdout_class
         self.seed = seed
-        self.classifier_cache = classifiers
+        self.classifier_cache = classifier_cache
         self.classifier_epochs = classifier_epochs
         self.sample_steps = sample_steps
         self.units: dict[str, str] = {}  # metrics note the unit of a value here (test/neg_elbo: nats)
@@ -141,14 +143,12 @@ class Context:
 
         return self.once(("samples", len(real), None if labels is None else tuple(labels.tolist())), make)
 
-    def classifier(self) -> Any:
+    def classifier(self) -> DatasetClassifier | None:
         """The dataset classifier of labelled images (genlab.metrics.classifier), trained once and
         cached; None without a cache folder or for data it cannot classify."""
         if self.classifier_cache is None or not (self.info.is_image and self.info.has_labels):
             return None
-        from genlab.metrics.classifier import dataset_classifier
-
-        return self.once("classifier", lambda: dataset_classifier(
+        return self.once("classifier", lambda: classifier_module.dataset_classifier(
             self.dm, self.classifier_cache, self.classifier_epochs, device=self.device))
 
 
