@@ -106,12 +106,22 @@ class HasCodeKL(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Traversal:
+    """One grid of a code traversal, with what the model knows its codes mean."""
+
+    images: Tensor  # (rows·steps, *shape), row-major, in data space
+    title: str  # what the columns sweep
+    row_labels: tuple[str, ...] = ()  # what each row holds ("category 2")
+    column_labels: tuple[str, ...] = ()  # the swept values, "" where unmarked
+
+
 @runtime_checkable
 class CanTraverseCodes(Protocol):
     """Generators with interpretable input codes (InfoGAN)."""
 
-    def code_traversals(self, steps: int = 8) -> Tensor:
-        """Image grids (n_grids, rows·steps, *shape): each grid sweeps one code along its columns."""
+    def code_traversals(self, steps: int = 8) -> list[Traversal]:
+        """One grid per code, each sweeping it along ``steps`` columns."""
         ...
 
 

@@ -25,7 +25,8 @@ from genlab.config import setup_hydra
 from genlab.errors import UserError
 from genlab.metrics.base import Scores, eval_mode
 from genlab.metrics.sampling import ModeCoverage, SampleQuality
-from genlab.run import build, load_model, quiet_framework_noise
+from genlab.run import build, load_model, route_framework_logs
+from genlab.runs import load, swept_keys
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -60,12 +61,15 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, Path]:
 
 
 def _anchor_data_paths(cfg: DictConfig, run_dir: Path) -> None:
-    """Relative data.root / data.path were relative to where genlab-train ran (Hydra records it as
-    hydra.runtime.cwd in .hydra/hydra.yaml): made absolute, so genlab-eval works from any folder."""
+    """Paths were relative to where genlab-train ran (Hydra records it as hydra.runtime.cwd in
+    .hydra/hydra.yaml): paths.root_dir (the folder of datasets and caches by default) is set to it,
+    and a relative data.root / data.path made absolute, so genlab-eval works from any folder."""
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
     cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
     if cwd is None:
         return
+    if "paths" in cfg:
+        OmegaConf.update(cfg, "paths.root_dir", str(cwd), force_add=True)
     for key in ("root", "path"):
         value = cfg.data.get(key)
         if isinstance(value, str) and "${" not in value and not Path(value).expanduser().is_absolute():
@@ -101,8 +105,9 @@ def _cell(metrics: dict[str, float], name: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """One row per run: its model, data and the metrics its evaluator's metric objects put in a table
-    (``Metric.columns``), the union over the runs in the order they first appear."""
+    """One row per run: its folder, model, data, seed and the overrides that differ between the runs,
+    then the metrics its evaluator's metric objects put in a table (``Metric.columns``), the union
+    over the runs in the order they first appear. Cells fold rather than cut: names stay whole."""
     from rich.console import Console
     from rich.table import Table
 
@@ -110,25 +115,31 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     if not console.is_terminal:  # piped or captured: wide enough that no header wraps
         console = Console(highlight=False, width=max(console.width, 200))
     names = list(dict.fromkeys(c for r in rows for c in r["metrics"].columns))
+    keys = [k for k in swept_keys([r["run"] for r in rows]) if k not in ("model", "data", "seed")]
     table = Table(title="genlab-eval: test metrics (in brackets the floor: real training samples in place "
                   "of the model's)", title_justify="left")
     units = {k.removeprefix("test/"): u for r in rows for k, u in r["metrics"].units.items()}
-    for col in ("run", "model", "data", *names):
+    for col in ("run", "model", "data", "seed", *keys, *names):
         head = f"{col} ({units[col]})" if col in units else col
-        table.add_column(head, justify="left" if col in ("run", "model", "data") else "right")
+        table.add_column(head, justify="right" if col in names else "left", overflow="fold")
     for r in rows:
-        table.add_row(r["run"], r["model"], r["data"], *[_cell(r["metrics"], c) for c in names])
+        run = r["run"]
+        table.add_row(f"{run.path.parent.name}/{run.name}", r["model"], r["data"], str(run.seed),
+                      *[run.overrides.get(k, "") for k in keys], *[_cell(r["metrics"], c) for c in names])
     console.print(table)
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """All metrics of every run, one row each (empty where a run lacks one)."""
+    """All metrics of every run, one row each (empty where a run lacks one), with its overrides."""
     keys = sorted({k for r in rows for k in r["metrics"]})
+    overrides = list(dict.fromkeys(k for r in rows for k in r["run"].overrides if k not in ("model", "data", "seed")))
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", "model", "data", *keys])
+        writer.writerow(["run", "model", "data", "seed", *overrides, *keys])
         for r in rows:
-            writer.writerow([r["run"], r["model"], r["data"], *[r["metrics"].get(k, "") for k in keys]])
+            run = r["run"]
+            writer.writerow([str(run.path), r["model"], r["data"], run.seed,
+                             *[run.overrides.get(k, "") for k in overrides], *[r["metrics"].get(k, "") for k in keys]])
 
 
 def _choice(run_dir: Path, cfg: DictConfig, group: str) -> str:
@@ -141,25 +152,26 @@ def _choice(run_dir: Path, cfg: DictConfig, group: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``genlab-eval``)."""
     parser = argparse.ArgumentParser(prog="genlab-eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of genlab-train")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR|SWEEP_DIR",
+                        help="run folders of genlab-train, or sweep folders (every job in them)")
     parser.add_argument("--n-samples", type=int, default=None,
                         help="samples scored for FID/KID/MMD/precision/recall (default: the run's setting)")
     parser.add_argument("--out", type=Path, default=None, help="also write every metric to this CSV file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the models and feature networks run (default: cuda when available)")
     args = parser.parse_args(argv)
-    setup_hydra()  # the ${genlab_root:} resolver of the saved configs
-    quiet_framework_noise()
+    setup_hydra()  # the resolvers of the saved configs
+    route_framework_logs()
     try:
         if args.n_samples is not None and args.n_samples < 2:
             raise UserError(f"--n-samples={args.n_samples}: at least 2 samples are needed.")
-        runs = [(Path(d), *load_run(d)) for d in args.runs]  # every folder checked before any work
+        runs = [(run, *load_run(run.path)) for run in load(args.runs)]  # every folder checked before any work
         rows = []
-        for run_dir, cfg, ckpt in runs:
-            print(f"scoring {run_dir} ({ckpt.name})", file=sys.stderr)
+        for run, cfg, ckpt in runs:
+            print(f"scoring {run.path} ({ckpt.name})", file=sys.stderr)
             metrics = evaluate_run(cfg, ckpt, args.n_samples, args.device)
-            rows.append({"run": run_dir.name, "model": _choice(run_dir, cfg, "model"),
-                         "data": _choice(run_dir, cfg, "data"), "metrics": metrics})
+            rows.append({"run": run, "model": _choice(run.path, cfg, "model"),
+                         "data": _choice(run.path, cfg, "data"), "metrics": metrics})
     except UserError as e:
         print(f"genlab-eval: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -1,14 +1,22 @@
-"""Building objects from config and reporting a run: shared by train.py and the tests."""
+"""The steps of a run that train.py names: building objects from config, the checkpoint policy,
+and reporting (hyperparameters with the final metrics, metrics.json, the summary). Shared by
+train.py, genlab-eval and the tests; imports Lightning, so train.py imports it only to run.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from genlab.errors import UserError
@@ -16,18 +24,43 @@ from genlab.errors import UserError
 log = logging.getLogger("genlab")
 
 
-class _DropAdverts(logging.Filter):
+class DropAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "Tip: For seamless" not in record.getMessage()
 
 
-def quiet_framework_noise() -> None:
-    """Keep the run's output about the run: drop Lightning's product tips and a
-    deprecation warning raised inside Lightning itself on every fit."""
+def route_framework_logs() -> None:
+    """Keep the run's output about the run: drop Lightning's product tips and a deprecation warning
+    raised inside Lightning itself on every fit; and send Lightning's own messages (devices,
+    restored checkpoints, why fit stopped) to the run's log file as well as to the console."""
     import warnings
 
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DropAdverts())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    lightning = logging.getLogger("pytorch_lightning")
+    if not lightning.propagate:  # Lightning imported before Hydra set up logging keeps to its own handler
+        for handler in logging.getLogger().handlers:  # Hydra's job logging: console and <run>/<task>.log
+            if isinstance(handler, logging.FileHandler) and handler not in lightning.handlers:
+                lightning.addHandler(handler)
+
+
+def choice(group: str) -> str | None:
+    """The option chosen for a config group in this Hydra run (model=vae -> "vae"); None outside one."""
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def discard_failed_run() -> None:
+    """Remove this process's fresh run directory if the run stopped before writing anything.
+
+    Run directories are unique to the microsecond, so the directory is this run's own;
+    anything with a checkpoint or metrics is kept.
+    """
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return
+    if out.is_dir() and not (out / "checkpoints").exists() and not (out / "metrics.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -71,20 +104,79 @@ def build_group(node: DictConfig | None) -> list[Any]:
     return [build(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
+def checkpoint_policy(callbacks: list[Any], model: Any) -> list[Any]:
+    """The callbacks a model trains with: a model whose val/loss cannot pick a "best" epoch
+    (``ranks_checkpoints = False``) drops the checkpoint callbacks that rank by a monitored metric,
+    so only the latest checkpoint is kept and tested."""
+    if model.ranks_checkpoints:
+        return callbacks
+    return [cb for cb in callbacks if not (isinstance(cb, ModelCheckpoint) and cb.monitor)]
+
+
+def checkpoint_to_test(trainer: pl.Trainer) -> str | None:
+    """The checkpoint a finished fit is tested on: the best by a monitored metric when a checkpoint
+    callback ranks them, else the newest one. Lightning saves only after an optimiser step, so a
+    model fitted in closed form (pca) gets its last.ckpt written here. None without checkpointing."""
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    ranked = [cb.best_model_path for cb in callbacks if cb.monitor]
+    latest = [cb.best_model_path for cb in callbacks if not cb.monitor] + [cb.last_model_path for cb in callbacks]
+    path = next((p for p in [*ranked, *latest] if p), None)
+    if path is None and callbacks and callbacks[0].dirpath and trainer.global_step == 0:
+        path = str(Path(callbacks[0].dirpath) / "last.ckpt")
+        trainer.save_checkpoint(path)
+    return path
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """What a run's settings are, for the loggers: the model, data and trainer configs, the seed, the tags."""
+    params = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "trainer") if k in cfg}
+    params["seed"] = cfg.get("seed")
+    params["tags"] = ",".join(cfg.get("tags") or [])
+    return params
+
+
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """The composed config as hyperparameters and, in TensorBoard, as text."""
     text = OmegaConf.to_yaml(cfg, resolve=True)
-    params = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "trainer") if k in cfg}
-    params["seed"] = cfg.get("seed")
     for lg in loggers:
-        lg.log_hyperparams(params)
+        lg.log_hyperparams(hyperparameters(cfg))
         if isinstance(lg, TensorBoardLogger):
             # four-space indentation renders as a code block in TensorBoard's markdown
             lg.experiment.add_text("config", "    " + text.replace("\n", "\n    "))
 
 
+def finish(cfg: DictConfig, trainer: pl.Trainer, loggers: list[Logger], metrics: dict[str, float],
+           tested: str | None) -> dict[str, Any]:
+    """The end of a run: the hyperparameters beside the final test metrics in TensorBoard's HParams
+    tab, metrics.json (metrics, their units, the table columns, the tested checkpoint, the tags),
+    the summary printed and logged. Returns what metrics.json holds."""
+    from genlab.callbacks.evaluator import Evaluator
+
+    evaluators = [cb for cb in trainer.callbacks if isinstance(cb, Evaluator)]
+    result = {
+        "model": choice("model"), "data": choice("data"), "seed": cfg.seed, "tags": list(cfg.get("tags") or []),
+        "best_checkpoint": tested,
+        "metrics": dict(sorted(metrics.items())),
+        "units": dict(sorted({k: u for ev in evaluators for k, u in ev.last.units.items()}.items())),
+        "columns": list(dict.fromkeys(c for ev in evaluators for c in ev.last.columns)),
+    }
+    tests = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    for lg in loggers:
+        if isinstance(lg, TensorBoardLogger) and tests:  # the HParams tab needs metrics beside the settings
+            lg.log_hyperparams(hyperparameters(cfg), metrics=tests)
+        lg.finalize("success")
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    log.info("test metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in tests.items()))
+    log.info("run directory: %s | tested checkpoint: %s", out_dir, tested)
+    print_summary(result, out_dir, loggers)
+    return result
+
+
 def tensorboard_dirs(loggers: list[Logger]) -> list[str]:
-    return [lg.log_dir for lg in loggers if isinstance(lg, TensorBoardLogger)]
+    """The folders to open TensorBoard on: <run>/tensorboard, which holds the run under its name."""
+    return [lg.root_dir for lg in loggers if isinstance(lg, TensorBoardLogger)]
 
 
 def print_summary(result: dict[str, Any], out_dir: Path, loggers: list[Logger]) -> None:

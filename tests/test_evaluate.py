@@ -49,7 +49,7 @@ def test_folders_that_are_not_runs_exit_with_a_message(tmp_path, capsys) -> None
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "is not a genlab run" in err and "Traceback" not in err
+    assert e.value.code == 2 and f"no genlab run in {tmp_path}" in err and "Traceback" not in err
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.create({"model": {"_target_": "x.Y"}, "data": {"_target_": "x.Z"}}),
                    tmp_path / ".hydra" / "config.yaml")
@@ -58,7 +58,7 @@ def test_folders_that_are_not_runs_exit_with_a_message(tmp_path, capsys) -> None
     assert e.value.code == 2 and "has no checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "missing")])
-    assert e.value.code == 2 and "is not a folder" in capsys.readouterr().err
+    assert e.value.code == 2 and "missing does not exist" in capsys.readouterr().err
 
 
 def test_relative_data_paths_are_read_from_where_the_run_was_started(tmp_path, monkeypatch) -> None:

@@ -270,8 +270,12 @@ def test_infogan_information_term_matches_torch_distributions() -> None:
 def test_infogan_code_traversals() -> None:
     torch.manual_seed(0)
     model = InfoGAN(data_info=IMG, net=mlp(), n_categories=3, n_continuous=2, latent_dim=4).eval()
-    grids = model.code_traversals(steps=5)
+    traversals = model.code_traversals(steps=5)
+    grids = torch.stack([t.images for t in traversals])
     assert grids.shape == (2, 3 * 5, 1, 8, 8)
+    assert [t.row_labels for t in traversals] == [("category 0", "category 1", "category 2")] * 2
+    assert [t.title.split(":")[0] for t in traversals] == ["continuous code u1", "continuous code u2"]
+    assert traversals[0].column_labels[0] == "u=−1" and traversals[0].column_labels[-1] == "u=1"
     z = model.fixed_noise[:1, :4]
     for j, r, k in [(0, 0, 0), (1, 2, 4), (1, 1, 2)]:  # grid j, row r (category), column k (code j)
         u = torch.zeros(1, 2)
@@ -279,8 +283,8 @@ def test_infogan_code_traversals() -> None:
         expected = (torch.tanh(model.generator(model.with_codes(z, torch.tensor([r]), u))) + 1) / 2
         assert torch.allclose(grids[j, r * 5 + k], expected[0], atol=1e-6)
     only_categories = InfoGAN(data_info=IMG, net=mlp(), n_categories=3, n_continuous=0, latent_dim=4)
-    only_categories = only_categories.code_traversals(steps=4)
-    assert only_categories.shape == (1, 12, 1, 8, 8)
+    (only_categories,) = only_categories.code_traversals(steps=4)
+    assert only_categories.images.shape == (12, 1, 8, 8) and "different noise" in only_categories.title
 
 
 def test_infogan_reloads_from_its_checkpoint(tmp_path) -> None:
@@ -292,7 +296,7 @@ def test_infogan_reloads_from_its_checkpoint(tmp_path) -> None:
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     again = InfoGAN.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=False).eval()
     assert again.n_categories == 3 and torch.equal(again.fixed_noise, model.fixed_noise)
-    assert torch.equal(again.code_traversals(3), model.eval().code_traversals(3))
+    assert torch.equal(again.traversal_images(3), model.eval().traversal_images(3))
 
 
 def test_a_short_training_moves_samples_towards_the_ring() -> None:

@@ -1,10 +1,12 @@
-"""Latent-space pictures against hand computations; the pictures of a tiny run end to end."""
+"""Latent-space pictures against hand computations, the labels of every grid; the pictures of a
+tiny run end to end."""
 
 from __future__ import annotations
 
 import warnings
 from functools import partial
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -12,8 +14,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from scipy.stats import norm
 from torch import Tensor
 
+from genlab.callbacks import figures as FG
 from genlab.callbacks import latent_pictures as LP
-from genlab.callbacks.images import ImageLogger
+from genlab.callbacks.images import GRID_COLUMNS, ImageLogger, code_traversal_grids, cycle_figure
 from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
 from genlab.models.autoencoder import Autoencoder
 from genlab.models.base import GenerativeModel
@@ -87,21 +90,94 @@ def test_manifold_decodes_the_inverse_cdf_grid() -> None:
     assert "manifold" not in [p.name for p in LP.LatentPictures().pictures(Recorder(3), test, torch.randn(6, 3))]
 
 
-def test_traversals_follow_kl_per_dim_then_code_variance() -> None:
+def _ticks(labels: list) -> list[str]:
+    return [t.get_text() for t in labels]
+
+
+def test_manifold_figure_axes_are_h1_h2_with_code_ticks() -> None:
+    n, lo, hi = 20, 0.1, 0.9
+    opts = LP.LatentPictures(manifold_size=n, manifold_range=(lo, hi))
+    grid = _by_name(opts.pictures(Recorder(2), _indexed(6), torch.randn(6, 2)), "manifold").make()
+    fig = FG.grids_figure([grid])
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "h₁" and ax.get_ylabel() == "h₂"
+    q = [float(norm.ppf(lo + (hi - lo) * k / (n - 1))) for k in range(n)]
+    shown = range(0, n, 2)  # 20 columns: every second one carries its code value
+    assert _ticks(ax.get_xticklabels()) == [f"{q[j]:.2f}".replace("-", "−") for j in shown]  # h₁ to the right
+    assert _ticks(ax.get_yticklabels()) == [f"{q[n - 1 - i]:.2f}".replace("-", "−") for i in shown]  # h₂ up
+    (image,) = ax.get_images()
+    cell = (image.get_array().shape[1] - FG.PAD) / n  # image and padding, pixels per column
+    assert ax.get_xticks() == pytest.approx([FG.PAD + j * cell + (cell - FG.PAD - 1) / 2 for j in shown])
+    assert ax.get_yticks() == pytest.approx([FG.PAD + i * cell + (cell - FG.PAD - 1) / 2 for i in shown])
+
+
+def test_vae_traversals_move_the_dimensions_with_most_kl() -> None:
     g = torch.Generator().manual_seed(0)
-    codes = torch.randn(20, 4, generator=g) * torch.tensor([5.0, 0.1, 2.0, 0.7])  # variance order 0, 2, 3, 1
+    codes = torch.randn(20, 4, generator=g) * torch.tensor([5.0, 0.1, 2.0, 0.7])
     kl = torch.tensor([0.1, 2.0, 0.5, 1.0])  # KL order 1, 3, 2, 0
     opts = LP.LatentPictures(traversal_dims=3, traversal_range=2.0, traversal_steps=5)
     offsets = [-2.0, -1.0, 0.0, 1.0, 2.0]
-    for model, order in ((KLRecorder(4, codes, kl), [1, 3, 2]), (Recorder(4, codes), [0, 2, 3])):
-        pic = _by_name(opts.pictures(model, _indexed(20), codes), "traversals")
-        assert pic.columns == 5 and pic.make().shape == (15, *SHAPE)
-        h = model.seen[-1].view(3, 5, 4)
-        for r, dim in enumerate(order):  # base code (test image 0) with one dimension moved
-            for c, off in enumerate(offsets):
-                expected = codes[0].clone()
-                expected[dim] += off
-                assert torch.allclose(h[r, c], expected)
+    model = KLRecorder(4, codes, kl)
+    pic = _by_name(opts.pictures(model, _indexed(20), codes), "traversals")
+    grid = pic.make()
+    assert pic.columns == grid.columns == 5 and grid.images.shape == (15, *SHAPE)
+    h = model.seen[-1].view(3, 5, 4)
+    for r, dim in enumerate([1, 3, 2]):  # base code (test image 0) with one dimension moved
+        for c, off in enumerate(offsets):
+            expected = codes[0].clone()
+            expected[dim] += off
+            assert torch.allclose(h[r, c], expected)
+    assert list(grid.row_labels) == ["dim 1 · KL 2.00 nats", "dim 3 · KL 1.00 nats", "dim 2 · KL 0.50 nats"]
+    assert list(grid.column_labels) == ["−2", "−1", "0", "1", "2"]
+
+
+def test_autoencoder_traversals_follow_the_principal_directions_of_the_codes() -> None:
+    g = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4, generator=g))  # oblique directions, not code axes
+    codes = torch.randn(50, 4, generator=g) * torch.tensor([5.0, 2.0, 0.7, 0.1]) @ rotation.T + 3.0
+    opts = LP.LatentPictures(traversal_dims=3, traversal_range=2.0, traversal_steps=5)
+    offsets = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    model = Recorder(4, codes)  # no kl_per_dim: a deterministic autoencoder
+    grid = _by_name(opts.pictures(model, _indexed(50), codes), "traversals").make()
+    h = model.seen[-1].view(3, 5, 4)
+    # by hand: eigenvectors of the sample covariance, largest eigenvalue first; σ = √eigenvalue
+    eigenvalues, vectors = torch.linalg.eigh(torch.cov(codes.double().T))
+    std, vectors = eigenvalues.flip(0).sqrt()[:3].float(), vectors.flip(1)[:, :3].T.float()  # (3,), (3, d)
+    for r in range(3):
+        delta = h[r] - codes[0]  # (5, d): the moves away from the base code
+        sign = torch.sign(delta[-1] @ vectors[r])  # an eigenvector's sign is arbitrary
+        assert torch.allclose(delta, sign * offsets[:, None] * std[r] * vectors[r], atol=1e-4)
+        assert grid.row_labels[r] == f"PC{r + 1} · σ {float(std[r]):.2g}".replace("-", "−")
+    assert list(grid.column_labels) == ["−2σ", "−1σ", "0σ", "1σ", "2σ"]
+    again = LP.principal_directions(codes, 3)[0]
+    assert torch.equal(again, LP.principal_directions(codes.clone(), 3)[0])  # a fixed sign, run to run
+
+
+class WideCodes(GenerativeModel):
+    """An autoencoder-like stand-in with codes spread over thousands: a step of 1 in a code
+    dimension changes nothing visible, a step of one standard deviation does."""
+
+    def __init__(self) -> None:
+        super().__init__(data_info=STAND_IN)
+        g = torch.Generator().manual_seed(4)
+        self.enc, self.dec = torch.randn(16, 3, generator=g), torch.randn(3, 16, generator=g)
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return 1000 * x.flatten(1) @ self.enc
+
+    def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
+        return torch.sigmoid(h @ self.dec / 1000).view(len(h), *SHAPE)
+
+
+def test_autoencoder_traversal_columns_differ() -> None:
+    model, opts = WideCodes(), LP.LatentPictures(traversal_dims=3, traversal_range=3.0, traversal_steps=7)
+    test = Split(torch.rand(40, *SHAPE, generator=torch.Generator().manual_seed(5)))
+    codes = LP.encode_all(model, test.x)
+    rows = _by_name(opts.pictures(model, test, codes), "traversals").make().images.view(3, 7, -1)
+    step = (rows[:, 1:] - rows[:, :-1]).abs().amax(-1)  # (rows, columns − 1): the largest pixel change
+    assert (step > 0.05).all(), step
+    raw = LP.traversals(model, codes[0], torch.eye(3), torch.linspace(-3, 3, 7)).view(3, 7, -1)
+    assert (raw - raw[:, :1]).abs().max() < 0.01  # the old picture: raw dimensions moved by ±3, identical columns
 
 
 def test_interpolation_endpoints_are_reconstructions() -> None:
@@ -131,12 +207,18 @@ def test_arithmetic_vector_is_difference_of_class_means() -> None:
         vector = sums[2] / counts[2] - sums[0] / counts[0]
         assert torch.allclose(LP.attribute_vector(codes, test.y, 2, 0), vector, atol=1e-6)
         opts = LP.LatentPictures(arithmetic_classes=(2, 0), arithmetic_images=4)
-        pic = _by_name(opts.pictures(model, test, codes), "arithmetic")
-        rows = pic.make().view(3, 4, *SHAPE)
+        pic = _by_name(opts.pictures(model, test, codes, class_names=("zero", "one", "two")), "arithmetic")
+        grid = pic.make()
+        rows = grid.images.view(3, 4, *SHAPE)
         x_b = test.x[test.y == 0][:4]  # the first four test images of class b = 0
-        assert pic.columns == 4 and torch.equal(rows[0], x_b)
+        assert pic.columns == grid.columns == 4 and torch.equal(rows[0], x_b)
         assert torch.allclose(rows[1], model.decode(model.encode(x_b)), atol=1e-6)
         assert torch.allclose(rows[2], model.decode(model.encode(x_b) + vector), atol=1e-5)
+    assert grid.row_labels[0] == "images of class zero" and grid.row_labels[1] == "reconstructions"
+    assert grid.row_labels[2].replace("\n", " ") == "+ (mean code of two − mean code of zero)"  # a − b, named
+    assert _ticks(FG.grids_figure([grid]).axes[0].get_yticklabels()) == list(grid.row_labels)
+    unnamed = _by_name(opts.pictures(model, test, codes), "arithmetic").make()  # no names: class indices
+    assert "of 2" in unnamed.row_labels[2] and "of 0" in unnamed.row_labels[2]
     no_labels = LP.LatentPictures().pictures(model, Split(test.x), codes)
     assert "arithmetic" not in [p.name for p in no_labels]
 
@@ -167,6 +249,29 @@ def test_class_rows_share_the_noise_of_each_column() -> None:
     assert torch.equal(again.view(3, 4, *SHAPE), rows)
 
 
+def test_cycle_rows_name_the_domains() -> None:
+    info = DataInfo("two", SHAPE, domains=("digits", "inverted"))
+    rows = tuple(torch.rand(5, *SHAPE) for _ in range(3))
+    ax = cycle_figure(rows, info, "b2a").axes[0]
+    assert _ticks(ax.get_yticklabels()) == ["input: inverted", "translated: digits", "translated back: inverted"]
+    assert len(ax.get_images()) == 1  # one picture: the three rows of five images
+
+
+def test_code_traversals_get_one_labelled_block_per_code() -> None:
+    from genlab.capabilities import Traversal
+
+    sweep = ("u=−1", *[""] * (GRID_COLUMNS - 2), "u=1")
+    rows = ("category 0", "category 1", "category 2")
+    traversals = [Traversal(torch.rand(3 * GRID_COLUMNS, *SHAPE), f"continuous code u{j}: swept", rows, sweep)
+                  for j in (1, 2)]
+    grids = code_traversal_grids(traversals)
+    assert len(grids) == 2 and all(list(g.row_labels) == list(rows) for g in grids)
+    assert all(g.columns == GRID_COLUMNS for g in grids)  # three rows of GRID_COLUMNS images each
+    assert grids[0].column_labels[0] == "u=−1" and grids[0].column_labels[-1] == "u=1"
+    fig = FG.grids_figure(grids, title="InfoGAN")
+    assert len(fig.axes) == 2 and all(_ticks(ax.get_yticklabels())[0] == "category 0" for ax in fig.axes)
+
+
 class ConditionalRecorder(Recorder):
     """Codes and decoding that need the class: records the labels it decodes with."""
 
@@ -191,8 +296,26 @@ def test_conditional_models_get_labels_and_same_class_pairs() -> None:
     pics = {p.name: p for p in LP.LatentPictures(interpolation_steps=3).pictures(model, test, codes)}
     pics["manifold"].make()
     assert (model.seen[-1] == 1).all()  # the class of the base image (test image 0)
-    pics["interpolations"].make()
+    grid = pics["interpolations"].make()
     assert torch.equal(model.seen[-1], torch.tensor([0, 1, 2]).repeat_interleave(3))  # one row per class
+    assert list(grid.row_labels) == ["class 0", "class 1", "class 2"]
+
+
+def test_interpolation_rows_name_the_pair_and_columns_mark_the_real_endpoints() -> None:
+    model = _autoencoder(3)
+    g = torch.Generator().manual_seed(6)
+    test = Split(torch.rand(6, *SHAPE, generator=g), torch.tensor([2, 0, 1, 1, 0, 2]))
+    opts = LP.LatentPictures(interpolation_pairs=3, interpolation_steps=4)
+    with torch.no_grad():
+        grid = _by_name(opts.pictures(model, test, model.encode(test.x), class_names=("a", "b", "c")),
+                        "interpolations").make()
+    assert list(grid.row_labels) == ["c → a", "b → b", "a → c"]  # consecutive test images, classes named
+    assert list(grid.column_labels) == ["real", "t=0", "", "", "t=1", "real"]
+    assert tuple(grid.separators) == (1, 5)  # lines set the real images apart from the decoded path
+    ax = FG.grids_figure([grid]).axes[0]
+    assert _ticks(ax.get_xticklabels()) == ["real", "t=0", "t=1", "real"]
+    unlabelled = _by_name(opts.pictures(model, Split(test.x), model.encode(test.x).detach()), "interpolations")
+    assert list(unlabelled.make().row_labels) == ["pair 1", "pair 2", "pair 3"]
 
 
 def test_embedding_subset_labels_and_thumbnails() -> None:
@@ -244,7 +367,10 @@ def test_tiny_run_writes_latent_pictures_and_projector(tmp_path) -> None:
         enable_model_summary=False,
         callbacks=[ImageLogger(str(tmp_path), n_images=8, latent=latent)],
     )
-    trainer.test(_autoencoder(2), datamodule=dm)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.test(_autoencoder(2), datamodule=dm)
+    assert not [str(w.message) for w in caught if "ImageLogger" in str(w.message)]  # every picture rendered
     names = {p.name for p in (tmp_path / "images").iterdir()}
     assert {"manifold.png", "traversals.png", "interpolations.png", "arithmetic.png", "codes.png"} <= names
     (run,) = {p.parent for p in (tmp_path / "tb").rglob("events.out.tfevents.*")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -13,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from sklearn.decomposition import PCA
 from torch import Tensor, nn
 
+from genlab.callbacks import figures as FG
 from genlab.callbacks.evaluator import configured_evaluator
 from genlab.callbacks.images import Figure, ImageLogger
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
@@ -240,6 +242,47 @@ def test_evaluator_perfect_model_and_samples(tmp_path) -> None:
     from PIL import Image
 
     assert min(Image.open(tmp_path / "images" / "samples.png").size) >= 3 * 28  # three class rows, upscaled
+
+
+class NamedTinyImages(TinyImages):
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo("tiny", (1, 8, 8), num_classes=3, class_names=("circle", "square", "star"))
+
+
+class LabelKeeper(ImageLogger):
+    """Keeps the row labels of every figure it writes (per axes, top to bottom) before the figure is cleared."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows: dict[str, list[list[str]]] = {}
+
+    def emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Figure],
+             step: int | None = None) -> None:
+        def keep() -> Figure:
+            fig = make()
+            self.rows[tag] = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
+            return fig
+
+        super().emit(trainer, tag, filename, keep, step)
+
+
+def test_sample_rows_carry_class_names_and_reconstruction_rows_say_which_is_which(tmp_path) -> None:
+    dm = NamedTinyImages(eval_batch_size=64)
+    keeper = LabelKeeper(str(tmp_path), n_images=16)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[keeper])
+    trainer.test(IdentityModel(dm.info), datamodule=dm)
+    assert keeper.rows["test/samples"] == [["circle", "square", "star"]]  # one row per class, in class order
+    assert keeper.rows["test/reconstructions"] == [["original", "reconstruction"] * 2]  # 16 images: 2 rows each
+    unnamed = LabelKeeper(str(tmp_path / "unnamed"))
+    dm = TinyImages(eval_batch_size=64)
+    pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               callbacks=[unnamed]).test(IdentityModel(dm.info), datamodule=dm)
+    assert unnamed.rows["test/samples"] == [["0", "1", "2"]]  # no class names: the indices
+    blocks = [torch.arange(8).view(8, 1, 1, 1), 10 + torch.arange(8).view(8, 1, 1, 1)]
+    rows = FG.interleaved_rows(blocks, 4).view(4, 4)  # each row of originals directly above its reconstructions
+    assert rows.tolist() == [[0, 1, 2, 3], [10, 11, 12, 13], [4, 5, 6, 7], [14, 15, 16, 17]]
 
 
 def test_points_and_failing_png_do_not_crash(tmp_path, monkeypatch) -> None:

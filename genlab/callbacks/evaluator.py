@@ -14,7 +14,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
-from genlab.config import project_root
+from genlab.config import conf_dir
 from genlab.data.base import TensorDataModule
 from genlab.errors import UserError
 from genlab.metrics.base import Context, Metric, Scores, eval_mode, finite
@@ -82,7 +82,7 @@ def configured_evaluator(classifier_cache: str | Path | None = None, overrides: 
     ``overrides`` such as "metrics.probes.knn_k=3" or "sample_steps=50"."""
     from genlab.run import build
 
-    node = OmegaConf.load(Path(project_root()) / "conf" / "callbacks" / "evaluator.yaml").evaluator
+    node = OmegaConf.load(conf_dir() / "callbacks" / "evaluator.yaml").evaluator
     node.classifier_cache = None if classifier_cache is None else str(classifier_cache)
     node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
     return build(node)

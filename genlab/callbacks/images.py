@@ -1,11 +1,11 @@
 """The one picture path for all models: grids and scatters to TensorBoard and to
 ``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode, decode,
 translate, traverse codes, plot its state); the latent-space pictures are built in
-``latent_pictures``."""
+``latent_pictures``. Every image grid is a labelled figure drawn by ``figures.grids_figure``:
+a title and what each row (and, where it varies, each column) shows."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +19,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
 
 from genlab.callbacks.evaluator import trained_datamodule
+from genlab.callbacks.figures import Grid, class_name, grids_figure, interleaved_rows, labelled_grid
 from genlab.callbacks.latent_pictures import LatentPictures, class_rows, encode_all
-from genlab.capabilities import CanEncode, CanPlotState, CanReconstruct, CanSample, CanTranslate, CanTraverseCodes
+from genlab.capabilities import (
+    CanEncode,
+    CanPlotState,
+    CanReconstruct,
+    CanSample,
+    CanTranslate,
+    CanTraverseCodes,
+    Traversal,
+)
 from genlab.data.base import DataInfo, TensorDataModule
 from genlab.metrics.base import eval_mode, seeded
 from genlab.metrics.codes import project_2d
@@ -31,17 +39,6 @@ from genlab.metrics.translation import OTHER, domain_splits
 from genlab.models.base import GenerativeModel
 
 GRID_COLUMNS = 8
-MIN_PIXELS = 28  # small images (8x8 digits) are upscaled to at least this size per image
-
-
-def _grid(x: Tensor, info: DataInfo, ncol: int) -> Tensor:
-    """Images (n, C, H, W) -> one grid picture (3, H', W') in [0, 1], small images upscaled."""
-    x = x.detach().float().cpu()
-    if x.shape[-1] < MIN_PIXELS:
-        x = F.interpolate(x, scale_factor=math.ceil(MIN_PIXELS / x.shape[-1]), mode="nearest")
-    if info.bounded:
-        x = x.clamp(0, 1)
-    return make_grid(x, nrow=ncol, padding=2, normalize=not info.bounded, pad_value=1.0)
 
 
 def _xy(x: Tensor) -> Tensor:
@@ -97,7 +94,8 @@ class ImageLogger(pl.Callback):
     """Reconstructions, samples and code scatters as PNGs in ``<output_dir>/images`` and in TensorBoard.
 
     Validation epochs go to TensorBoard only (a sequence showing training progress); the test
-    pictures go to both. Images are grids; 2-D point data are scatters against the data.
+    pictures go to both. Images are labelled grids (``figures``); 2-D point data are scatters
+    against the data.
     With ``latent`` set, the test end adds the latent-space pictures of image data (manifold,
     traversals, interpolations, arithmetic) and the test codes in TensorBoard's projector.
     """
@@ -131,9 +129,9 @@ class ImageLogger(pl.Callback):
             self.stage_pictures(trainer, pl_module, dm, "test", png=True)
             if isinstance(pl_module, CanEncode):
                 self.code_pictures(trainer, pl_module, dm)
-            if isinstance(pl_module, CanTraverseCodes) and dm.info.is_image:  # one grid per code, top to bottom
-                grids = pl_module.code_traversals
-                make = lambda: torch.cat([_grid(g, dm.info, GRID_COLUMNS) for g in grids(GRID_COLUMNS)], dim=1)
+            if isinstance(pl_module, CanTraverseCodes) and dm.info.is_image:  # one block per code, top to bottom
+                model, bounded = pl_module, dm.info.bounded
+                make = lambda: grids_figure(code_traversal_grids(model.code_traversals(GRID_COLUMNS)), bounded)
                 self.emit(trainer, "test/code_traversals", "code_traversals.png", make)
         for lg in _tensorboards(trainer):
             lg.experiment.flush()
@@ -164,16 +162,15 @@ class ImageLogger(pl.Callback):
     def stage_pictures(
         self, trainer: pl.Trainer, model: GenerativeModel, dm: TensorDataModule, stage: str, png: bool
     ) -> None:
-        """Reconstructions of fixed images of the split and samples from fixed noise."""
+        """Reconstructions of fixed images of the split, samples from fixed noise, translation cycles."""
         info = dm.info
         if isinstance(model, CanReconstruct):
             shown = dm.splits[stage].pick(self.n_images if info.is_image else self.n_points, self.seed)
             x = TensorDataModule.scale(shown.x.to(model.device))
             y = shown.y.to(model.device) if model.conditional and shown.y is not None else None
             x_hat = model.reconstruct(x, y)
-            if info.is_image:  # originals in the top rows, their reconstructions below
-                ncol = min(len(x), GRID_COLUMNS)
-                make = lambda: torch.cat([_grid(x, info, ncol), _grid(x_hat, info, ncol)], dim=1)
+            if info.is_image:
+                make = lambda: reconstructions_figure(x, x_hat, info, stage)
             else:
                 make = lambda: _points_figure(x, x_hat, "reconstructions")
             self.emit(trainer, f"{stage}/reconstructions", "reconstructions.png" if png else None, make)
@@ -192,7 +189,7 @@ class ImageLogger(pl.Callback):
                 with seeded(model.device, self.seed):
                     samples = model.sample(n, y)
             if info.is_image:
-                make = lambda: _grid(samples, info, GRID_COLUMNS)
+                make = lambda: samples_figure(samples, info, bool(by_class))
             else:
                 data = TensorDataModule.scale(dm.splits[stage].pick(self.n_points, self.seed).x)
                 make = lambda: _points_figure(data, samples, "samples", y)
@@ -203,7 +200,7 @@ class ImageLogger(pl.Callback):
                 x = TensorDataModule.scale(splits[stage].pick(GRID_COLUMNS, self.seed).x.to(model.device))
                 t = model.translate(x, direction)
                 rows = (x, t, model.translate(t, OTHER[direction]))
-                make = lambda rows=rows: torch.cat([_grid(r, info, GRID_COLUMNS) for r in rows], dim=1)
+                make = lambda rows=rows, d=direction: cycle_figure(rows, info, d)
                 self.emit(trainer, f"{stage}/cycle_{direction}", f"cycle_{direction}.png" if png else None, make)
 
     def code_pictures(self, trainer: pl.Trainer, model: GenerativeModel, dm: TensorDataModule) -> None:
@@ -220,8 +217,8 @@ class ImageLogger(pl.Callback):
         if self.latent is None:
             return
         if info.is_image:
-            for pic in self.latent.pictures(model, test, codes, batch_size):
-                make = lambda p=pic: _grid(p.make(), info, p.columns)
+            for pic in self.latent.pictures(model, test, codes, batch_size, info.class_names):
+                make = lambda p=pic: grids_figure([p.make()], info.bounded)
                 self.emit(trainer, f"test/{pic.name}", f"{pic.name}.png", make)
         tensorboards = _tensorboards(trainer)
         if tensorboards:  # the projector: codes with labels as metadata and thumbnails as sprites
@@ -230,27 +227,62 @@ class ImageLogger(pl.Callback):
                 for lg in tensorboards:
                     lg.experiment.add_embedding(**emb, tag="test_codes", global_step=trainer.global_step)
 
-    def emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Tensor | Figure],
-              step: int | None = None) -> None:
-        """Render a picture (grid tensor or figure) to TensorBoard (at ``step``, by default the global
-        step) and, when named, to a PNG.
+    def emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Figure],
+             step: int | None = None) -> None:
+        """Render a figure to TensorBoard (at ``step``, by default the global step) and, when named,
+        to a PNG; the figure is cleared afterwards (its axes and images freed at once, not at the next
+        garbage collection: validation pictures come every epoch).
 
         Pictures are a by-product: a rendering or writing failure warns and the run goes on.
         """
         step = trainer.global_step if step is None else step
         with _by_product(tag):
-            pic = make()
-            for lg in _tensorboards(trainer):
-                if isinstance(pic, Figure):
-                    lg.experiment.add_figure(tag, pic, global_step=step, close=False)
-                else:
-                    lg.experiment.add_image(tag, pic, global_step=step, dataformats="CHW")
-            if filename is not None:
-                self.image_dir.mkdir(parents=True, exist_ok=True)
-                if isinstance(pic, Figure):
-                    pic.savefig(self.image_dir / filename)
-                else:
-                    save_image(pic, self.image_dir / filename)
+            fig = make()
+            try:
+                for lg in _tensorboards(trainer):
+                    lg.experiment.add_figure(tag, fig, global_step=step, close=False)  # close=True needs pyplot
+                if filename is not None:
+                    self.image_dir.mkdir(parents=True, exist_ok=True)
+                    fig.savefig(self.image_dir / filename)
+            finally:
+                fig.clear()
+
+
+# ---- the labelled grids of the stage pictures ---------------------------------------------------
+def reconstructions_figure(x: Tensor, x_hat: Tensor, info: DataInfo, stage: str) -> Figure:
+    """Images x (n, C, H, W) and their reconstructions x_hat, in rows of up to GRID_COLUMNS: each row of
+    originals directly above its reconstructions (whole rows only: n is cut to a multiple of the row)."""
+    ncol = min(len(x), GRID_COLUMNS)
+    k = len(x) // ncol * ncol
+    images = interleaved_rows([x[:k].detach().float().cpu(), x_hat[:k].detach().float().cpu()], ncol)
+    title = f"reconstructions of fixed {stage} images: each row of originals above its reconstructions"
+    return labelled_grid(images, ncol, ["original", "reconstruction"] * (k // ncol), title, info=info)
+
+
+def samples_figure(samples: Tensor, info: DataInfo, by_class: bool) -> Figure:
+    """Samples (n, C, H, W) in rows of GRID_COLUMNS; by_class: row c holds class c (``class_rows``),
+    labelled with its name from ``info.class_names`` (or its index)."""
+    if not by_class:
+        return labelled_grid(samples, GRID_COLUMNS, (), "samples from fixed noise", info=info)
+    rows = [class_name(c, info.class_names) for c in range(len(samples) // GRID_COLUMNS)]
+    title = "samples, one row per class: column j starts from the same noise in every row"
+    return labelled_grid(samples, GRID_COLUMNS, rows, title, info=info)
+
+
+def cycle_figure(rows: tuple[Tensor, Tensor, Tensor], info: DataInfo, direction: str) -> Figure:
+    """Inputs (n, C, H, W) of one domain, their translations and those translated back, a row each,
+    labelled with the domains' names (``info.domains``)."""
+    a, b = info.domains if len(info.domains) == 2 else ("A", "B")
+    src, dst = (a, b) if direction == "a2b" else (b, a)
+    labels = [f"input: {src}", f"translated: {dst}", f"translated back: {src}"]
+    images = torch.cat([r.detach().float().cpu() for r in rows])
+    return labelled_grid(images, len(rows[0]), labels, f"translation cycle {src} → {dst} → {src}", info=info)
+
+
+def code_traversal_grids(traversals: list[Traversal]) -> list[Grid]:
+    """One labelled block per grid of ``code_traversals``, labelled as the model labels its codes."""
+    return [Grid(t.images, len(t.images) // max(1, len(t.row_labels)), t.row_labels, t.title, t.column_labels)
+            for t in traversals]
 
 
 def _tensorboards(trainer: pl.Trainer) -> list[TensorBoardLogger]:

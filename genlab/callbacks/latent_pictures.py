@@ -1,17 +1,19 @@
-"""Latent-space pictures: the learned manifold of a 2-D code, traversals of single code
-dimensions, interpolations and attribute arithmetic between codes, class rows of samples
-from the same noise, and the codes for TensorBoard's projector.
+"""Latent-space pictures: the learned manifold of a 2-D code, traversals of the code (single
+dimensions by KL for models with ``kl_per_dim``, the principal directions of the test codes for
+the others), interpolations and attribute arithmetic between codes, class rows of samples from
+the same noise, and the codes for TensorBoard's projector.
 
 Pure functions of a model and data (no Lightning): they ask only for capabilities —
 ``encode(x, y) -> (B, latent_dim)``, ``decode(h, y) -> x̂``, optionally ``kl_per_dim(x, y) ->
 (B, latent_dim)`` — and pass labels as ``y`` to conditional models (``model.conditional``).
-Images go in and come out as float tensors (n, C, H, W) on the CPU; ``ImageLogger`` makes
-the grids and writes them.
+Images go in and come out as float tensors (n, C, H, W) on the CPU; ``LatentPictures.pictures``
+wraps them in labelled ``Grid``s (what each row and column shows) that ``ImageLogger`` renders
+with ``figures.grids_figure`` and writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -19,12 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlab.callbacks.figures import Grid, class_name, number, thinned
 from genlab.capabilities import CanDecode, HasCodeKL
 from genlab.data.base import Split, TensorDataModule, map_batches
 from genlab.metrics.base import seeded
 from genlab.models.base import GenerativeModel
 
 THUMBNAIL_PIXELS = 64  # projector sprites: larger images are shrunk to this size
+MOST_TICKS = 10  # tick labels along a manifold axis
+MOST_OFFSETS = 5  # offset labels under a traversal
 
 
 # ---- calling a model ----------------------------------------------------------------------
@@ -66,22 +71,37 @@ def manifold(model: GenerativeModel, n: int = 20, lo: float = 0.05, hi: float = 
     return decode(model, h, None if y is None else torch.full((len(h),), y))
 
 
-def dimension_scores(model: GenerativeModel, x: Tensor, y: Tensor | None, codes: Tensor,
-                     batch_size: int = 512) -> Tensor:
-    """How much each code dimension is used (latent_dim,): the mean KL per dimension over x when
-    the model has ``kl_per_dim``, else the variance of the codes (N, latent_dim)."""
-    if isinstance(model, HasCodeKL):
-        kl = lambda xb, y=None: model.kl_per_dim(xb, y)  # noqa: E731
-        return map_batches(kl, x, _device(model), batch_size, _given(model, y)).mean(0)
-    return codes.var(0)
+def mean_kl_per_dim(model: HasCodeKL, x: Tensor, y: Tensor | None, batch_size: int = 512) -> Tensor:
+    """The mean KL(q(h_d|x) ‖ p(h_d)) per code dimension over images x (N, *shape), in nats (latent_dim,)."""
+    kl = lambda xb, y=None: model.kl_per_dim(xb, y)  # noqa: E731
+    return map_batches(kl, x, _device(model), batch_size, _given(model, y)).mean(0)
 
 
-def traversals(model: GenerativeModel, base: Tensor, dims: Tensor, offsets: Tensor, y: int | None = None) -> Tensor:
-    """Images (len(dims)·len(offsets), *shape): row r decodes the base code (d,) with dimension
-    dims[r] moved by each offset, the other dimensions held fixed."""
-    h = base.repeat(len(dims) * len(offsets), 1)  # (rows·cols, d)
-    rows = torch.arange(len(dims)).repeat_interleave(len(offsets))
-    h[torch.arange(len(h)), dims[rows]] += offsets.repeat(len(dims))
+def principal_directions(codes: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k leading principal directions of codes (N, d) as unit rows (k', d), k' = min(k, N, d),
+    and the codes' standard deviation along each (k',), largest first.
+
+    Deterministic autoencoders have no prior to measure offsets in and may spread their codes
+    along a few oblique directions; moving along these directions by multiples of their spread
+    changes the image where moving one raw dimension by ±3 may not. The sign of each direction
+    is fixed (its largest entry positive) so the picture does not flip between runs of the SVD.
+    """
+    c = codes.double() - codes.double().mean(0)
+    _, s, vh = torch.linalg.svd(c, full_matrices=False)  # rows of vh: the directions, by singular value
+    v = vh[: min(k, len(s))]
+    sign = v.gather(1, v.abs().argmax(1, keepdim=True)).sign()
+    std = s[: len(v)] / max(len(codes) - 1, 1) ** 0.5
+    return (v * torch.where(sign == 0, 1.0, sign)).float(), std.float()
+
+
+def traversals(model: GenerativeModel, base: Tensor, directions: Tensor, offsets: Tensor,
+               y: int | None = None) -> Tensor:
+    """Images (R·S, *shape): row r decodes base + offsets[r, s]·directions[r] for the base code (d,),
+    directions (R, d) (unit vectors: code dimensions or principal directions) and offsets (R, S),
+    or (S,) for the same offsets in every row."""
+    steps = offsets.shape[-1]
+    h = base + offsets.expand(len(directions), steps)[:, :, None] * directions[:, None, :]  # (R, S, d)
+    h = h.flatten(0, 1)
     return decode(model, h, None if y is None else torch.full((len(h),), y))
 
 
@@ -143,7 +163,7 @@ def _at(y: Tensor | None, idx: Tensor) -> Tensor | None:
 class Picture(NamedTuple):
     name: str  # the PNG is <name>.png, the TensorBoard tag test/<name>
     columns: int  # images per grid row
-    make: Callable[[], Tensor]  # -> images (rows·columns, *shape), built only when written
+    make: Callable[[], Grid]  # -> the labelled images (rows·columns, *shape), built only when written
 
 
 @dataclass
@@ -152,8 +172,8 @@ class LatentPictures:
 
     manifold_size: int = 20  # n×n decoded images, 2-D codes only
     manifold_range: tuple[float, float] = (0.05, 0.95)  # u, v before Φ⁻¹
-    traversal_dims: int = 10  # rows: the most used code dimensions
-    traversal_range: float = 3.0  # each row moves one dimension by −r..r around the base code
+    traversal_dims: int = 10  # rows: the dimensions with most KL, or the leading principal directions
+    traversal_range: float = 3.0  # offsets −r..r around the base code: code units, or the direction's σ
     traversal_steps: int = 9
     interpolation_pairs: int = 8
     interpolation_steps: int = 10  # decoded points per row, both endpoints included
@@ -161,37 +181,99 @@ class LatentPictures:
     arithmetic_images: int = 8
     embedding_points: int = 1000  # test codes in TensorBoard's projector
 
-    def pictures(self, model: GenerativeModel, test: Split, codes: Tensor, batch_size: int = 512) -> list[Picture]:
-        """The pictures of fixed test images (test.x unscaled, test.y optional) with their codes (N, d)."""
+    def pictures(self, model: GenerativeModel, test: Split, codes: Tensor, batch_size: int = 512,
+                 class_names: Sequence[str] = ()) -> list[Picture]:
+        """The pictures of fixed test images (test.x unscaled, test.y optional) with their codes (N, d);
+        class_names (``DataInfo.class_names``) label classes, which are shown by index without them."""
         if not isinstance(model, CanDecode) or len(test) == 0:
             return []
         conditional = model.conditional and test.y is not None
         labels = test.y if conditional else None  # given to the model only when it is conditional
         y0 = None if labels is None else int(labels[0])  # conditional decoders: the base image's class
+        given = "" if y0 is None else f" (decoded as class {class_name(y0, class_names)})"
         out = []
         if codes.shape[1] == 2:
-            (lo, hi), n = self.manifold_range, self.manifold_size
-            out.append(Picture("manifold", n, lambda: manifold(model, n, lo, hi, y0)))
-
-        def traversal_grid() -> Tensor:  # rows: the most used dimensions first
-            dims = dimension_scores(model, test.x, labels, codes, batch_size).argsort(descending=True)
-            offsets = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)
-            return traversals(model, codes[0], dims[: self.traversal_dims], offsets, y0)
-
-        out.append(Picture("traversals", self.traversal_steps, traversal_grid))
+            out.append(Picture("manifold", self.manifold_size, lambda: self.manifold_grid(model, y0, given)))
+        traverse = lambda: self.traversal_grid(model, test.x, labels, codes, y0, batch_size, given)
+        out.append(Picture("traversals", self.traversal_steps, traverse))
         pairs = self.interpolation_pairs_of(test, conditional)
         if pairs is not None:
-            a, b = pairs
-            xa, xb, ya = TensorDataModule.scale(test.x[a]), TensorDataModule.scale(test.x[b]), _at(labels, a)
-            steps = self.interpolation_steps
-            out.append(Picture("interpolations", steps + 2, lambda: interpolations(model, xa, xb, steps, ya)))
+            between = lambda: self.interpolation_grid(model, test, labels, pairs, class_names)
+            out.append(Picture("interpolations", self.interpolation_steps + 2, between))
         classes = self.arithmetic_pair(test.y)
         if classes is not None and test.y is not None:
-            vec = attribute_vector(codes, test.y, *classes)  # class a − class b, added to images of b
             idx = torch.nonzero(test.y == classes[1]).squeeze(1)[: self.arithmetic_images]
-            xs, ys = TensorDataModule.scale(test.x[idx]), _at(labels, idx)
-            out.append(Picture("arithmetic", len(idx), lambda: arithmetic(model, xs, vec, ys)))
+            moved = lambda: self.arithmetic_grid(model, test, labels, codes, idx, classes, class_names)
+            out.append(Picture("arithmetic", len(idx), moved))
         return out
+
+    def manifold_grid(self, model: GenerativeModel, y: int | None, given: str = "") -> Grid:
+        """The decoded manifold with h₁ along x and h₂ up y, ticks at the codes of the columns and rows."""
+        (lo, hi), n = self.manifold_range, self.manifold_size
+        h = manifold_codes(n, lo, hi)  # (n·n, 2): h₁ runs along a row, h₂ down the rows
+        ticks = lambda v: thinned([number(c, ".2f") for c in v], MOST_TICKS)  # noqa: E731
+        title = f"decoder output on a grid of codes h = (Φ⁻¹(u), Φ⁻¹(v)), u, v evenly spaced in [{lo}, {hi}]"
+        return Grid(manifold(model, n, lo, hi, y), n, ticks(h[::n, 1]), title + given, ticks(h[:n, 0]),
+                    xlabel="h₁", ylabel="h₂")
+
+    def traversal_grid(self, model: GenerativeModel, x: Tensor, labels: Tensor | None, codes: Tensor,
+                       y: int | None, batch_size: int = 512, given: str = "") -> Grid:
+        """Traversals of test image 0's code (codes (N, d) of the test images x), a row per direction:
+        the code dimensions with the most KL for models with ``kl_per_dim`` (offsets in prior units),
+        else the principal directions of the codes (offsets in units of the codes' spread along each)."""
+        offsets = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)  # (S,)
+        if isinstance(model, HasCodeKL):
+            kl = mean_kl_per_dim(model, x, labels, batch_size)  # (d,)
+            dims = kl.argsort(descending=True)[: self.traversal_dims]
+            rows = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims.tolist()]
+            images = traversals(model, codes[0], torch.eye(codes.shape[1])[dims], offsets, y)
+            cols = [number(o) for o in offsets]
+            title = ("traversals of a test image's code: one code dimension per row, most KL first; "
+                     "columns: the value added to it")
+        else:
+            directions, std = principal_directions(codes, self.traversal_dims)  # (R, d), (R,)
+            spread = std > 1e-6 * std[0]  # directions the codes do not vary along would show R identical columns
+            spread[0] = True
+            directions, std = directions[spread], std[spread]
+            rows = [f"PC{r + 1} · σ {number(v, '.2g')}" for r, v in enumerate(std.tolist())]
+            images = traversals(model, codes[0], directions, offsets * std[:, None], y)
+            cols = [number(o) + "σ" for o in offsets]
+            title = ("traversals of a test image's code along the principal directions of the test codes, most spread "
+                     "first; columns: the offset in units of each direction's standard deviation σ")
+        return Grid(images, len(offsets), rows, title + given, thinned(cols, MOST_OFFSETS))
+
+    def interpolation_grid(self, model: GenerativeModel, test: Split, labels: Tensor | None,
+                           pairs: tuple[Tensor, Tensor], class_names: Sequence[str] = ()) -> Grid:
+        """A row per pair (indices a, b (P,) into test): the real image a, the decoded path, the real image b."""
+        a, b = pairs
+        steps = self.interpolation_steps
+        xa, xb = TensorDataModule.scale(test.x[a]), TensorDataModule.scale(test.x[b])
+        images = interpolations(model, xa, xb, steps, _at(labels, a))
+        name = lambda k: class_name(int(k), class_names)  # noqa: E731
+        if test.y is None:
+            rows = [f"pair {k + 1}" for k in range(len(a))]
+        elif labels is not None:  # conditional: both images of one class, decoded as that class
+            rows = [f"class {name(c)}" for c in test.y[a]]
+        else:
+            rows = [f"{name(ca)} → {name(cb)}" for ca, cb in zip(test.y[a], test.y[b])]
+        ends = {0: "t=0", steps - 1: "t=1"}
+        cols = ["real"] + [ends.get(k, "") for k in range(steps)] + ["real"]
+        title = (f"interpolations decode((1 − t)·h_a + t·h_b), t from 0 to 1 in {steps} steps, between the codes "
+                 "of two test images; outer columns: the real images")
+        return Grid(images, steps + 2, rows, title, cols, separators=(1, steps + 1))
+
+    def arithmetic_grid(self, model: GenerativeModel, test: Split, labels: Tensor | None, codes: Tensor,
+                        idx: Tensor, classes: tuple[int, int], class_names: Sequence[str] = ()) -> Grid:
+        """Test images idx of class b, their reconstructions, and their codes plus the mean code of class a
+        minus that of class b (codes (N, d) of the labelled test images), decoded."""
+        assert test.y is not None
+        a, b = (class_name(c, class_names) for c in classes)
+        vec = attribute_vector(codes, test.y, *classes)
+        images = arithmetic(model, TensorDataModule.scale(test.x[idx]), vec, _at(labels, idx))
+        rows = [f"images of class {b}", "reconstructions", f"+ (mean code of {a}\n− mean code of {b})"]
+        title = ("attribute arithmetic: "
+                 f"images of class {b} moved in code space by the mean code of {a} minus that of {b}")
+        return Grid(images, len(idx), rows, title)
 
     def interpolation_pairs_of(self, test: Split, conditional: bool) -> tuple[Tensor, Tensor] | None:
         """Indices (a, b) of the interpolated pairs: consecutive test images, or for conditional

@@ -1,26 +1,43 @@
-"""Structured-config schemas, registered in Hydra's ConfigStore under ``schema/<group>/<name>``.
+"""Structured-config schemas and where the configs live.
 
-Each YAML file extends one of these (``defaults: [/schema/model/autoencoder@_here_, _self_]``),
-so OmegaConf rejects a wrong type (``model.latent_dim=abc``) or an unknown key while the
-config is composed. Ranges and choices are declared as field metadata and checked by
-``validate`` before any work, with the full key in the message. The schemas live with their
-family: ``core`` (top level, trainer, paths), ``data``, ``autoencoders``, ``vae``, ``adversarial``;
-a new family adds a module with a ``SCHEMAS`` table and lists it in ``FAMILIES``.
+Each schema is registered in Hydra's ConfigStore as ``schema_<group>_<name>`` at the top level,
+so it stays out of ``genlab-train --help``'s list of groups, and each YAML file extends one
+(``defaults: [/schema_model_autoencoder@_here_, _self_]``): OmegaConf rejects a wrong type
+(``model.latent_dim=abc``) or an unknown key while the config is composed. Ranges and choices are
+declared as field metadata and checked by ``validate`` before any work, with the full key in the
+message. The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
+``autoencoders``, ``vae``, ``adversarial``; a new family adds a module with a ``SCHEMAS`` table and
+lists it in ``FAMILIES``.
+
+This package imports neither torch nor Lightning: ``genlab-train --help`` and shell completion
+need only it.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from importlib.resources import files
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from genlab.config import adversarial, autoencoders, core, data, vae
 from genlab.config.fields import opt, validate
 
-__all__ = ["FAMILIES", "opt", "project_root", "register", "setup_hydra", "validate"]
+__all__ = ["CONFIG_PATH", "FAMILIES", "conf_dir", "opt", "register", "setup_hydra", "validate"]
 
 FAMILIES = (core, data, autoencoders, vae, adversarial)  # each has SCHEMAS: {group: {name: dataclass}}
+# The config folder: conf/ at the top of the source tree, shipped in the wheel as the package
+# genlab.conf, so an installed genlab finds it from any folder.
+CONFIG_PATH = "pkg://genlab.conf"
+
+
+def conf_dir() -> Path:
+    """The folder of genlab's own configs (the checkout's conf/, or the installed genlab/conf)."""
+    return Path(str(files("genlab.conf")))
 
 
 def register() -> None:
@@ -29,16 +46,34 @@ def register() -> None:
     for family in FAMILIES:
         for group, schemas in family.SCHEMAS.items():
             for name, node in schemas.items():
-                cs.store(group=f"schema/{group}", name=name, node=node)
+                cs.store(name=f"schema_{group}_{name}", node=node)
 
 
-def project_root() -> str:
-    """The folder holding conf/ (this package's parent in a source checkout)."""
-    return str(Path(__file__).resolve().parent.parent.parent)
+NOT_IN_RUN_NAMES = ("paths.", "hydra.", "trainer.enable_", "callbacks.image_logger.")  # overrides that say nothing
+
+
+def run_name() -> str:
+    """A run's name for TensorBoard's run list: the model, the data, then the run's other command-line
+    overrides (``dae-digits-seed=1``), in characters every file system takes; "run" outside Hydra."""
+    if not HydraConfig.initialized():
+        return "run"
+    hc = HydraConfig.get()
+    parts = [hc.runtime.choices.get("model"), hc.runtime.choices.get("data")]
+    for override in hc.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in ("model", "data") and not key.startswith(NOT_IN_RUN_NAMES):
+            parts.append(override)
+    return re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", "-".join(p for p in parts if p))[:120]
 
 
 def setup_hydra() -> None:
-    """Register the schemas and resolvers; safe to call more than once."""
+    """Register the schemas and resolvers; safe to call more than once.
+
+    ``${genlab_cwd:}`` is the folder genlab-train was started in: runs, datasets and caches go
+    below it by default (conf/paths/default.yaml), wherever genlab is installed.
+    ``${genlab_run_name:}`` names the run in TensorBoard (conf/logger/tensorboard.yaml).
+    """
     register()
-    if not OmegaConf.has_resolver("genlab_root"):
-        OmegaConf.register_new_resolver("genlab_root", project_root)
+    for name, resolver in (("genlab_cwd", os.getcwd), ("genlab_run_name", run_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

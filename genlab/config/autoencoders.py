@@ -24,6 +24,7 @@ class NetConfig:
 class MLPNetConfig(NetConfig):
     hidden: list[int] = opt([512, 256])
     batch_norm: bool = False
+    dropout: float = opt(0.0, ge=0, lt=1)  # after every hidden layer of encoder and decoder
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.capabilities import Traversal
 from genlab.errors import UserError
 from genlab.models.gan import GAN, Extra
 
@@ -82,11 +83,22 @@ class InfoGAN(GAN):
         return self.info_weight * terms["info"], terms
 
     @torch.no_grad()
-    def code_traversals(self, steps: int = 8) -> Tensor:
-        """Images (grids, rows·steps, *shape) from the sampling generator, all from the noise
-        z = fixed_noise[0]: one grid per continuous code, row r with categorical value r (one row
-        when K = 0), columns sweeping that code from −1 to 1 with the others at 0. Without
-        continuous codes, one grid whose columns take their noise from fixed_noise[0..steps)."""
+    def code_traversals(self, steps: int = 8) -> list[Traversal]:
+        """One grid per continuous code from the sampling generator, all from the noise
+        z = fixed_noise[0]: row r with categorical value r (one row when K = 0), columns sweeping
+        that code from −1 to 1 with the others at 0. Without continuous codes, one grid whose columns
+        take their noise from fixed_noise[0..steps). Images (rows·steps, *shape) in data space."""
+        grids = self.traversal_images(steps)
+        rows = tuple(f"category {r}" for r in range(self.n_categories))
+        if self.n_continuous == 0:
+            return [Traversal(grids[0], "categorical code: one row per category; columns: different noise", rows)]
+        ends = ("u=−1", *[""] * (steps - 2), "u=1") if steps > 1 else ("u=−1",)
+        return [Traversal(g, f"continuous code u{j + 1}: swept from −1 to 1 along the columns, the other codes 0, "
+                          "the same noise", rows, ends) for j, g in enumerate(grids)]
+
+    @torch.no_grad()
+    def traversal_images(self, steps: int) -> Tensor:
+        """The images of ``code_traversals``: (grids, rows·steps, *shape)."""
         rows, n_cont = max(self.n_categories, 1), self.n_continuous
         c = torch.arange(rows, device=self.device).repeat_interleave(steps) if self.n_categories else None
         z = self.fixed_noise[:, : self.latent_dim]

@@ -37,19 +37,20 @@ def _untied_check(tied_weights: bool, enc_out: int, latent_dim: int, cond_dim: i
 def mlp_pair(
     *, in_shape: tuple[int, ...], enc_out: int, latent_dim: int, cond_dim: int = 0,  # what the model supplies
     hidden: list[int] = (512, 256),  # type: ignore[assignment]
-    activation: str = "relu", tied_weights: bool = False, batch_norm: bool = False,
+    activation: str = "relu", tied_weights: bool = False, batch_norm: bool = False, dropout: float = 0.0,
 ) -> EncoderDecoder:
     """MLP encoder D-h1-...-hk-enc_out and a mirrored decoder latent-hk-...-h1-D.
 
     cond_dim > 0: both take a condition c (B, cond_dim) as a second argument, concatenated
     to the flattened input (the first layers take D + cond_dim and latent_dim + cond_dim).
+    ``dropout``: the rate of dropout after every hidden layer of both (not on the code or the output).
     """
     _untied_check(tied_weights, enc_out, latent_dim, cond_dim)
     d = math.prod(in_shape)
     sizes = [d + cond_dim, *hidden]
     enc_blocks: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        enc_blocks.append(block(nn.Linear(a, b), activation, nn.BatchNorm1d(b) if batch_norm else None))
+        enc_blocks.append(block(nn.Linear(a, b), activation, nn.BatchNorm1d(b) if batch_norm else None, dropout))
     enc_blocks.append(block(nn.Linear(sizes[-1], enc_out), None))
     encoder = nn.Sequential(nn.Flatten(), *enc_blocks)
 
@@ -60,7 +61,7 @@ def mlp_pair(
         layer = TiedLinear(linears[-1 - i]) if tied_weights else nn.Linear(a, b)
         last = i == len(dec_sizes) - 2
         norm = nn.BatchNorm1d(b) if batch_norm and not last else None
-        dec_blocks.append(block(layer, None if last else activation, norm))
+        dec_blocks.append(block(layer, None if last else activation, norm, 0.0 if last else dropout))
     decoder = nn.Sequential(*dec_blocks, nn.Unflatten(1, tuple(in_shape)))
     return EncoderDecoder(*conditioned(encoder, decoder, cond_dim, planes=False))
 

@@ -47,10 +47,10 @@ def image_shape(in_shape: tuple[int, ...]) -> tuple[int, int, int]:
     return in_shape[0], in_shape[1], in_shape[2]
 
 
-def block(layer: nn.Module, act: str | None, norm: nn.Module | None = None) -> nn.Sequential:
-    """layer -> [norm] -> [activation], as one addressable block."""
+def block(layer: nn.Module, act: str | None, norm: nn.Module | None = None, dropout: float = 0.0) -> nn.Sequential:
+    """layer -> [norm] -> [activation] -> [dropout], as one addressable block."""
     parts = [layer] + ([norm] if norm is not None else []) + ([activation(act)] if act else [])
-    return nn.Sequential(*parts)
+    return nn.Sequential(*parts, *([nn.Dropout(dropout)] if dropout > 0 else []))
 
 
 class TiedLinear(nn.Module):

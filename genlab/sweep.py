@@ -1,0 +1,96 @@
+"""The end of a sweep: one table of all its jobs — their overrides as columns, the optimised metric
+and the headline test metrics, the best job marked — printed when a multirun finishes and written
+as ``summary.csv`` (every metric) and ``summary.md`` in the sweep folder.
+
+A Hydra callback (``conf/hydra/default.yaml``), so it follows every launcher and sweeper (basic,
+joblib, Optuna): it reads the jobs' metrics.json files and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.runs import Run, headline, load, swept_keys
+
+
+def best_run(runs: Sequence[Run], metric: str | None, direction: str = "minimize") -> Run | None:
+    """The run with the best value of ``metric`` (lowest, or highest for "maximize"); None without one."""
+    scored = [r for r in runs if metric and isinstance(r.metrics.get(metric), (int, float))
+              and math.isfinite(r.metrics[metric])]
+    if not scored:
+        return None
+    pick = max if direction.startswith("max") else min
+    return pick(scored, key=lambda r: r.metrics[metric])
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def summary_rows(runs: Sequence[Run], metric: str | None, direction: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the summary table: job, swept overrides, the metrics, a mark on the best."""
+    keys, names, best = swept_keys(runs), headline(runs, [metric] if metric else []), best_run(runs, metric, direction)
+    header = ["job", *keys, *names, "best"]
+    rows = [[r.name, *[r.overrides.get(k, "") for k in keys],
+             *[fmt(r.metrics.get(n)) if r.record else "failed" for n in names], "*" if r is best else ""]
+            for r in runs]
+    return header, rows
+
+
+def write_summary(sweep_dir: Path, runs: Sequence[Run], metric: str | None, direction: str) -> Run | None:
+    """summary.csv (every metric of every job) and summary.md (the table) in the sweep folder; the
+    table is printed too. Returns the best run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    header, rows = summary_rows(runs, metric, direction)
+    every = sorted({k for r in runs for k in r.metrics})
+    keys = swept_keys(runs)
+    with (sweep_dir / "summary.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["job", "folder", *keys, "seed", *every])
+        for r in runs:
+            writer.writerow([r.name, str(r.path), *[r.overrides.get(k, "") for k in keys], r.seed,
+                             *[r.metrics.get(k, "") for k in every]])
+    md = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    md += ["| " + " | ".join(row) + " |" for row in rows]
+    best = best_run(runs, metric, direction)
+    if best is not None:
+        md += ["", f"Best by {metric} ({direction}): job {best.name}, {best.path}"]
+    (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
+
+    console = Console(highlight=False, width=max(Console().width, 160))
+    table = Table(title=f"sweep {sweep_dir} ({len(runs)} jobs)", title_justify="left")
+    for col in header:
+        table.add_column(col, justify="right" if col.startswith(("test/", "val/", "train/")) else "left",
+                         overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if best is not None:
+        print(f"best job      : {best.path}  ({metric} = {best.metrics[metric]:.6g}, {direction})")
+    print(f"summary       : {sweep_dir / 'summary.csv'}  and  {sweep_dir / 'summary.md'}")
+    print(f"report        : genlab-report {sweep_dir}")
+    return best
+
+
+class SweepSummary(Callback):
+    """Hydra callback: the summary of a finished multirun (see the module docstring)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        runs = load([sweep_dir])
+        metric = config.get("optimized_metric")
+        direction = OmegaConf.select(config, "hydra.sweeper.direction", default="minimize")
+        if not isinstance(direction, str):  # a multi-objective Optuna study: rank by its first direction
+            direction = str(list(direction)[0]) if direction else "minimize"
+        write_summary(sweep_dir, runs, metric, direction)
