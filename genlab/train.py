@@ -2,7 +2,7 @@
 val/loss cannot rank them), write the metrics.
 
     genlab-train                                   # the default: an MLP autoencoder on digits
-    genlab-train model=conv_ae data=mnist data.root=../shared/data/mnist10k
+    genlab-train model=conv_ae data=mnist data.root=/path/to/mnist
     genlab-train -m model=ae,dae seed=0,1           # one directory and metrics.json per job
 
 Only Hydra and the config schemas are imported at start: ``--help`` and shell completion never

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MNIST10K = ROOT.parent / "shared" / "data" / "mnist10k"
 
 # overrides on top of experiment=mnist_deep_ae; chosen on validation data
-VARIANTS = {
+VARIANTS = {  # each on top of FROM_SCRATCH with model=ae unless it names a model
     "plain": [],
     "weight_decay": ["model.optimizer._target_=torch.optim.AdamW", "+model.optimizer.weight_decay=0.05"],
     "dropout": ["model.net.dropout=0.1"],
@@ -43,8 +43,15 @@ VARIANTS = {
                     "+model.optimizer.weight_decay=0.05"],
     "pretrain_dropout": ["model=stacked_ae", "model.pretrain_epochs=5", "model.net.dropout=0.1"],
     "pretrain_gaussian": ["model=stacked_ae", "model.pretrain_epochs=5", "model.likelihood=gaussian"],
+    "pretrain_8": ["model=stacked_ae", "model.pretrain_epochs=8"],
+    "pretrain_12": ["model=stacked_ae", "model.pretrain_epochs=12"],
+    "pretrain_15": ["model=stacked_ae", "model.pretrain_epochs=15"],
+    "pretrain_10_long": ["model=stacked_ae", "model.pretrain_epochs=10", "trainer.max_epochs=90"],
+    "pretrain_10_dropout": ["model=stacked_ae", "model.pretrain_epochs=10", "model.net.dropout=0.1"],
 }
-OLD_PRESET = ["model.net.dropout=0.0", "model=ae"]  # the preset before this change, for --final
+# the preset before this study: the same network and data settings, trained from scratch for 60 epochs
+FROM_SCRATCH = ["data=mnist", "data.batch_size=128", "data.val_fraction=0.05", "model.latent_dim=30",
+                "model.net.hidden=[1000,500,250]"]
 
 
 def compose(overrides: list[str]):  # noqa: ANN201
@@ -64,8 +71,8 @@ def fit(overrides: list[str], out: Path, test: bool) -> tuple[dict, object]:
 
     from genlab.train import train
 
-    cfg = compose(["experiment=mnist_deep_ae", "logger=csv", "trainer.enable_progress_bar=false",
-                   "trainer.enable_model_summary=false", *overrides])
+    cfg = compose(["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                   *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         cfg.test = test
@@ -130,7 +137,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default=str(MNIST10K))
     p.add_argument("--max-train", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=60, help="of each variant (a variant may set its own)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--final", action="store_true", help="old and new preset on all training images, tested")
@@ -140,9 +147,10 @@ def main() -> None:
     if args.make_affine:
         make_affine(args.make_affine)
         return
-    base = [f"data.root={args.data_root}", f"trainer.max_epochs={args.epochs}", f"seed={args.seed}"]
+    base = [f"data.root={args.data_root}", f"seed={args.seed}"]
     if args.final:
-        for name, extra in (("old preset", OLD_PRESET), ("new preset", [])):
+        for name, extra in (("old preset", ["model=ae", *FROM_SCRATCH, "trainer.max_epochs=60"]),
+                            ("new preset", ["experiment=mnist_deep_ae"])):
             metrics, _ = fit([*base, *extra], args.out / name.replace(" ", "_"), test=True)
             m, pca = metrics["test/sq_err_per_image"], metrics["test/pca_sq_err_per_image"]
             print(f"{name:<12} test squared error {m:.2f} | PCA-30 {pca:.2f} | ratio {m / pca:.3f}", flush=True)
@@ -151,7 +159,10 @@ def main() -> None:
     for name in args.variants.split(","):
         start = time.time()
         out = args.out / name
-        _, cfg = fit([*base, f"data.max_train={args.max_train}", *VARIANTS[name]], out, test=False)
+        variant = VARIANTS[name]
+        model = [] if any(o.startswith("model=") for o in variant) else ["model=ae"]
+        study = [*base, *model, *FROM_SCRATCH, f"trainer.max_epochs={args.epochs}", f"data.max_train={args.max_train}"]
+        _, cfg = fit([*study, *variant], out, test=False)
         s = score(cfg, out)
         print(f"{name:<18}{s['train_bce']:>10.1f}{s['val_bce']:>9.1f}{s['val_bce'] - s['train_bce']:>7.1f}"
               f"{s['val_sq']:>8.2f}{s['val_pca30']:>8.2f}{s['val_sq'] / s['val_pca30']:>7.3f}"

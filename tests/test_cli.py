@@ -83,4 +83,8 @@ def test_optuna_search_runs_trials_with_their_own_directories(tmp_path: Path) ->
     assert res.returncode == 0, res.stderr[-2000:]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     assert (sweep / "optimization_results.yaml").is_file()
-    assert len([p for p in sweep.iterdir() if (p / "metrics.json").is_file()]) == 2
+    jobs = [p for p in sweep.iterdir() if (p / "metrics.json").is_file()]
+    assert len(jobs) == 2
+    losses = {p: json.loads((p / "metrics.json").read_text())["metrics"]["val/loss"] for p in jobs}
+    best = min(losses, key=losses.get)  # the study minimises val/loss
+    assert f"best job      : {best}" in res.stdout and (sweep / "summary.csv").is_file()

@@ -141,7 +141,7 @@ class MNISTDataModule(VisionDataModule):
     """MNIST handwritten digits, 28x28 greyscale, 10 classes."""
 
     name, tv_class, class_names = "mnist", tvd.MNIST, DIGIT_NAMES
-    hint = "On a developer machine, data.root=../shared/data/mnist10k points at the copy kept beside the project."
+    hint = "data.root is the folder that holds MNIST/raw/ (the files as torchvision writes them)."
 
     def folder(self) -> Path:
         return super().folder() / self.tv_class.__name__ / "raw"
