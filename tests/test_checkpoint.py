@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.train import checkpoint_to_test, train
+from genlab.run import checkpoint_to_test
+from genlab.train import train
 
 
 class Worsening(pl.LightningModule):

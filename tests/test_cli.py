@@ -23,7 +23,8 @@ def test_default_job_trains_tests_and_says_where_everything_is(tmp_path: Path) -
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["model"] == "ae" and metrics["data"] == "digits"
     assert "test/sq_err_per_image" in metrics["metrics"]
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    (board,) = (run / "tensorboard").iterdir()  # the run under its name: model, data, overrides
+    assert board.name == "ae-digits-trainer=debug" and list(board.glob("events.out.tfevents.*"))
     assert (run / "images" / "reconstructions.png").is_file() and (run / "images" / "codes.png").is_file()
     assert (run / ".hydra" / "config.yaml").is_file()
 
