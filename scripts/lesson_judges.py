@@ -1,0 +1,511 @@
+"""What each lesson of ``scripts/lessons.py`` measures and draws: the lessons themselves (preset,
+claim, criterion, judge), the helpers that read finished runs, and the figures. Imported by
+``scripts/lessons.py``, which runs the presets and writes the gallery.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+Panel = np.ndarray | Callable[[Axes], None]  # an RGB(A) image (H, W, 3|4), or a function drawing into axes
+
+
+# ---- what a lesson is ---------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What a lesson measured: its numbers (one sentence each), whether the claim held by the
+    lesson's criterion, and its figure."""
+
+    numbers: list[str]
+    held: bool
+    figure: Figure
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One claim of the lecture notes: the preset ``lesson_<name>``, the models a multirun compares
+    (none: one run of the preset's model), the overrides of ``--quick``, the criterion by which the
+    claim counts as held, and ``judge``, which measures it from the run folders (by model name)."""
+
+    name: str
+    title: str
+    claim: str
+    criterion: str
+    judge: Callable[[dict[str, Path]], Outcome]
+    models: tuple[str, ...] = ()
+    quick: tuple[str, ...] = ()
+
+    @property
+    def command(self) -> str:
+        """The one line a user types."""
+        if self.models:
+            return f"genlab-train -m experiment=lesson_{self.name} model={','.join(self.models)}"
+        return f"genlab-train experiment=lesson_{self.name}"
+
+    def arguments(self, quick: bool, seed: int) -> list[str]:
+        """genlab-train's arguments: the command's, the seed, and the ``--quick`` overrides."""
+        args = self.command.split()[1:]
+        return [*args, f"seed={seed}", *(self.quick if quick else ())]
+
+
+@dataclass
+class Record:
+    """A lesson's latest result as kept in lessons.json and shown in the gallery."""
+
+    mode: str  # quick | full
+    seed: int
+    numbers: list[str] = field(default_factory=list)
+    held: bool | None = None  # None: the lesson failed to run
+    error: str = ""
+    seconds: float = 0.0
+    overrides: list[str] = field(default_factory=list)  # the --quick overrides it ran with
+
+
+# ---- reading runs -------------------------------------------------------------------------
+def metrics_of(run: Path) -> dict[str, float]:
+    """The final metrics a run wrote (metrics.json)."""
+    return json.loads((run / "metrics.json").read_text())["metrics"]
+
+
+def config_of(run: Path) -> DictConfig:
+    """The run's composed config (.hydra/config.yaml)."""
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def load(run: Path) -> tuple[Any, Any]:
+    """(the best checkpoint's model in eval mode on the CPU, the run's datamodule set up), rebuilt from
+    the run folder as genlab-eval does."""
+    from genlab.evaluate import load_run
+    from genlab.run import build, load_model
+
+    cfg, checkpoint = load_run(run)
+    dm = build(cfg.data)
+    dm.setup("fit")
+    return load_model(cfg.model, checkpoint).eval(), dm
+
+
+def one_per_class(y: Tensor, n: int = 10) -> Tensor:
+    """Indices (≤ n,) of the first sample of each of the first n classes present in labels y (N,)."""
+    classes = [int(c) for c in y.unique()[:n]]
+    return torch.stack([torch.nonzero(y == c)[0, 0] for c in classes])
+
+
+@torch.no_grad()
+def batched(fn: Callable[[Tensor], Tensor], x: Tensor, size: int = 512) -> Tensor:
+    """fn over x (N, ...) in chunks, without gradients; (N, ...)."""
+    return torch.cat([fn(chunk) for chunk in x.split(size)])
+
+
+# ---- drawing ------------------------------------------------------------------------------
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on the Agg canvas (no pyplot)."""
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def pixels(fig: Figure) -> np.ndarray:
+    """A drawn figure as an RGBA array (H, W, 4): a labelled grid becomes a panel of a larger figure."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def panels(items: Sequence[tuple[str, Panel]], title: str, columns: int | None = None,
+           plot_size: tuple[float, float] = (5.0, 3.6)) -> Figure:
+    """Panels in a grid of ``columns`` (default: one row), each under its caption, ``title`` on top.
+    Images are shown at their own size (one figure pixel per image pixel), plots at ``plot_size``
+    inches, so that a run's picture is not resampled into a blur."""
+    columns = columns or len(items)
+    rows = math.ceil(len(items) / columns)
+
+    def size(item: Panel) -> tuple[float, float]:
+        return (item.shape[1] / 100, item.shape[0] / 100) if isinstance(item, np.ndarray) else plot_size
+
+    cells = [[items[r * columns + c] if r * columns + c < len(items) else None for c in range(columns)]
+             for r in range(rows)]
+    widths = [max(size(row[c][1])[0] for row in cells if row[c] is not None) for c in range(columns)]
+    heights = [max(size(it[1])[1] for it in row if it is not None) for row in cells]
+    chars = [max(20, int(w * 100 / 8.5)) for w in widths]  # about 8 pixels per character of a caption
+    caption_lines = [max((len(textwrap.wrap(it[0], chars[c])) for c, it in enumerate(row) if it), default=0)
+                     for row in cells]
+    head = textwrap.wrap(title, max(40, int(sum(widths) * 100 / 8)))
+    total_w = sum(widths) + 0.3 * columns
+    total_h = sum(heights) + 0.22 * sum(caption_lines) + 0.1 * rows + 0.25 * len(head) + 0.2
+    fig = Figure(figsize=(total_w, total_h), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(rows, columns, width_ratios=widths, height_ratios=heights)
+    for r, row in enumerate(cells):
+        for c, it in enumerate(row):
+            if it is None:
+                continue
+            caption, item = it
+            ax = fig.add_subplot(grid[r, c])
+            if isinstance(item, np.ndarray):
+                ax.imshow(item, interpolation="antialiased")
+                ax.set_axis_off()
+            else:
+                item(ax)
+            if caption:
+                ax.set_title("\n".join(textwrap.wrap(caption, chars[c])), fontsize=10)
+    fig.suptitle("\n".join(head), fontsize=11, weight="bold")
+    return fig
+
+
+def image_rows(rows: Sequence[tuple[str, Tensor]], title: str, info: Any, size: int = 40) -> Figure:
+    """Rows of images (n, C, H, W), each labelled, under ``title``, as genlab's labelled grid (the run
+    pictures' style); small images are enlarged (nearest neighbour) to about ``size`` pixels."""
+    import torch.nn.functional as F
+
+    from genlab.callbacks.figures import labelled_grid
+
+    images = torch.cat([r.detach().float().cpu() for _, r in rows])
+    factor = max(1, round(size / images.shape[-1]))
+    images = F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
+    return labelled_grid(images, len(rows[0][1]), [label for label, _ in rows], title, info=info)
+
+
+def bars(ax: Axes, groups: Sequence[str], series: dict[str, Sequence[float]], ylabel: str) -> None:
+    """Grouped bars: one group per name in ``groups``, one bar per series, values written on top."""
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        pos = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
+        drawn = ax.bar(pos, values, width, label=label)
+        ax.bar_label(drawn, fmt="%.3g", fontsize=8)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def picture(run: Path, name: str) -> np.ndarray:
+    """One of the run's own pictures (``<run>/images/<name>``) as an array."""
+    return imread(run / "images" / name)
+
+
+# ---- the lessons: what each measures and draws ----------------------------------------------
+def principal_cosines(a: Tensor, b: Tensor) -> Tensor:
+    """Cosines (k,) of the principal angles between the column spans of a (D, k) and b (D, k),
+    decreasing: the singular values of Q_aᵀ Q_b."""
+    qa, _ = torch.linalg.qr(a.double())
+    qb, _ = torch.linalg.qr(b.double())
+    return torch.linalg.svdvals(qa.T @ qb).clamp(max=1.0)
+
+
+def judge_linear_ae_pca(runs: dict[str, Path]) -> Outcome:
+    from genlab.models.pca import fit_pca
+
+    run = runs["linear_ae"]
+    m = metrics_of(run)
+    model, dm = load(run)
+    k = model.latent_dim
+    with torch.no_grad():  # the decoder is affine: its directions are decode(e_i) − decode(0)
+        out = model.decode(torch.cat([torch.zeros(1, k), torch.eye(k)])).flatten(1).double()
+    directions = (out[1:] - out[:1]).T  # (D, k)
+    pca = fit_pca(dm.tensors("train").x, k)
+    cos = principal_cosines(directions, pca.components)
+    angles = torch.rad2deg(torch.acos(cos))
+    unit = directions / directions.norm(dim=0)
+    overlap = (unit.T @ pca.components.double()).abs()  # (k, k): |cos| of each direction with each component
+    ratio = m["test/sq_err_vs_pca"]
+    numbers = [f"test squared error {m['test/sq_err_per_image']:.3f} per image vs PCA-{k} "
+               f"{m['test/pca_sq_err_per_image']:.3f} (ratio {ratio:.4f})",
+               f"principal angles between the decoder's span and PCA's: {', '.join(f'{a:.1f}°' for a in angles)}"]
+
+    def draw_angles(ax: Axes) -> None:
+        ax.bar(np.arange(1, k + 1), angles.numpy())
+        ax.set_ylim(0, 90)
+        ax.set_xticks(np.arange(1, k + 1))
+        ax.set_xlabel("principal angle i")
+        ax.set_ylabel("degrees")
+        for i, a in enumerate(angles.tolist(), start=1):
+            ax.text(i, a + 2, f"{a:.1f}°", ha="center", fontsize=9)
+
+    def draw_overlap(ax: Axes) -> None:
+        shown = ax.imshow(overlap.numpy(), vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(k), [f"PC {j + 1}" for j in range(k)])
+        ax.set_yticks(range(k), [f"dir {i + 1}" for i in range(k)])
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{overlap[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+        ax.figure.colorbar(shown, ax=ax, shrink=0.8)
+
+    fig = panels([("principal angles between the two subspaces (0°: the same)", draw_angles),
+                  ("|cos| of each decoder direction with each principal component: another basis", draw_overlap)],
+                 f"linear autoencoder 64-{k}-64 vs PCA-{k} on the digits: squared error ratio {ratio:.3f}")
+    return Outcome(numbers, ratio <= 1.01 and float(angles.max()) <= 5.0, fig)
+
+
+def judge_deep_ae_pca(runs: dict[str, Path]) -> Outcome:
+    from genlab.models.pca import fit_pca, pca_reconstruct
+
+    run = runs["ae"]
+    m = metrics_of(run)
+    model, dm = load(run)
+    k = model.latent_dim
+    test = dm.tensors("test")
+    x = test.x[one_per_class(test.y)]
+    pca = fit_pca(dm.tensors("train").x, k)
+    ratio = m["test/sq_err_vs_pca"]
+    numbers = [f"test squared error {m['test/sq_err_per_image']:.3f} per image vs PCA-{k} "
+               f"{m['test/pca_sq_err_per_image']:.3f} (ratio {ratio:.3f})"]
+    fig = image_rows([("test digit", x), (f"deep AE, {k} numbers", batched(model.reconstruct, x)),
+                      (f"PCA, {k} numbers", pca_reconstruct(pca, x).clamp(0, 1))],
+                     f"deep autoencoder 64-256-128-{k} vs PCA-{k}: test squared error per image "
+                     f"{m['test/sq_err_per_image']:.2f} vs {m['test/pca_sq_err_per_image']:.2f}. One test digit of "
+                     "each class and its reconstructions from the code", dm.info)
+    return Outcome(numbers, ratio < 1.0, fig)
+
+
+def judge_denoising(runs: dict[str, Path]) -> Outcome:
+    from genlab.metrics.robustness import add_noise
+
+    ae, dae = metrics_of(runs["ae"]), metrics_of(runs["dae"])
+    level = float(config_of(runs["ae"]).callbacks.evaluator.metrics.noise_robustness.noise_level)
+    numbers = [f"{name}: noisy-input reconstruction error {m['test/noisy_sq_err_per_image']:.3f} (clean "
+               f"{m['test/sq_err_per_image']:.3f}, the noisy input itself "
+               f"{m['test/noisy_input_sq_err_per_image']:.3f}), code shift {m['test/code_shift']:.3f}"
+               for name, m in (("ae", ae), ("dae", dae))]
+    held = (dae["test/noisy_sq_err_per_image"] < ae["test/noisy_sq_err_per_image"]
+            and dae["test/code_shift"] < ae["test/code_shift"])
+    model_ae, dm = load(runs["ae"])
+    model_dae, _ = load(runs["dae"])
+    test = dm.tensors("test")
+    x = test.x[one_per_class(test.y)]
+    noisy = add_noise(x, level, bounded=True, noise=torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))
+    grid = pixels(image_rows([("test digit", x), (f"+ noise σ={level:g}", noisy),
+                              ("ae(noisy)", batched(model_ae.reconstruct, noisy)),
+                              ("dae(noisy)", batched(model_dae.reconstruct, noisy))],
+                             "reconstructions of noisy test digits", dm.info))
+
+    def draw(ax: Axes) -> None:
+        bars(ax, ["reconstruction error\nof x + ε vs x", "code shift\nE‖h(x+ε)−h(x)‖² / E‖h−h̄‖²"],
+             {name: [m["test/noisy_sq_err_per_image"] / ae["test/noisy_sq_err_per_image"],
+                     m["test/code_shift"] / ae["test/code_shift"]] for name, m in (("ae", ae), ("dae", dae))},
+             "relative to the plain ae")
+
+    fig = panels([("", grid), ("under input noise (test set; lower is more robust)", draw)],
+                 f"denoising: Gaussian noise σ = {level:g} on the test digits")
+    return Outcome(numbers, held, fig)
+
+
+def judge_contractive(runs: dict[str, Path]) -> Outcome:
+    ae, cae = metrics_of(runs["ae"]), metrics_of(runs["cae"])
+    top = int(config_of(runs["cae"]).callbacks.evaluator.metrics.jacobian.top)
+
+    def spectrum(m: dict[str, float]) -> np.ndarray:
+        return np.array([m[f"test/jacobian_sv/{i}"] for i in range(1, 1000) if f"test/jacobian_sv/{i}" in m])
+
+    spectra = {"ae": spectrum(ae), "cae": spectrum(cae)}
+    numbers = [f"{name}: mean ‖∂h/∂x‖_F {m['test/jacobian_fro']:.2f}, share of ‖J‖²_F beyond the {top} largest "
+               f"singular values {m['test/jacobian_sv_tail_share']:.3f}" for name, m in (("ae", ae), ("cae", cae))]
+    held = (cae["test/jacobian_fro"] < ae["test/jacobian_fro"]
+            and cae["test/jacobian_sv_tail_share"] < ae["test/jacobian_sv_tail_share"])
+
+    def draw(ax: Axes, relative: bool) -> None:
+        for name, s in spectra.items():
+            ax.plot(np.arange(1, len(s) + 1), s / s[0] if relative else s, marker=".", label=name)
+        ax.axvline(top + 0.5, color="0.5", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("i (singular values in decreasing order)")
+        ax.set_ylabel("σ_i / σ_1" if relative else "mean σ_i of ∂h/∂x")
+        ax.legend()
+
+    fig = panels([("singular values of the encoder's Jacobian (mean over 200 test digits)",
+                   lambda ax: draw(ax, False)),
+                  (f"relative to the largest (dashed: the {top} largest)", lambda ax: draw(ax, True))],
+                 f"contractive penalty: ‖J‖_F {ae['test/jacobian_fro']:.2f} (ae) -> {cae['test/jacobian_fro']:.2f} "
+                 f"(cae); share beyond the top {top}: {ae['test/jacobian_sv_tail_share']:.3f} -> "
+                 f"{cae['test/jacobian_sv_tail_share']:.3f}")
+    return Outcome(numbers, held, fig)
+
+
+def judge_vae_manifold(runs: dict[str, Path]) -> Outcome:
+    run = runs["vae"]
+    m = metrics_of(run)
+    numbers = [f"active code dimensions {m['test/active_units']:.0f} of 2, test −ELBO {m['test/neg_elbo']:.2f} nats",
+               f"samples from the prior: precision {m['test/precision']:.3f} (real digits: "
+               f"{m['test/precision_floor']:.3f}), recall {m['test/recall']:.3f} (real digits: "
+               f"{m['test/recall_floor']:.3f})"]
+    held = m["test/active_units"] == 2 and m["test/precision"] >= 0.9 * m["test/precision_floor"]
+    fig = panels([("decoded grid over the prior (manifold.png)", picture(run, "manifold.png")),
+                  ("where the test digits' codes lie (codes.png)", picture(run, "codes.png"))],
+                 f"VAE with a 2-D code on the digits: {m['test/precision']:.0%} of prior samples look like real digits")
+    return Outcome(numbers, held, fig)
+
+
+def judge_beta_vae(runs: dict[str, Path]) -> Outcome:
+    vae, beta = metrics_of(runs["vae"]), metrics_of(runs["beta_vae"])
+    betas = {name: float(config_of(runs[name]).model.beta) for name in ("vae", "beta_vae")}
+    numbers = [f"β={betas[name]:g}: test squared error {m['test/sq_err_per_image']:.2f}, KL {m['test/kl']:.2f} nats, "
+               f"MIG {m['test/mig']:.3f}, active dimensions {m['test/active_units']:.0f}"
+               for name, m in (("vae", vae), ("beta_vae", beta))]
+    held = beta["test/sq_err_per_image"] > vae["test/sq_err_per_image"] and beta["test/mig"] > vae["test/mig"]
+    items = [(f"β = {betas[name]:g} ({name}): error {m['test/sq_err_per_image']:.2f}, MIG {m['test/mig']:.3f}",
+              picture(runs[name], "traversals.png")) for name, m in (("vae", vae), ("beta_vae", beta))]
+    fig = panels(items, "β-VAE on the shapes sprites: one code dimension per row, most KL first")
+    return Outcome(numbers, held, fig)
+
+
+def judge_toy_gan(runs: dict[str, Path]) -> Outcome:
+    run = runs["toy_gan"]
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        angle = {int(r["step"]): float(r["toy/angle_deg"]) for r in csv.DictReader(f) if r.get("toy/angle_deg")}
+    steps = sorted(angle)
+    final = math.degrees(math.acos(min(1.0, abs(metrics_of(run)["test/cos_vw"]))))
+    early = [s for s in steps if s <= 50]
+    best = min(early, key=angle.get)
+    numbers = [f"angle(v, w) {angle[steps[0]]:.1f}° after step 0, {angle[min(steps, key=lambda s: abs(s - 30))]:.1f}° "
+               f"after step 30, {angle[best]:.1f}° at step {best} (the least within 50 steps), "
+               f"{final:.1f}° at the end (step {steps[-1]})"]
+    held = angle[best] < 18.2 and final < 18.2  # |cos(v, w)| > 0.95
+    shots = sorted((run / "images").glob("toy_step_*.png"))
+    chosen = [p for p in shots if p.name in ("toy_step_00000.png", "toy_step_00025.png", "toy_step_00050.png")]
+    items = [(p.stem.replace("toy_", ""), imread(p)) for p in [*chosen, shots[-1]]]
+    fig = panels(items, f"toy GAN: v turns from {angle[steps[0]]:.0f}° to {angle[best]:.0f}° off the data's "
+                 f"direction w within {best} SGD steps", columns=2)
+    return Outcome(numbers, held, fig)
+
+
+def judge_cgan(runs: dict[str, Path]) -> Outcome:
+    run = runs["cgan"]
+    m = metrics_of(run)
+    numbers = [f"{m['test/sample_class_acc']:.1%} of the samples classified as the digit asked for (the classifier "
+               f"on real test digits: {m['test/classifier_acc']:.1%}; chance 10%)"]
+    fig = panels([("", picture(run, "samples.png"))],
+                 f"cGAN: row c asks for digit c; {m['test/sample_class_acc']:.1%} are read as it")
+    return Outcome(numbers, m["test/sample_class_acc"] >= 0.8, fig)
+
+
+def judge_cyclegan(runs: dict[str, Path]) -> Outcome:
+    from genlab.data.base import TensorDataModule
+    from genlab.metrics.translation import OTHER, domain_splits
+
+    run = runs["cyclegan"]
+    m = metrics_of(run)
+    model, dm = load(run)
+    both = domain_splits(dm)
+    assert both is not None
+    unrelated, found = {}, {}
+    for d, splits, there in (("a", both[0], "a2b"), ("b", both[1], "b2a")):
+        x = TensorDataModule.scale(splits["test"].x)
+        back = batched(lambda xb, t=there: model.translate(model.translate(xb, t), OTHER[t]), x)
+        # mean |x − x'| per pixel between two unrelated test images: what the cycle error is small against
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+        unrelated[d] = float((x - x[perm]).abs().mean())
+        # the round trip is nearer (L1) to its own input than to every other test image of the domain
+        nearest = torch.cdist(back.flatten(1), x.flatten(1), p=1).argmin(1)
+        found[d] = (float((nearest == torch.arange(len(x))).float().mean()), len(x))
+    numbers = [f"cycle error (mean |x − x̂| per pixel) {m['test/cycle_error_a']:.3f} A→B→A, "
+               f"{m['test/cycle_error_b']:.3f} B→A→B; between two unrelated test images {unrelated['a']:.3f} / "
+               f"{unrelated['b']:.3f}",
+               f"the round trip is nearest to its own input among the domain's test images for "
+               f"{found['a'][0]:.1%} of {found['a'][1]} (A) and {found['b'][0]:.1%} of {found['b'][1]} (B); chance "
+               f"{1 / found['a'][1]:.1%}",
+               f"translation accuracy {m['test/translation_acc_a2b']:.1%} A→B, {m['test/translation_acc_b2a']:.1%} B→A"]
+    held = min(found["a"][0], found["b"][0]) > 0.5 and min(
+        m["test/translation_acc_a2b"], m["test/translation_acc_b2a"]) >= 0.8
+    fig = panels([("", picture(run, "cycle_a2b.png")), ("", picture(run, "cycle_b2a.png"))],
+                 f"CycleGAN digits ↔ inverted digits: cycle error {m['test/cycle_error_a']:.3f} / "
+                 f"{m['test/cycle_error_b']:.3f} per pixel (unrelated images: {unrelated['a']:.3f} / "
+                 f"{unrelated['b']:.3f})", columns=1)
+    return Outcome(numbers, held, fig)
+
+
+def judge_novelty(runs: dict[str, Path]) -> Outcome:
+    from genlab.metrics.reconstruction import squared_error_per_image
+
+    run = runs["ae"]
+    m = metrics_of(run)
+    model, dm = load(run)
+    k = dm.options.holdout_class
+    test = dm.tensors("test")
+    err = batched(lambda x: squared_error_per_image(x, model.reconstruct(x)), test.x)
+    novel = test.y == k
+    auroc = m["test/novelty_auroc"]
+    numbers = [f"AUROC {auroc:.3f} for telling the unseen {k}s from the other test digits by squared error; mean "
+               f"error {err[novel].mean():.2f} (unseen {k}s) vs {err[~novel].mean():.2f} (classes seen)"]
+
+    def draw(ax: Axes) -> None:
+        edges = np.linspace(0, float(err.max()), 40)
+        ax.hist(err[~novel].numpy(), edges, density=True, alpha=0.6, label="test digits of the classes seen")
+        ax.hist(err[novel].numpy(), edges, density=True, alpha=0.6, label=f"test {k}s (never seen in training)")
+        ax.set_xlabel("squared reconstruction error per image")
+        ax.set_ylabel("density")
+        ax.legend()
+
+    fig = panels([("", draw)], f"novelty by reconstruction error: AUROC {auroc:.3f}")
+    return Outcome(numbers, auroc >= 0.8, fig)
+
+
+LESSONS = (
+    Lesson("linear_ae_pca", "A linear autoencoder spans the PCA subspace",
+           "An autoencoder whose encoder and decoder are linear, trained by gradient descent on squared error, "
+           "finds the subspace of the top principal components: PCA is its solution (up to a rotation of the code).",
+           "squared error within 1% of PCA's and every principal angle below 5°",
+           judge_linear_ae_pca, quick=("trainer.max_epochs=30",)),
+    Lesson("deep_ae_pca", "A deep autoencoder beats PCA at the same code size",
+           "A non-linear deep autoencoder reconstructs better than PCA with as many components as it has code "
+           "numbers (Hinton & Salakhutdinov 2006).",
+           "test squared error below PCA's",
+           judge_deep_ae_pca, quick=("trainer.max_epochs=25",)),
+    Lesson("denoising", "Denoising makes codes robust to input noise",
+           "An autoencoder trained to reconstruct x from x + ε (the denoising autoencoder) maps a noisy input close "
+           "to the clean one's code and reconstruction: g_e(x + ε) ≈ g_e(x).",
+           "the dae's reconstruction error from noisy inputs and its code shift both below the ae's",
+           judge_denoising, models=("ae", "dae"), quick=("trainer.max_epochs=20",)),
+    Lesson("contractive", "The contractive penalty flattens the encoder off the data manifold",
+           "The penalty λ‖∂h/∂x‖²_F shrinks the encoder's sensitivity in every direction while reconstruction keeps "
+           "it along the data manifold: the Jacobian's singular values fall faster after the leading few.",
+           "the cae's mean ‖∂h/∂x‖_F and its share of ‖J‖²_F beyond the leading singular values both below the ae's",
+           judge_contractive, models=("ae", "cae"), quick=("trainer.max_epochs=20",)),
+    Lesson("vae_manifold", "The VAE's 2-D manifold",
+           "A VAE with a 2-D code and an N(0, I) prior decodes any code drawn from the prior into a plausible image: "
+           "a grid over the prior shows the learned manifold of digits.",
+           "both code dimensions active and the samples' precision at least 90% of real digits'",
+           judge_vae_manifold, quick=("trainer.max_epochs=50",)),
+    Lesson("beta_vae", "β trades reconstruction for disentanglement",
+           "Weighting the VAE's KL term by β > 1 gives a code closer to the factorised prior — more disentangled — "
+           "at the price of reconstruction.",
+           "with β = 4 a higher test squared error and a higher MIG than with β = 1",
+           judge_beta_vae, models=("vae", "beta_vae"), quick=("trainer.max_epochs=15",)),
+    Lesson("toy_gan", "The toy GAN's v turns towards w",
+           "In the lecture's toy GAN (data x = h·w, generator x = h·v, discriminator sig(|x₁|w₁ + |x₂|w₂ + b)) the "
+           "generator's direction v turns towards the data's direction w.",
+           "|cos(v, w)| > 0.95 (angle < 18.2°) within the first 50 steps and at the end",
+           judge_toy_gan, quick=("trainer.max_epochs=4",)),
+    Lesson("cgan", "cGAN class control",
+           "A GAN given the class label as input to generator and discriminator generates the class it is asked for.",
+           "at least 80% of the samples classified as the requested digit",
+           judge_cgan, quick=("trainer.max_epochs=20",)),
+    Lesson("cyclegan", "CycleGAN cycle consistency",
+           "Two translators trained on unpaired images with the cycle-consistency loss give back the input after a "
+           "round trip, x ≈ g_B2A(g_A2B(x)), while each translation lands in the other domain.",
+           "the round trip nearer to its own input than to any other test image for more than half of them, and "
+           "translation accuracy ≥ 80%, both ways",
+           judge_cyclegan, quick=("trainer.max_epochs=3",)),
+    Lesson("novelty", "Reconstruction error detects a novel class",
+           "An autoencoder reconstructs patterns unlike its training data badly, so its reconstruction error "
+           "measures novelty.",
+           "AUROC ≥ 0.8 for the held-out class",
+           judge_novelty, quick=("trainer.max_epochs=20",)),
+)
+
+
