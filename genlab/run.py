@@ -13,13 +13,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
+from genlab.config.instantiation import build, build_group
 from genlab.errors import UserError
+from genlab.metrics.base import Scores
+
+__all__ = ["build", "build_group", "checkpoint_policy", "checkpoint_to_test", "choice", "finish", "load_model"]
 
 log = logging.getLogger("genlab")
 
@@ -63,27 +65,6 @@ def discard_failed_run() -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def build(node: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a config node, then call it with ``kwargs`` (live objects such as DataInfo).
-
-    The node is instantiated as a partial first, so Hydra never turns the objects passed in
-    into configs. A UserError raised inside a constructor reaches the user as its own
-    one-line message instead of being wrapped in Hydra's InstantiationException.
-    """
-    try:
-        if not kwargs:
-            return instantiate(node)
-        factory = instantiate(node, _partial_=True)
-    except InstantiationException as e:
-        cause = e.__cause__
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-    return factory(**kwargs)
-
-
 def load_model(model_cfg: DictConfig, checkpoint: str | Path, device: str = "cpu") -> Any:
     """The model class named by the model config's ``_target_``, restored from a checkpoint that genlab
     wrote: its hyperparameters hold the network builders and the DataInfo, so it rebuilds itself
@@ -95,13 +76,6 @@ def load_model(model_cfg: DictConfig, checkpoint: str | Path, device: str = "cpu
         return cls.load_from_checkpoint(checkpoint, map_location=device, weights_only=False)
     except (OSError, RuntimeError, EOFError, KeyError) as e:
         raise UserError(f"could not load {cls.__name__} from {checkpoint}: {e}") from e
-
-
-def build_group(node: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a group such as callbacks or logger."""
-    if not node:
-        return []
-    return [build(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
 def checkpoint_policy(callbacks: list[Any], model: Any) -> list[Any]:
@@ -145,20 +119,17 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
             lg.experiment.add_text("config", "    " + text.replace("\n", "\n    "))
 
 
-def finish(cfg: DictConfig, trainer: pl.Trainer, loggers: list[Logger], metrics: dict[str, float],
-           tested: str | None) -> dict[str, Any]:
+def finish(cfg: DictConfig, loggers: list[Logger], metrics: dict[str, float], tested: str | None,
+           evaluations: list[Scores]) -> dict[str, Any]:
     """The end of a run: the hyperparameters beside the final test metrics in TensorBoard's HParams
-    tab, metrics.json (metrics, their units, the table columns, the tested checkpoint, the tags),
-    the summary printed and logged. Returns what metrics.json holds."""
-    from genlab.callbacks.evaluator import Evaluator
-
-    evaluators = [cb for cb in trainer.callbacks if isinstance(cb, Evaluator)]
+    tab, metrics.json (metrics, the units and table columns of the ``evaluations``, the tested
+    checkpoint, the tags), the summary printed and logged. Returns what metrics.json holds."""
     result = {
         "model": choice("model"), "data": choice("data"), "seed": cfg.seed, "tags": list(cfg.get("tags") or []),
         "best_checkpoint": tested,
         "metrics": dict(sorted(metrics.items())),
-        "units": dict(sorted({k: u for ev in evaluators for k, u in ev.last.units.items()}.items())),
-        "columns": list(dict.fromkeys(c for ev in evaluators for c in ev.last.columns)),
+        "units": dict(sorted({k: u for ev in evaluations for k, u in ev.units.items()}.items())),
+        "columns": list(dict.fromkeys(c for ev in evaluations for c in ev.columns)),
     }
     tests = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for lg in loggers:

@@ -29,6 +29,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
     from genlab import run
+    from genlab.callbacks.evaluator import Evaluator
 
     validate(cfg)  # types were checked while composing; ranges and choices here
     run.route_framework_logs()
@@ -55,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # weights_only=False: this run wrote the checkpoint itself (it holds the net builders)
         trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=False, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-    run.finish(cfg, trainer, loggers, metrics, tested)
+    run.finish(cfg, loggers, metrics, tested, [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)])
     return metrics
 
 

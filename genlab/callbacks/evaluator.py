@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
 from genlab.config import conf_dir
+from genlab.config.instantiation import build
 from genlab.data.base import TensorDataModule
 from genlab.errors import UserError
 from genlab.metrics.base import Context, Metric, Scores, eval_mode, finite
@@ -80,8 +81,6 @@ def configured_evaluator(classifier_cache: str | Path | None = None, overrides: 
     """The evaluator as ``conf/callbacks/evaluator.yaml`` configures it, outside a run (genlab-eval,
     notebooks, tests): ``classifier_cache`` in place of the run's cache folder, and dotted
     ``overrides`` such as "metrics.probes.knn_k=3" or "sample_steps=50"."""
-    from genlab.run import build
-
     node = OmegaConf.load(conf_dir() / "callbacks" / "evaluator.yaml").evaluator
     node.classifier_cache = None if classifier_cache is None else str(classifier_cache)
     node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))

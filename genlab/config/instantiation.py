@@ -1,0 +1,41 @@
+"""Objects from config nodes: ``build`` instantiates one ``_target_`` node (completing it with live
+objects such as a DataInfo), ``build_group`` every entry of a group such as callbacks or logger.
+Light to import (Hydra only): used by train.py, the evaluator, genlab-eval and the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from genlab.errors import UserError
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate a config node, then call it with ``kwargs`` (live objects such as DataInfo).
+
+    The node is instantiated as a partial first, so Hydra never turns the objects passed in
+    into configs. A UserError raised inside a constructor reaches the user as its own
+    one-line message instead of being wrapped in Hydra's InstantiationException.
+    """
+    try:
+        if not kwargs:
+            return instantiate(node)
+        factory = instantiate(node, _partial_=True)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+    return factory(**kwargs)
+
+
+def build_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a group such as callbacks or logger."""
+    if not node:
+        return []
+    return [build(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
