@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,11 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """genlab built as a wheel and installed (without its dependencies, which this venv has) into a
     folder of its own, away from the source tree."""
     tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"  # a copy: building writes build/ and *.egg-info into the tree it builds
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "outputs", ".cache", "build", "*.egg-info",
+                                                                "__pycache__", "docs"))
     build = python("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"),
-                   str(ROOT), cwd=tmp)
+                   str(source), cwd=tmp)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp / "dist").glob("genlab-*.whl")
     site = tmp / "site"
