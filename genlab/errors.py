@@ -23,3 +23,9 @@ class IncompatibleError(UserError):
 
 class MissingDataError(UserError):
     """Dataset files are not where the config says; the message names them and how to get them."""
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged: a loss term became NaN or inf (the message names the model, term and step)."""
+
+    exit_code = 3

@@ -25,16 +25,21 @@ from genlab.config import setup_hydra
 from genlab.errors import UserError
 from genlab.metrics.base import Scores, eval_mode
 from genlab.metrics.sampling import ModeCoverage, SampleQuality
-from genlab.run import build, load_model, route_framework_logs
-from genlab.runs import load, swept_keys
+from genlab.report import read_runs
+from genlab.run import build, load_model, route_framework_logs, stored_config
+from genlab.runs import swept_keys
 
 
 def find_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (``best_checkpoint`` of metrics.json, also when the run folder has
-    moved since), else ``checkpoints/last.ckpt``; UserError when there is neither."""
+    """The run's tested checkpoint (``best_checkpoint`` of metrics.json, a path inside the run folder),
+    else ``checkpoints/last.ckpt``; UserError when there is neither. Only files inside the run folder
+    are used, so a copied or moved run scores its own checkpoints."""
     metrics = run_dir / "metrics.json"
-    best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
-    candidates = [Path(best), run_dir / "checkpoints" / Path(best).name] if best else []
+    try:
+        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise UserError(f"{metrics} is not valid JSON: the run's record is damaged.") from None
+    candidates = [run_dir / "checkpoints" / Path(best).name] if isinstance(best, str) else []
     for path in [*candidates, run_dir / "checkpoints" / "last.ckpt"]:
         if path.is_file():
             return path
@@ -42,48 +47,25 @@ def find_checkpoint(run_dir: Path) -> Path:
                     "nor is there checkpoints/last.ckpt (did the run stop before its first epoch ended?).")
 
 
-def load_run(run_dir: str | Path) -> tuple[DictConfig, Path]:
-    """A run's composed config and checkpoint; UserError for a folder that is not a genlab run."""
+def load_run(run_dir: str | Path, trust: bool = False) -> tuple[DictConfig, Path]:
+    """A run's composed config and checkpoint; UserError for a folder that is not a genlab run, or whose
+    config names code outside genlab and torch (unless ``trust``)."""
+    from genlab.checkpoints import check_targets
+
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a folder.")
-    cfg_file = run_dir / ".hydra" / "config.yaml"
-    if not cfg_file.is_file():
-        raise UserError(f"{run_dir} is not a genlab run: it has no .hydra/config.yaml "
-                        "(genlab-train writes one into every run directory).")
-    cfg = OmegaConf.load(cfg_file)
-    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
-        raise UserError(f"{cfg_file} is not a genlab config: it has no model and data.")
-    # was ${hydra:runtime.output_dir}, known only inside Hydra
-    OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
-    _anchor_data_paths(cfg, run_dir)
+    cfg = stored_config(run_dir)
+    check_targets(cfg, f"{run_dir / '.hydra' / 'config.yaml'}", tuple(cfg.get("trusted_modules") or ()), trust)
     return cfg, find_checkpoint(run_dir)
 
 
-def _anchor_data_paths(cfg: DictConfig, run_dir: Path) -> None:
-    """Paths were relative to where genlab-train ran (Hydra records it as hydra.runtime.cwd in
-    .hydra/hydra.yaml): paths.root_dir (the folder of datasets and caches by default) is set to it,
-    and a relative data.root / data.path made absolute, so genlab-eval works from any folder."""
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
-    if cwd is None:
-        return
-    if "paths" in cfg:
-        OmegaConf.update(cfg, "paths.root_dir", str(cwd), force_add=True)
-    for key in ("root", "path"):
-        value = cfg.data.get(key)
-        if isinstance(value, str) and "${" not in value and not Path(value).expanduser().is_absolute():
-            cfg.data[key] = str(Path(cwd) / value)
-
-
 def evaluate_run(cfg: DictConfig, checkpoint: Path, n_samples: int | None = None,
-                 device: str = "cpu") -> Scores:
+                 device: str = "cpu", trust: bool = False) -> Scores:
     """Rebuild the run's data and model and score them with its own evaluator settings
     (``n_samples`` replaces the sample-quality metrics' n_samples)."""
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     dm = build(cfg.data)
     dm.setup("test")
-    model = load_model(cfg.model, checkpoint, device)
+    model = load_model(cfg.model, checkpoint, device, tuple(cfg.get("trusted_modules") or ()), trust, dm.info)
     node = OmegaConf.select(cfg, "callbacks.evaluator")
     if node is None:  # the run had no evaluator: the default one, with the run's classifier cache
         evaluator = configured_evaluator(OmegaConf.select(cfg, "paths.cache_dir"))
@@ -130,16 +112,50 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """All metrics of every run, one row each (empty where a run lacks one), with its overrides."""
+    """All metrics of every run, one row each (empty where a run lacks one), with its overrides.
+    A file that cannot be written is a UserError."""
     keys = sorted({k for r in rows for k in r["metrics"]})
     overrides = list(dict.fromkeys(k for r in rows for k in r["run"].overrides if k not in ("model", "data", "seed")))
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", "model", "data", "seed", *overrides, *keys])
-        for r in rows:
-            run = r["run"]
-            writer.writerow([str(run.path), r["model"], r["data"], run.seed,
-                             *[run.overrides.get(k, "") for k in overrides], *[r["metrics"].get(k, "") for k in keys]])
+    try:
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["run", "model", "data", "seed", *overrides, *keys])
+            for r in rows:
+                run = r["run"]
+                writer.writerow([str(run.path), r["model"], r["data"], run.seed,
+                                 *[run.overrides.get(k, "") for k in overrides],
+                                 *[r["metrics"].get(k, "") for k in keys]])
+    except OSError as e:
+        raise UserError(f"--out {path}: could not write the table ({e.strerror or e}).") from None
+
+
+def check_out(path: Path) -> None:
+    """--out names a file that can be written, checked before any run is scored (scoring takes minutes)."""
+    import os
+
+    from genlab.config.checks import folder_problem
+
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder: give the path of a CSV file.")
+    problem = folder_problem(str(path.parent.absolute()))
+    if problem:
+        raise UserError(f"--out {path}: its folder {path.parent.absolute()} cannot be written: {problem}.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"--out {path} exists and cannot be written.")
+
+
+def check_device(device: str) -> None:
+    """--device names a device torch knows and this machine has."""
+    try:
+        where = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--device {device}: not a device torch knows ({' '.join(str(e).split())}).") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: this machine has no GPU that torch can use; use --device cpu.")
+    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPUs.")
+    if where.type not in ("cpu", "cuda") and not (where.type == "mps" and torch.backends.mps.is_available()):
+        raise UserError(f"--device {device}: genlab-eval runs on cpu or cuda.")
 
 
 def _choice(run_dir: Path, cfg: DictConfig, group: str) -> str:
@@ -147,6 +163,20 @@ def _choice(run_dir: Path, cfg: DictConfig, group: str) -> str:
     metrics = run_dir / "metrics.json"
     choice = json.loads(metrics.read_text()).get(group) if metrics.is_file() else None
     return choice or str(cfg[group]["_target_"]).rsplit(".", 1)[-1]
+
+
+def convert_runs(configs: list[DictConfig]) -> None:
+    """``--trust --convert``: every checkpoint of the runs rewritten weights-only (``convert_checkpoint``)."""
+    import dataclasses
+
+    from genlab.checkpoints import convert_checkpoint
+
+    for cfg in configs:
+        info = dataclasses.asdict(build(cfg.data).info)
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+        for path in sorted(Path(cfg.paths.output_dir, "checkpoints").glob("*.ckpt")):
+            backup = convert_checkpoint(path, model, info)
+            print(f"{path}: {'converted (original kept as ' + backup.name + ')' if backup else 'safe already'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,26 +189,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write every metric to this CSV file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the models and feature networks run (default: cuda when available)")
+    parser.add_argument("--trust", action="store_true",
+                        help="the run folders are yours: build code their configs name outside genlab and torch, "
+                             "and unpickle checkpoints that need it (both can run arbitrary code)")
+    parser.add_argument("--convert", action="store_true",
+                        help="with --trust: rewrite the runs' older checkpoints that need unpickling as safe, "
+                             "weights-only ones (originals kept as <name>.pickled), then stop")
     args = parser.parse_args(argv)
     setup_hydra()  # the resolvers of the saved configs
     route_framework_logs()
     try:
         if args.n_samples is not None and args.n_samples < 2:
             raise UserError(f"--n-samples={args.n_samples}: at least 2 samples are needed.")
-        runs = [(run, *load_run(run.path)) for run in load(args.runs)]  # every folder checked before any work
+        check_device(args.device)
+        if args.out is not None:
+            check_out(args.out)
+        if args.convert and not args.trust:
+            raise UserError("--convert unpickles the checkpoints, which can run code: give --trust with it, "
+                            "for run folders you made yourself.")
+        # every folder checked before any work
+        runs = [(run, *load_run(run.path, args.trust)) for run in read_runs(args.runs)]
+        if args.convert:
+            convert_runs([cfg for _, cfg, _ in runs])
+            return
         rows = []
         for run, cfg, ckpt in runs:
             print(f"scoring {run.path} ({ckpt.name})", file=sys.stderr)
-            metrics = evaluate_run(cfg, ckpt, args.n_samples, args.device)
+            metrics = evaluate_run(cfg, ckpt, args.n_samples, args.device, args.trust)
             rows.append({"run": run, "model": _choice(run.path, cfg, "model"),
                          "data": _choice(run.path, cfg, "data"), "metrics": metrics})
+        print_table(rows)
+        if args.out is not None:
+            write_csv(rows, args.out)
+            print(f"table written to {args.out}")
     except UserError as e:
         print(f"genlab-eval: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    print_table(rows)
-    if args.out is not None:
-        write_csv(rows, args.out)
-        print(f"table written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ train.py, genlab-eval and the tests; imports Lightning, so train.py imports it o
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from genlab.config.instantiation import build, build_group
 from genlab.errors import UserError
+from genlab.files import write_json
 from genlab.metrics.base import Scores
 
 __all__ = ["build", "build_group", "checkpoint_policy", "checkpoint_to_test", "choice", "finish", "load_model"]
@@ -52,30 +52,130 @@ def choice(group: str) -> str | None:
 
 
 def discard_failed_run() -> None:
-    """Remove this process's fresh run directory if the run stopped before writing anything.
+    """Remove this process's fresh run directory if the run stopped before writing anything; in a
+    multirun, the sweep folder too when no job folder is left in it (only Hydra's multirun.yaml).
 
     Run directories are unique to the microsecond, so the directory is this run's own;
-    anything with a checkpoint or metrics is kept.
+    anything with a checkpoint or metrics is kept, and so is a sweep folder with any job in it.
     """
+    from hydra.types import RunMode
+
     try:
-        out = Path(HydraConfig.get().runtime.output_dir)
+        hc = HydraConfig.get()
     except ValueError:
         return
+    out = Path(hc.runtime.output_dir)
     if out.is_dir() and not (out / "checkpoints").exists() and not (out / "metrics.json").exists():
         shutil.rmtree(out, ignore_errors=True)
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    sweep = Path(hc.sweep.dir).absolute()
+    left = list(sweep.iterdir()) if sweep.is_dir() and out.absolute().is_relative_to(sweep) else None
+    if left is not None and all(p.name == "multirun.yaml" and p.is_file() for p in left):
+        for p in left:
+            p.unlink(missing_ok=True)
+        try:
+            sweep.rmdir()
+        except OSError:  # a job of a parallel launcher has just made its folder: the sweep goes on
+            pass
 
 
-def load_model(model_cfg: DictConfig, checkpoint: str | Path, device: str = "cpu") -> Any:
-    """The model class named by the model config's ``_target_``, restored from a checkpoint that genlab
-    wrote: its hyperparameters hold the network builders and the DataInfo, so it rebuilds itself
-    (which needs weights_only=False). An unreadable file is a UserError naming it."""
-    from hydra.utils import get_class
+def load_model(model_cfg: DictConfig | None, checkpoint: str | Path, device: str = "cpu",
+               trusted: tuple[str, ...] = (), trust: bool = False, data_info: Any = None) -> Any:
+    """A model restored from a checkpoint: read weights-only (no code runs; ``trust`` unpickles), rebuilt
+    from the run's model config (or, with None, from the config the checkpoint carries) whose
+    ``_target_``s must be trusted. Any problem is a UserError naming the file."""
+    from genlab.checkpoints import model_from_checkpoint, read_checkpoint
 
-    cls = get_class(model_cfg["_target_"])
+    state = read_checkpoint(checkpoint, device, trust=trust)
+    source = f"checkpoint {checkpoint}"
+    return model_from_checkpoint(state, source, model_cfg, trusted, trust, data_info).to(device)
+
+
+def stored_config(run_dir: Path) -> DictConfig:
+    """A run folder's composed config (.hydra/config.yaml), its paths anchored where the run was started
+    (paths.root_dir from .hydra/hydra.yaml, relative data paths made absolute), paths.output_dir the
+    folder itself. UserError for a folder that is not a genlab run or a file that is not its config."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder.")
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        raise UserError(f"{run_dir} is not a genlab run: it has no .hydra/config.yaml "
+                        "(genlab-train writes one into every run directory).")
     try:
-        return cls.load_from_checkpoint(checkpoint, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError, KeyError) as e:
-        raise UserError(f"could not load {cls.__name__} from {checkpoint}: {e}") from e
+        cfg = OmegaConf.load(cfg_file)
+    except Exception as e:  # YAML syntax errors of every kind
+        raise UserError(f"{cfg_file} is not valid YAML ({type(e).__name__}).") from None
+    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+        raise UserError(f"{cfg_file} is not a genlab config: it has no model and data.")
+    OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)  # was ${hydra:runtime.output_dir}
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
+    if cwd is not None:
+        OmegaConf.update(cfg, "paths.root_dir", str(cwd), force_add=True)
+        for key in ("root", "path"):
+            value = cfg.data.get(key)
+            if isinstance(value, str) and "${" not in value and not Path(value).expanduser().is_absolute():
+                cfg.data[key] = str(Path(cwd) / value)
+    return cfg
+
+
+# what resume= may change: how long to train, and nothing of what the run computes
+RESUMABLE = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.enable_progress_bar",
+             "trainer.enable_model_summary", "paths.log_dir", "paths.cache_dir", "trust")
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The config of ``resume=RUN_DIR``: the run's own, with ckpt_path its last.ckpt, and of the command
+    line only what extends a run (RESUMABLE). UserError when the folder is not a run, has no checkpoint,
+    or its config names code outside genlab (unless trust=true); RunFinished when there is nothing left."""
+    from genlab.checkpoints import check_targets, read_checkpoint
+
+    run_dir = Path(cfg.resume).expanduser().resolve()
+    stored = stored_config(run_dir)
+    check_targets(stored, f"{run_dir / '.hydra' / 'config.yaml'}", tuple(stored.get("trusted_modules") or ()),
+                  bool(cfg.trust))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"{run_dir} has no checkpoints/last.ckpt to resume from (the run stopped before its "
+                        "first epoch ended): start it again.")
+    given = [o.split("=", 1)[0] for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    refused = [k for k in given if k.lstrip("+~") not in ("resume", *RESUMABLE)]
+    if refused:
+        raise UserError(f"resume= continues a run with its own config; only {', '.join(RESUMABLE)} may be "
+                        f"changed, not {', '.join(refused)}.")
+    for key in RESUMABLE:
+        if key in given:
+            OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
+    state = read_checkpoint(last)
+    epochs = OmegaConf.select(stored, "trainer.max_epochs")
+    done = (run_dir / "metrics.json").is_file() and not (run_dir / "interrupted.json").is_file()
+    if done and epochs is not None and epochs >= 0 and int(state.get("epoch", -1)) + 1 >= epochs:
+        raise RunFinished(f"{run_dir} has finished ({epochs} of {epochs} epochs, test metrics in metrics.json): "
+                          "nothing to resume. Raise trainer.max_epochs to train it further.")
+    stored.ckpt_path, stored.resume = str(last), str(run_dir)
+    keep_csv_logs(stored, run_dir)
+    return stored
+
+
+def keep_csv_logs(cfg: DictConfig, run_dir: Path) -> None:
+    """Lightning's CSV writer deletes a metrics.csv it finds in its folder: a resumed run's CSV loggers
+    write beside it, to <name>/resumed-<k>/metrics.csv, so no value logged before the stop is lost."""
+    for node in (cfg.get("logger") or {}).values():
+        if not (isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("CSVLogger")):
+            continue
+        try:
+            save_dir = Path(str(node.save_dir))
+        except Exception:  # an interpolation only a run resolves: the run folder, as conf/logger/csv.yaml has
+            save_dir = run_dir
+        folder = save_dir / str(node.get("name") or "lightning_logs")
+        node.version = f"resumed-{1 + len(list(folder.glob('resumed-*')))}"
+
+
+class RunFinished(UserError):
+    """resume= of a run that has nothing left to do: said, and not an error."""
+
+    exit_code = 0
 
 
 def checkpoint_policy(callbacks: list[Any], model: Any) -> list[Any]:
@@ -97,7 +197,7 @@ def checkpoint_to_test(trainer: pl.Trainer) -> str | None:
     path = next((p for p in [*ranked, *latest] if p), None)
     if path is None and callbacks and callbacks[0].dirpath and trainer.global_step == 0:
         path = str(Path(callbacks[0].dirpath) / "last.ckpt")
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
     return path
 
 
@@ -124,6 +224,9 @@ def finish(cfg: DictConfig, loggers: list[Logger], metrics: dict[str, float], te
     """The end of a run: the hyperparameters beside the final test metrics in TensorBoard's HParams
     tab, metrics.json (metrics, the units and table columns of the ``evaluations``, the tested
     checkpoint, the tags), the summary printed and logged. Returns what metrics.json holds."""
+    out_dir = Path(cfg.paths.output_dir)
+    if tested is not None and Path(tested).resolve().is_relative_to(out_dir.resolve()):
+        tested = str(Path(tested).resolve().relative_to(out_dir.resolve()))  # a copied run finds its own file
     result = {
         "model": choice("model"), "data": choice("data"), "seed": cfg.seed, "tags": list(cfg.get("tags") or []),
         "best_checkpoint": tested,
@@ -136,9 +239,9 @@ def finish(cfg: DictConfig, loggers: list[Logger], metrics: dict[str, float], te
         if isinstance(lg, TensorBoardLogger) and tests:  # the HParams tab needs metrics beside the settings
             lg.log_hyperparams(hyperparameters(cfg), metrics=tests)
         lg.finalize("success")
-    out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_json(out_dir / "metrics.json", result)  # strict JSON, written whole
+    (out_dir / "interrupted.json").unlink(missing_ok=True)  # a resumed run that finished is no longer stopped
     log.info("test metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in tests.items()))
     log.info("run directory: %s | tested checkpoint: %s", out_dir, tested)
     print_summary(result, out_dir, loggers)
@@ -168,15 +271,99 @@ def print_summary(result: dict[str, Any], out_dir: Path, loggers: list[Logger]) 
     console.print(table)
     if "test/sq_err_per_image" in metrics and "test/pca_sq_err_per_image" in metrics:
         m, p = metrics["test/sq_err_per_image"], metrics["test/pca_sq_err_per_image"]
-        print(f"test squared error per image: {m:.2f} | PCA with the same code size: {p:.2f} "
-              f"| {100 * (m - p) / p:+.1f}% vs PCA")
+        if p <= 1e-9 * max(abs(m), 1.0):  # PCA is exact (the code spans the data): a ratio would be noise
+            versus = "PCA's error is ~0 (the code is as large as the data's rank): no ratio"
+        elif m / p >= 100:
+            versus = f"{m / p:.3g}x PCA's error"
+        else:
+            versus = f"{100 * (m - p) / p:+.1f}% vs PCA"
+        print(f"test squared error per image: {m:.2f} | PCA with the same code size: {p:.3g} | {versus}")
     # plain prints: paths must stay on one line whatever the terminal width
     print(f"run directory : {out_dir}")
     print(f"metrics       : {out_dir / 'metrics.json'}")
     if (out_dir / "images").is_dir():
         print(f"images        : {out_dir / 'images'}")
     if result.get("best_checkpoint"):
-        print(f"checkpoint    : {result['best_checkpoint']}")
+        print(f"checkpoint    : {out_dir / result['best_checkpoint']}")
     for d in tensorboard_dirs(loggers):
         print(f"tensorboard   : {d}")
         print(f"open it with  : tensorboard --logdir {d}")
+
+
+# ---- the fit -----------------------------------------------------------------------------------
+def new_model(cfg: DictConfig, info: Any) -> Any:
+    """The model of ``cfg.model`` for data ``info``, carrying its config as plain data (checkpoints keep it)."""
+    model = build(cfg.model, data_info=info)  # checks the model/data pair
+    model.config_record = OmegaConf.to_container(cfg.model, resolve=True)
+    return model
+
+
+def checked_start(path: str, model: Any, cfg: DictConfig) -> str:
+    """``ckpt_path``: a checkpoint file that is readable, safe and fits the model; UserError otherwise."""
+    from genlab.checkpoints import check_compatible, check_targets, read_checkpoint
+
+    if path in ("last", "best", "hpc", "registry"):
+        raise UserError(f"ckpt_path={path} names no file. To continue a run in its folder use resume=<run folder>; "
+                        "to start a new run from a checkpoint give the file's path.")
+    state = read_checkpoint(path, trust=bool(cfg.trust))
+    carried = (state.get("genlab") or {}).get("model_config")
+    if carried is not None:
+        check_targets(carried, f"checkpoint {path}", tuple(cfg.get("trusted_modules") or ()), bool(cfg.trust))
+    check_compatible(model, state, f"checkpoint {path}")
+    return str(Path(path).expanduser().resolve())
+
+
+def make_trainer(cfg: DictConfig, model: Any, loggers: list[Logger], lr_scale: float = 1.0) -> pl.Trainer:
+    """A Trainer of ``cfg.trainer`` with the run's callbacks (the checkpoint policy of the model, a clean
+    stop at signals, and the learning-rate scale of a retry); ``nan_retries`` is genlab's, not Lightning's."""
+    from genlab.callbacks.interrupt import GracefulStop
+
+    callbacks = checkpoint_policy(build_group(cfg.get("callbacks")), model) + [GracefulStop()]
+    if lr_scale != 1.0:
+        callbacks.append(ScaleLearningRates(lr_scale))
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    node.pop("nan_retries", None)
+    return build(OmegaConf.create(node), callbacks=callbacks, logger=loggers or False)
+
+
+def fit(cfg: DictConfig, model: Any, datamodule: Any, loggers: list[Logger],
+        start: str | None) -> tuple[pl.Trainer, Any]:
+    """trainer.fit, and after a non-finite loss up to ``trainer.nan_retries`` retries: from the newest
+    checkpoint (or from the start when there is none yet), with the learning rates halved each time.
+    Returns the trainer that finished and the model it trained."""
+    from genlab.errors import NonFiniteLoss
+
+    retries, scale = int(cfg.trainer.get("nan_retries") or 0), 1.0
+    for attempt in range(retries + 1):
+        trainer = make_trainer(cfg, model, loggers, scale)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=start, weights_only=not cfg.trust)
+            return trainer, model
+        except NonFiniteLoss as e:
+            if attempt == retries and retries:
+                raise NonFiniteLoss(f"{e} (It diverged again after {retries} rollback(s) with the learning rates "
+                                    f"halved, last x {scale:g}: lower model.optimizer.lr.)") from None
+            if attempt == retries:
+                raise
+            last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+            start, scale = (str(last) if last.is_file() else start), scale / 2
+            log.warning("%s Retry %d of %d: from %s with the learning rates x %g.", e, attempt + 1, retries,
+                        start or "the initial weights", scale)
+            pl.seed_everything(cfg.seed + attempt + 1, workers=True, verbose=False)
+            model = new_model(cfg, model.data_info)
+    raise AssertionError("unreachable")
+
+
+class ScaleLearningRates(pl.Callback):
+    """Multiplies every optimiser's learning rates (and its scheduler's base rates) by ``factor`` when
+    training starts, after a checkpoint's optimiser state is restored: a retry after divergence."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] *= self.factor
+        for config in trainer.lr_scheduler_configs:
+            config.scheduler.base_lrs = [lr * self.factor for lr in config.scheduler.base_lrs]

@@ -1,15 +1,22 @@
-"""The end of a sweep: one table of all its jobs — their overrides as columns, the optimised metric
-and the headline test metrics, the best job marked — printed when a multirun finishes and written
-as ``summary.csv`` (every metric) and ``summary.md`` in the sweep folder.
+"""The two ends of a sweep, as Hydra callbacks (``conf/hydra/default.yaml``), so they follow every
+launcher and sweeper (basic, joblib, Optuna).
 
-A Hydra callback (``conf/hydra/default.yaml``), so it follows every launcher and sweeper (basic,
-joblib, Optuna): it reads the jobs' metrics.json files and nothing else.
+Before: ``Preflight`` checks what must hold before Hydra makes a run or sweep folder (a safe task
+name, writable output folders, the sweeper's and launcher's settings), so a bad value is one clear
+error instead of a traceback from Hydra, Optuna or joblib and a folder left behind.
+
+After: one table of all the jobs — their overrides as columns, the optimised metric and the headline
+test metrics, the best job marked — printed when a multirun finishes and written as ``summary.csv``
+(every metric) and ``summary.md`` in the sweep folder; it reads the jobs' metrics.json files only.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
 import math
+import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.errors import UserError
 from genlab.runs import Run, headline, load, swept_keys
 
 
@@ -79,6 +87,51 @@ def write_summary(sweep_dir: Path, runs: Sequence[Run], metric: str | None, dire
     print(f"summary       : {sweep_dir / 'summary.csv'}  and  {sweep_dir / 'summary.md'}")
     print(f"report        : genlab-report {sweep_dir}")
     return best
+
+
+class Preflight(Callback):
+    """Hydra callback: ``genlab.config.checks.launch_errors`` before Hydra makes the run folder (a run)
+    or the sweep folder (a multirun). A problem is printed as one error and ends the process with
+    UserError's exit code: Hydra reports any exception raised here with a traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.check(config, multirun=False)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.check(config, multirun=True)
+        # A failing job ends the whole process (genlab-train exits with UserError's code), before
+        # on_multirun_end; with a parallel launcher, while other jobs are still running.
+        atexit.register(discard_failed_jobs, Path(config.hydra.sweep.dir))
+
+    @staticmethod
+    def check(config: DictConfig, multirun: bool) -> None:
+        from genlab.config.checks import invalid
+        from genlab.config.preflight import launch_errors
+
+        errors = launch_errors(config, multirun)
+        if errors:
+            print(f"genlab-train: error: {invalid(errors)}", file=sys.stderr)
+            sys.exit(UserError.exit_code)
+
+
+def discard_failed_jobs(sweep_dir: Path) -> None:
+    """When the process that ran a sweep ends: remove the job folders without a result (neither
+    metrics.json nor a checkpoint: the job failed or never got far), then the sweep folder itself when
+    no job is left in it (Hydra's multirun.yaml alone). A finished sweep keeps every job and its summary."""
+    if not sweep_dir.is_dir():
+        return
+    for job in sweep_dir.iterdir():
+        if job.is_dir() and (job / ".hydra").is_dir() and not any(
+                (job / name).exists() for name in ("metrics.json", "checkpoints")):
+            shutil.rmtree(job, ignore_errors=True)
+    left = list(sweep_dir.iterdir())
+    if all(p.name == "multirun.yaml" and p.is_file() for p in left):
+        for p in left:
+            p.unlink(missing_ok=True)
+        try:
+            sweep_dir.rmdir()
+        except OSError:
+            pass
 
 
 class SweepSummary(Callback):

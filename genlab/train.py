@@ -4,6 +4,7 @@ val/loss cannot rank them), write the metrics.
     genlab-train                                   # the default: an MLP autoencoder on digits
     genlab-train model=conv_ae data=mnist data.root=/path/to/mnist
     genlab-train -m model=ae,dae seed=0,1           # one directory and metrics.json per job
+    genlab-train resume=outputs/train/runs/<run>    # continue a run in its folder, bit for bit
 
 Only Hydra and the config schemas are imported at start: ``--help`` and shell completion never
 load torch or Lightning, which ``train`` imports when a run really starts.
@@ -17,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from genlab.config import CONFIG_PATH, setup_hydra, validate
+from genlab.config import CONFIG_PATH, is_run, setup_hydra, validate
 from genlab.errors import IncompatibleError, UserError
 
 setup_hydra()
@@ -32,31 +33,37 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from genlab.callbacks.evaluator import Evaluator
 
     validate(cfg)  # types were checked while composing; ranges and choices here
+    if cfg.get("resume"):  # the run's own config, from its last checkpoint
+        cfg = run.resumed_config(cfg)
     run.route_framework_logs()
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = run.build(cfg.data)
-    model = run.build(cfg.model, data_info=datamodule.info)  # checks the model/data pair
+    model = run.new_model(cfg, datamodule.info)  # checks the model/data pair
+    start = run.checked_start(cfg.ckpt_path, model, cfg) if cfg.ckpt_path else None
     datamodule.prepare_data()
     datamodule.setup("fit")  # missing files fail here, before any training
     run.log.info("data %s | model %s", datamodule.info.describe(), type(model).__name__)
-
-    callbacks = run.checkpoint_policy(run.build_group(cfg.get("callbacks")), model)
     loggers = run.build_group(cfg.get("logger"))
-    trainer: pl.Trainer = run.build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     run.log_config(loggers, cfg)
 
     metrics: dict[str, float] = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+        trainer, model = run.fit(cfg, model, datamodule, loggers, start)
+        metrics.update(model.restored_metrics)  # what a resumed run logged before; newer values replace them
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    tested = run.checkpoint_to_test(trainer) if cfg.train else cfg.ckpt_path
+    else:
+        trainer = run.make_trainer(cfg, model, loggers)
+    tested = run.checkpoint_to_test(trainer) if cfg.train else start
     if cfg.test:
-        # weights_only=False: this run wrote the checkpoint itself (it holds the net builders)
-        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=False, verbose=False)
+        # the test's random draws (a VAE's z) start from the seed: its figures depend on the tested checkpoint
+        # alone, not on what training drew last, so a resumed run tests as the uninterrupted one did
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=not cfg.trust, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-    run.finish(cfg, loggers, metrics, tested, [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)])
+    evaluations = [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)]
+    run.finish(cfg, loggers, metrics, tested, evaluations)
     return metrics
 
 
@@ -70,15 +77,31 @@ def _main(cfg: DictConfig) -> float | None:
         msg = str(e)
         if isinstance(e, IncompatibleError):
             msg = f"model={choice('model')} cannot run on data={choice('data')}: {e.reason}"
-        print(f"genlab-train: error: {msg}", file=sys.stderr)
-        discard_failed_run()
+        print(f"genlab-train: {'error: ' if e.exit_code else ''}{msg}", file=sys.stderr)
+        if not is_run(cfg.get("resume")):  # never remove a folder the user named
+            discard_failed_run()
+        sys.exit(e.exit_code)
+    except Exception as e:
+        from genlab.callbacks.interrupt import Interrupted
+
+        if not isinstance(e, Interrupted):
+            raise
+        print(f"genlab-train: {e}; continue it with: genlab-train resume={e.checkpoint.parent.parent}",
+              file=sys.stderr)
         sys.exit(e.exit_code)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 
 
 def main() -> None:
-    """Console-script entry point (``genlab-train``)."""
+    """Console-script entry point (``genlab-train``). Overrides Hydra would stop on with a traceback
+    (``model=null``) are refused here, before Hydra parses them."""
+    from genlab.config.preflight import command_line_error
+
+    problem = command_line_error(sys.argv[1:])
+    if problem:
+        print(f"genlab-train: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     _main()
 
 

@@ -87,13 +87,14 @@ def score(cfg, out: Path) -> dict[str, float]:  # noqa: ANN001
     for the checkpoint genlab tests (the best on val/loss)."""
     import json
 
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
 
     from genlab.models.autoencoder import recon_nll
     from genlab.models.pca import fit_pca, pca_reconstruct
+    from genlab.run import load_model
 
-    best = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
-    model = get_class(cfg.model._target_).load_from_checkpoint(best, weights_only=False).eval()
+    best = out / json.loads((out / "metrics.json").read_text())["best_checkpoint"]
+    model = load_model(cfg.model, best).eval()
     dm = instantiate(cfg.data)
     dm.setup("fit")
     train, val = dm.tensors("train").x, dm.tensors("val").x

@@ -27,7 +27,6 @@ class DiagonalGaussian(GenerativeModel):
     def __init__(self, *, steps: int = 20, step_size: float = 0.2, **kwargs: Any) -> None:
         """``kwargs``: data_info, optimizer, scheduler (GenerativeModel's)."""
         super().__init__(**kwargs)
-        self.save_hyperparameters(logger=False)
         shape = self.data_info.shape
         self.mu = nn.Parameter(torch.full(shape, 0.5))
         self.log_sigma = nn.Parameter(torch.full(shape, math.log(0.3)))

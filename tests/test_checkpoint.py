@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.run import checkpoint_to_test
+from genlab.run import build, checkpoint_to_test
 from genlab.train import train
 
 
@@ -56,7 +56,7 @@ def _fit(folder: Path, epochs: int = 3, validate: bool = True, every: int = 1) -
 
 
 def _epoch(path: str | Path) -> int:
-    return torch.load(path, weights_only=False)["epoch"]
+    return torch.load(path, weights_only=True)["epoch"]
 
 
 @pytest.mark.parametrize(("validate", "every"), [(True, 1), (False, 1), (True, 2)])
@@ -76,15 +76,16 @@ def test_models_that_cannot_rank_checkpoints_test_their_latest_epoch(make_cfg) -
     train(cfg)
     out = Path(cfg.paths.output_dir)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]  # no "best" by val/loss
-    tested = json.loads((out / "metrics.json").read_text())["best_checkpoint"]
-    assert Path(tested) == out / "checkpoints" / "last.ckpt" and _epoch(tested) == 1
+    tested = out / json.loads((out / "metrics.json").read_text())["best_checkpoint"]
+    assert tested == out / "checkpoints" / "last.ckpt" and _epoch(tested) == 1
 
 
 def test_a_model_fitted_in_closed_form_still_gets_its_checkpoint(make_cfg) -> None:
     cfg = make_cfg("model=pca", "data=digits", *TINY["digits"], *FAST)
     train(cfg)  # PCA takes no optimiser step, after which Lightning's callbacks would save
-    tested = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["best_checkpoint"]
-    state = torch.load(tested, weights_only=False)["state_dict"]
+    tested = Path(cfg.paths.output_dir) / json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())[
+        "best_checkpoint"]
+    state = torch.load(tested, weights_only=True)["state_dict"]
     assert Path(tested).name == "last.ckpt" and state["components"].abs().sum() > 0  # the fitted PCA
 
 
@@ -99,3 +100,34 @@ def test_every_adversarial_model_declares_it() -> None:
 
     assert not any(m.ranks_checkpoints for m in (GAN, CGAN, InfoGAN, WGANGP, CycleGAN, ToyGAN))
     assert VAE.ranks_checkpoints and Autoencoder.ranks_checkpoints
+
+
+def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary_file(tmp_path: Path) -> None:
+    import errno
+
+    from genlab.checkpoints import AtomicCheckpointIO
+    from genlab.files import write_atomically, write_json
+
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)
+
+    def disk_full(f) -> None:
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomically(target, disk_full)
+    assert torch.equal(AtomicCheckpointIO().load_checkpoint(target)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # the temporary file is gone
+    write_json(tmp_path / "metrics.json", {"test/loss": float("nan"), "x": [float("inf"), 1.0]})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"test/loss": None, "x": [None, 1.0]}
+
+
+def test_the_trainer_writes_checkpoints_through_the_atomic_io(make_cfg) -> None:
+    from genlab.checkpoints import AtomicCheckpointIO
+    from genlab.run import make_trainer, new_model
+
+    cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST)
+    model = new_model(cfg, build(cfg.data).info)
+    trainer = make_trainer(cfg, model, [])
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

@@ -100,15 +100,17 @@ def test_cache_files_are_replaced_whole_while_others_read_them(tmp_path) -> None
     sees a whole file (the old or the new one), as two runs building the same classifier would."""
     import threading
 
+    from genlab.files import write_atomically
+
     path = tmp_path / "classifiers" / "shared.pt"
     states = [{"checksum": str(i), "w": torch.full((512, 512), float(i))} for i in range(2)]  # 1 MB each
-    C.write_atomically(path, states[0])
+    write_atomically(path, lambda f: torch.save(states[0], f))
     errors: list[BaseException] = []
     done = threading.Event()
 
     def write(state: dict) -> None:
         for _ in range(15):
-            C.write_atomically(path, state)
+            write_atomically(path, lambda f: torch.save(state, f))
 
     def read() -> None:
         while not done.is_set():

@@ -4,6 +4,8 @@ that every conf/data/*.yaml composes and instantiates."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -208,7 +210,7 @@ def test_corrupt_files_are_a_missing_data_error(tmp_path: Path) -> None:
     raw.mkdir(parents=True)
     for name in MNISTDataModule().expected_files():
         (raw / name).write_bytes(b"junk")
-    with pytest.raises(MissingDataError, match="torchvision failed"):
+    with pytest.raises(MissingDataError, match="train-images-idx3-ubyte is not an IDX file of images"):
         ready(MNISTDataModule(root=str(tmp_path)))
 
 
@@ -258,6 +260,64 @@ def test_image_folder_train_test_layout_and_unlabelled(tmp_path: Path) -> None:
     assert len(dm.splits["test"]) == 3 and dm.splits["test"].y is None
     with pytest.raises(MissingDataError, match="data.path"):
         _ = ImageFolderDataModule(path=str(tmp_path / "nowhere")).info
+
+
+def mnist_root(tmp_path: Path, n: int = 12, size: int = 28, n_labels: int | None = None,
+               label: int | None = None) -> Path:
+    """A data.root with MNIST IDX files whose train split may be inconsistent (as the arguments say)."""
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        y = rng.integers(0, 10, n_labels if prefix == "train" and n_labels else n, dtype=np.uint8)
+        if label is not None and prefix == "train":
+            y[0] = label
+        write_idx(tmp_path / "MNIST" / "raw", prefix, rng.integers(0, 256, (n, size, size), dtype=np.uint8), y)
+    return tmp_path
+
+
+@pytest.mark.parametrize("make,problem", [
+    (lambda p: mnist_root(p, n_labels=11), "train-labels-idx1-ubyte holds 11 labels but train-images"),
+    (lambda p: mnist_root(p, size=20), "train-images-idx3-ubyte holds 20x20 images"),
+    (lambda p: mnist_root(p, label=200), "train-labels-idx1-ubyte holds the label 200"),
+    (lambda p: truncate(mnist_root(p) / "MNIST/raw/t10k-images-idx3-ubyte", -9), "t10k-images-idx3-ubyte holds"),
+    (lambda p: truncate(mnist_root(p) / "MNIST/raw/train-labels-idx1-ubyte", 6), "ends inside its header"),
+])
+def test_inconsistent_idx_files_are_named(tmp_path: Path, make, problem: str) -> None:
+    root = make(tmp_path)
+    with pytest.raises(MissingDataError, match=problem):
+        ready(MNISTDataModule(root=str(root)))
+
+
+def truncate(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path.parents[2]
+
+
+def test_half_a_fixed_split_and_decompression_bombs_are_refused(tmp_path: Path) -> None:
+    write_pngs(tmp_path / "half" / "train", 2, (6, 6), 0)
+    with pytest.raises(MissingDataError, match="has train/ but no test/"):
+        _ = ImageFolderDataModule(path=str(tmp_path / "half")).info
+    write_pngs(tmp_path / "bomb", 2, (4, 4), 0)
+    for side in (6, 9):  # over the limit of 30 pixels (PIL warns) and over twice it (PIL refuses): both refused
+        Image.new("L", (side, side)).save(tmp_path / "bomb" / "big.png")
+        with monkeypatch_pixels(30), pytest.raises(UserError, match="big.png.*decompression bomb"):
+            ready(ImageFolderDataModule(path=str(tmp_path / "bomb"), image_size=4))
+
+
+@contextlib.contextmanager
+def monkeypatch_pixels(limit: int) -> Iterator[None]:
+    """PIL's MAX_IMAGE_PIXELS lowered for the block (a real bomb would be a large file to write)."""
+    old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def test_a_split_left_without_training_samples_is_refused() -> None:
+    with pytest.raises(UserError, match="data.val_fraction=0.9999"):
+        ready(DigitsDataModule(val_fraction=0.9999))
+    with pytest.raises(UserError, match="no test sample"):
+        ready(Toy2dDataModule(n_samples=1))
 
 
 @pytest.fixture(scope="module")

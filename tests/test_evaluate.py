@@ -53,6 +53,12 @@ def test_folders_that_are_not_runs_exit_with_a_message(tmp_path, capsys) -> None
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.create({"model": {"_target_": "x.Y"}, "data": {"_target_": "x.Z"}}),
                    tmp_path / ".hydra" / "config.yaml")
+    with pytest.raises(SystemExit) as e:  # a config naming code outside genlab: not run without --trust
+        main([str(tmp_path)])
+    assert e.value.code == 2 and "names code outside genlab and torch (model: x.Y" in capsys.readouterr().err
+    OmegaConf.save(OmegaConf.create({"model": {"_target_": "genlab.models.pca.PCA"},
+                                     "data": {"_target_": "genlab.data.builtin.DigitsDataModule"}}),
+                   tmp_path / ".hydra" / "config.yaml")
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path)])
     assert e.value.code == 2 and "has no checkpoint" in capsys.readouterr().err
@@ -70,6 +76,6 @@ def test_relative_data_paths_are_read_from_where_the_run_was_started(tmp_path, m
     OmegaConf.save(OmegaConf.create({"model": {"_target_": "x.Y"}, "data": data}), run / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": "/work/project"}}}), run / ".hydra" / "hydra.yaml")
     monkeypatch.chdir(tmp_path)  # genlab-eval run from somewhere else
-    cfg, _ = load_run(run)
+    cfg, _ = load_run(run, trust=True)  # its stand-in targets are not genlab's
     assert cfg.data.root == "/work/project/../shared/data/mnist10k"
     assert cfg.data.path == "/abs/folder"  # absolute paths stay

@@ -22,6 +22,7 @@ from genlab.models.gan import CGAN, GAN
 from genlab.models.infogan import InfoGAN
 from genlab.models.wgan_gp import WGANGP, gradient_penalty
 from genlab.nets.gan import dcgan, layer_sizes, mlp_gan
+from genlab.run import load_model
 
 PTS = DataInfo("pts", (2,), bounded=False)
 IMG = DataInfo("img", (1, 8, 8), num_classes=10)
@@ -293,8 +294,11 @@ def test_infogan_reloads_from_its_checkpoint(tmp_path) -> None:
                     optimizer_g=adam(), optimizer_d=adam())
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(model)
-    trainer.save_checkpoint(tmp_path / "m.ckpt")
-    again = InfoGAN.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=False).eval()
+    net = {"_target_": "genlab.nets.gan.mlp_gan", "_partial_": True, "hidden": [16]}
+    model.config_record = {"_target_": "genlab.models.infogan.InfoGAN", "n_categories": 3, "n_continuous": 1,
+                           "latent_dim": 4, "ema": 0.9, "net": net}
+    trainer.save_checkpoint(tmp_path / "m.ckpt")  # plain data: weights and the config, no pickled objects
+    again = load_model(None, tmp_path / "m.ckpt").eval()
     assert again.n_categories == 3 and torch.equal(again.fixed_noise, model.fixed_noise)
     assert torch.equal(again.traversal_images(3), model.eval().traversal_images(3))
 

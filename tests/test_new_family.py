@@ -18,7 +18,7 @@ from torch.distributions import Normal
 
 from genlab.callbacks.evaluator import configured_evaluator
 from genlab.errors import IncompatibleError
-from genlab.run import build
+from genlab.run import build, load_model
 from genlab.train import train
 
 MODEL = {"_target_": "gaussian_family.DiagonalGaussian", "steps": 10,
@@ -40,7 +40,8 @@ def test_the_new_family_trains_and_is_scored_by_the_unchanged_evaluator(make_cfg
     assert "test/sq_err_per_image" not in metrics and "test/knn_acc" not in metrics  # no reconstruction, no code
 
     # the bound against the closed form, from the tested checkpoint's μ and σ on the test split
-    model = DiagonalGaussian.load_from_checkpoint(written["best_checkpoint"], weights_only=False)
+    model = load_model(None, out / written["best_checkpoint"], trusted=("gaussian_family",))
+    assert isinstance(model, DiagonalGaussian)
     dm = instantiate(cfg.data)
     dm.setup("test")
     x = dm.tensors("test").x

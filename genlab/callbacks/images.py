@@ -32,7 +32,9 @@ from genlab.capabilities import (
     CanTraverseCodes,
     Traversal,
 )
+from genlab.config.fields import require
 from genlab.data.base import DataInfo, TensorDataModule
+from genlab.errors import UserError
 from genlab.metrics.base import eval_mode, seeded
 from genlab.metrics.codes import project_2d
 from genlab.metrics.translation import OTHER, domain_splits
@@ -108,6 +110,13 @@ class ImageLogger(pl.Callback):
         seed: int = 0,
         latent: LatentPictures | None = None,
     ) -> None:
+        key = "callbacks.image_logger"
+        require(f"{key}.n_images", n_images, "int", ge=1)
+        require(f"{key}.n_points", n_points, "int", ge=1)
+        require(f"{key}.seed", seed, "int", ge=0, lt=2**32)
+        if latent is not None and not isinstance(latent, LatentPictures):
+            raise UserError(f"{key}.latent must be a node with _target_: genlab.callbacks.latent_pictures."
+                            f"LatentPictures (or null), not {latent!r}.")
         self.image_dir = Path(output_dir) / "images"
         self.n_images = n_images
         self.n_points = n_points  # points and codes drawn in a scatter

@@ -23,7 +23,9 @@ from torch import Tensor
 
 from genlab.callbacks.figures import Grid, class_name, number, thinned
 from genlab.capabilities import CanDecode, HasCodeKL
+from genlab.config.fields import require
 from genlab.data.base import Split, TensorDataModule, map_batches
+from genlab.errors import UserError
 from genlab.metrics.base import seeded
 from genlab.models.base import GenerativeModel
 
@@ -180,6 +182,24 @@ class LatentPictures:
     arithmetic_classes: tuple[int, int] | None = None  # (a, b); None: the first two classes present
     arithmetic_images: int = 8
     embedding_points: int = 1000  # test codes in TensorBoard's projector
+
+    def __post_init__(self) -> None:
+        """The constructor's argument checks: each option in its range, named by its config key."""
+        key = "callbacks.image_logger.latent"
+        for name, low in (("manifold_size", 1), ("traversal_dims", 1), ("traversal_steps", 2),
+                          ("interpolation_pairs", 1), ("interpolation_steps", 2), ("arithmetic_images", 1),
+                          ("embedding_points", 0)):
+            require(f"{key}.{name}", getattr(self, name), "int", ge=low)
+        require(f"{key}.traversal_range", self.traversal_range, gt=0)
+        lo_hi = list(self.manifold_range) if isinstance(self.manifold_range, Sequence) else None
+        if not (lo_hi and len(lo_hi) == 2 and all(isinstance(v, (int, float)) for v in lo_hi)
+                and 0 < lo_hi[0] < lo_hi[1] < 1):
+            raise UserError(f"{key}.manifold_range={self.manifold_range}: give [lo, hi] with 0 < lo < hi < 1 "
+                            "(quantiles of the prior).")
+        pair = self.arithmetic_classes
+        if pair is not None and not (isinstance(pair, Sequence) and len(pair) == 2 and len(set(pair)) == 2
+                                     and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in pair)):
+            raise UserError(f"{key}.arithmetic_classes={pair}: give two different class indices [a, b] (or null).")
 
     def pictures(self, model: GenerativeModel, test: Split, codes: Tensor, batch_size: int = 512,
                  class_names: Sequence[str] = ()) -> list[Picture]:

@@ -6,8 +6,8 @@ so it stays out of ``genlab-train --help``'s list of groups, and each YAML file 
 (``model.latent_dim=abc``) or an unknown key while the config is composed. Ranges and choices are
 declared as field metadata and checked by ``validate`` before any work, with the full key in the
 message. The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
-``autoencoders``, ``vae``, ``adversarial``; a new family adds a module with a ``SCHEMAS`` table and
-lists it in ``FAMILIES``.
+``autoencoders``, ``vae``, ``adversarial``, ``callbacks`` (the evaluator); a new family adds a module
+with a ``SCHEMAS`` table and lists it in ``FAMILIES``.
 
 This package imports neither torch nor Lightning: ``genlab-train --help`` and shell completion
 need only it.
@@ -24,12 +24,13 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from genlab.config import adversarial, autoencoders, core, data, vae
-from genlab.config.fields import opt, validate
+from genlab.config import adversarial, autoencoders, callbacks, core, data, vae
+from genlab.config.checks import validate
+from genlab.config.fields import opt
 
 __all__ = ["CONFIG_PATH", "FAMILIES", "conf_dir", "opt", "register", "setup_hydra", "validate"]
 
-FAMILIES = (core, data, autoencoders, vae, adversarial)  # each has SCHEMAS: {group: {name: dataclass}}
+FAMILIES = (core, data, autoencoders, vae, adversarial, callbacks)  # each has SCHEMAS: {group: {name: dataclass}}
 # The config folder: conf/ at the top of the source tree, shipped in the wheel as the package
 # genlab.conf, so an installed genlab finds it from any folder.
 CONFIG_PATH = "pkg://genlab.conf"
@@ -66,14 +67,28 @@ def run_name() -> str:
     return re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", "-".join(p for p in parts if p))[:120]
 
 
+def is_run(folder: str | None) -> bool:
+    """Whether ``folder`` is a genlab run folder (resume= writes into it only then; otherwise the run gets
+    a fresh folder, which is removed when resume= then fails)."""
+    return folder is not None and (Path(str(folder)).expanduser() / ".hydra" / "config.yaml").is_file()
+
+
 def setup_hydra() -> None:
     """Register the schemas and resolvers; safe to call more than once.
 
     ``${genlab_cwd:}`` is the folder genlab-train was started in: runs, datasets and caches go
     below it by default (conf/paths/default.yaml), wherever genlab is installed.
     ``${genlab_run_name:}`` names the run in TensorBoard (conf/logger/tensorboard.yaml).
+    ``${genlab_run_dir:}`` and ``${genlab_hydra_subdir:}`` put a resumed run in its own folder
+    (conf/hydra/default.yaml).
     """
     register()
-    for name, resolver in (("genlab_cwd", os.getcwd), ("genlab_run_name", run_name)):
+    resolvers = {
+        "genlab_cwd": os.getcwd,
+        "genlab_run_name": run_name,
+        "genlab_run_dir": lambda resume, new: str(Path(resume).expanduser().resolve()) if is_run(resume) else new,
+        "genlab_hydra_subdir": lambda resume: None if is_run(resume) else ".hydra",  # a resumed run keeps its own
+    }
+    for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -22,17 +22,17 @@ class NetConfig:
 
 @dataclass
 class MLPNetConfig(NetConfig):
-    hidden: list[int] = opt([512, 256])
+    hidden: list[int] = opt([512, 256], gt=0)
     batch_norm: bool = False
     dropout: float = opt(0.0, ge=0, lt=1)  # after every hidden layer of encoder and decoder
 
 
 @dataclass
 class ConvNetConfig(NetConfig):
-    channels: list[int] = opt([32, 64])
+    channels: list[int] = opt([32, 64], gt=0)
     kernel_size: int = opt(4, choices=(3, 4, 5))
     batch_norm: bool = False
-    hidden: list[int] = opt([])
+    hidden: list[int] = opt([], gt=0)
 
 
 @dataclass

@@ -22,11 +22,13 @@ class TrainerConfig:
     _target_: str = "pytorch_lightning.Trainer"
     accelerator: str = "cpu"
     devices: Any = 1
-    precision: Any = opt("32-true", choices=("32-true", "32", 32, "bf16-mixed", "16-mixed", "bf16-true", "64-true"))
+    # not bf16-true or 64-true: genlab's evaluation and pictures feed float32 inputs to the model
+    precision: Any = opt("32-true", choices=("32-true", "32", 32, "bf16-mixed", "16-mixed"))
     max_epochs: int = opt(30, ge=-1)
     min_epochs: Optional[int] = opt(None, ge=0)
     max_steps: int = opt(-1, ge=-1)
     max_time: Optional[str] = None
+    # limit_*_batches and val_check_interval: a fraction of the epoch (at most 1.0) or a whole number of batches
     limit_train_batches: Optional[float] = opt(None, ge=0)
     limit_val_batches: Optional[float] = opt(None, ge=0)
     limit_test_batches: Optional[float] = opt(None, ge=0)
@@ -42,6 +44,8 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
     default_root_dir: Optional[str] = None
+    plugins: Any = None  # Lightning plugins: genlab's whole-file checkpoint IO (conf/trainer/default.yaml)
+    nan_retries: int = opt(0, ge=0)  # genlab's: after a NaN/inf loss, retry from the newest checkpoint with lr halved
 
 
 @dataclass
@@ -66,11 +70,14 @@ class TrainConfig:
     logger: Any = None
     paths: Any = MISSING
     extras: Any = None
-    task_name: str = "train"
-    seed: int = 0
+    task_name: str = "train"  # one folder name (checks.task_name_problem)
+    seed: int = opt(0, ge=0, lt=2**32)  # what numpy's and Lightning's seeding accept
     train: bool = True
     test: bool = True
-    ckpt_path: Optional[str] = None
+    ckpt_path: Optional[str] = None  # start from this checkpoint, in a new run folder
+    resume: Optional[str] = None  # a run folder: continue that run, in its folder, from its last checkpoint
+    trust: bool = False  # load a run folder's or checkpoint's config even if it names code outside genlab
+    trusted_modules: list[str] = opt([])  # modules besides genlab and torch that run folders may name
     optimized_metric: Optional[str] = None
 
 

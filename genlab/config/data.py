@@ -15,8 +15,8 @@ from genlab.config.fields import opt
 class DataOptions:
     batch_size: int = opt(128, gt=0)
     eval_batch_size: int = opt(512, gt=0)
-    val_fraction: float = opt(0.1, ge=0, lt=1)
-    seed: int = 0
+    val_fraction: float = opt(0.1, ge=0, lt=1)  # the datamodule checks that training samples are left
+    seed: int = opt(0, ge=0, lt=2**32)
     binarize: bool = False
     holdout_class: Optional[int] = opt(None, ge=0)
     root: str = "data"

@@ -1,16 +1,23 @@
-"""Schema fields with ranges and choices, and the check that enforces them with the full key."""
+"""Schema fields with ranges and choices, and the checks that enforce them with the full key.
 
+``opt`` declares a field's range or choices; ``walk`` and ``unknown_keys`` check a config against its
+schemas for ``genlab.config.checks.validate``; ``require`` is the same range check for the
+constructors of objects built from config nodes without a schema (metrics, pictures).
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterator
 from dataclasses import field
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import UserError
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "none")
+HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")  # what instantiate reads itself
 
 
 def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
@@ -22,20 +29,44 @@ def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = N
     return field(default=default, metadata=meta)
 
 
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_field(key: str, value: Any, meta: dict) -> str | None:
-    """The message for a value outside its declared range or choices, else None."""
+    """The message for a value outside its declared range or choices, or a float that is not finite
+    (NaN and inf pass every comparison or fail it silently), else None."""
     if value is None or isinstance(value, bool) and "choices" not in meta:
         return None
     if "choices" in meta and value not in meta["choices"]:
-        return f"{key}={value!r} is not one of {', '.join(map(str, meta['choices']))}"
+        return f"{key}={value!r} is not one of {', '.join(dict.fromkeys(map(str, meta['choices'])))}"
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        return f"{key}={value} is not a finite number"
     for op, bound, ok in (("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
                           ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)):
         if op in meta:
-            values = value if isinstance(value, list) else [value]
             for v in values:
-                if isinstance(v, (int, float)) and not ok(v, meta[op]):
+                if is_number(v) and not ok(v, meta[op]):
                     return f"{key}={value} is out of range: it must be {bound} {meta[op]}"
     return None
+
+
+def require(key: str, value: Any, kind: str = "number", optional: bool = False, **bounds: Any) -> None:
+    """Raise a UserError naming ``key`` unless ``value`` is of ``kind`` ("int", "number", "bool") and
+    within ``bounds`` (opt's keywords ge, gt, le, lt, choices); None passes when ``optional``.
+    For constructors of objects that config nodes without a schema build."""
+    if value is None and optional:
+        return
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool), "number": is_number(value),
+          "bool": isinstance(value, bool)}[kind]
+    if not ok:
+        what = {"int": "an integer", "number": "a number", "bool": "true or false"}[kind]
+        raise UserError(f"{key}={value!r} is not {what}" + (" (or null)" if optional else "") + ".")
+    problem = check_field(key, value, bounds)
+    if problem:
+        raise UserError(problem + ".")
 
 
 def walk(obj: Any, prefix: str, errors: list[str]) -> None:
@@ -52,6 +83,38 @@ def walk(obj: Any, prefix: str, errors: list[str]) -> None:
         walk(value, key, errors)
 
 
+def schema_of(node: Any) -> type | None:
+    """The dataclass a config node is typed by, or None."""
+    if not isinstance(node, DictConfig):
+        return None
+    kind = OmegaConf.get_type(node)
+    return kind if dataclasses.is_dataclass(kind) else None
+
+
+def unknown_keys(node: Any, prefix: str) -> Iterator[str]:
+    """A message for every key of a schema-typed node (at any depth) that its schema lacks: ``+key=...``
+    adds keys that the schema would refuse as ``key=...``, and OmegaConf drops them silently."""
+    if not isinstance(node, DictConfig):
+        return
+    schema = schema_of(node)
+    if schema is not None:
+        allowed = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            if str(key) not in allowed and not (prefix == "" and key == "hydra"):
+                where = f"{prefix}.{key}" if prefix else str(key)
+                node_name = prefix or "the top level"
+                yield (f"{where} is not a key of {node_name} ({schema.__name__}): its keys are "
+                       f"{', '.join(k for k in allowed if k not in HYDRA_KEYS)}")
+    for key in node.keys():
+        if prefix == "" and key == "hydra":
+            continue
+        try:
+            child = node[key]
+        except Exception:  # an interpolation only Hydra resolves; its own schema was checked
+            continue
+        yield from unknown_keys(child, f"{prefix}.{key}" if prefix else str(key))
+
+
 def structured_nodes(cfg: DictConfig) -> Any:
     """Top-level nodes typed by a schema, and typed children of untyped ones (callbacks.x)."""
     for key, node in cfg.items():
@@ -65,14 +128,14 @@ def structured_nodes(cfg: DictConfig) -> Any:
                     yield f"{key}.{sub_key}", sub
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every schema-typed node's ranges and choices; raise one UserError listing all."""
-    errors: list[str] = []
-    for key, node in structured_nodes(cfg):
-        try:
-            obj = OmegaConf.to_object(node)
-        except Exception as e:  # a missing mandatory value, a bad interpolation
-            raise UserError(f"Config error in {key}: {e}") from None
-        walk(obj, key, errors)
-    if errors:
-        raise UserError("Invalid config:\n  " + "\n  ".join(errors))
+def top_level_errors(cfg: DictConfig) -> list[str]:
+    """The ranges and choices of the top level's own scalar fields (seed, float32_matmul_precision):
+    the typed nodes below are checked with their own schemas."""
+    schema = schema_of(cfg)
+    errors = []
+    for f in dataclasses.fields(schema) if schema else ():
+        if f.metadata and f.name in cfg and not isinstance(cfg[f.name], DictConfig):
+            msg = check_field(f.name, cfg[f.name], dict(f.metadata))
+            if msg:
+                errors.append(msg)
+    return errors

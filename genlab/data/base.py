@@ -53,6 +53,16 @@ class DataInfo:
     def has_factors(self) -> bool:
         return len(self.factor_names) > 0
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DataInfo:
+        """The DataInfo that ``dataclasses.asdict`` made ``d`` from (as checkpoints store it)."""
+        d = dict(d)
+        for key in ("shape", "factor_names", "class_names", "domains"):
+            d[key] = tuple(d.get(key) or ())
+        if d.get("modes") is not None:
+            d["modes"] = tuple(tuple(m) for m in d["modes"])
+        return cls(**d)
+
     def describe(self) -> str:
         kind = "images " + "x".join(map(str, self.shape)) if self.is_image else f"{self.dim}-D points"
         extra = f", {self.num_classes} classes" if self.has_labels else ", no labels"
@@ -109,22 +119,33 @@ class Splits:
     extra: dict[str, Split] = field(default_factory=dict)
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The shuffled order (n,) of an epoch: a function of (seed, epoch) alone, so a run resumed at any
+    epoch sees the orders the uninterrupted run saw, and shuffling never draws from the model's stream."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63))
+
+
 class TensorLoader:
     """Yields dict batches by indexing whole tensors: no per-item __getitem__ or collate.
 
-    The permutation comes from the loader's own generator, so shuffling does not consume
-    the model's random stream and is reproducible from the data seed.
+    Shuffled orders come from ``epoch_order(n, seed, epoch)``; ``epoch`` gives the epoch being
+    started (the trainer's), else the loader counts its own passes.
     """
 
     def __init__(
-        self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0
+        self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0,
+        epoch: Callable[[], int] | None = None,
     ) -> None:
         self.tensors = split.as_batch()
         self.n = len(split)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last and self.n > batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.epoch_of = epoch
+        self.passes = 0  # passes started, the epoch when no epoch source is given
+        self.epoch = 0  # the epoch of the current pass
+        self.skip: dict[int, int] = {}  # epoch -> batches already trained on (a restored mid-epoch state)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -133,14 +154,44 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         bs = self.batch_size
+        self.epoch = self.epoch_of() if self.epoch_of is not None else self.passes
+        self.passes += 1
+        start = self.skip.pop(self.epoch, 0)
+        self.skip.clear()
         if self.shuffle:
-            order = torch.randperm(self.n, generator=self.generator)
-            for i in range(len(self)):
+            order = epoch_order(self.n, self.seed, self.epoch)
+            for i in range(start, len(self)):
                 idx = order[i * bs : (i + 1) * bs]
                 yield {k: v[idx] for k, v in self.tensors.items()}
         else:  # contiguous slices are views: no copy at all
-            for i in range(len(self)):
+            for i in range(start, len(self)):
                 yield {k: v[i * bs : (i + 1) * bs] for k, v in self.tensors.items()}
+
+
+class TrainLoader(TensorLoader):
+    """The training loader: a stateful one for Lightning, so a checkpoint taken in the middle of an
+    epoch (at a signal) resumes at the next batch of the same order. ``trained`` counts the batches
+    of the current epoch that reached a training step (the datamodule counts them: Lightning fetches
+    a batch ahead, so the loader's own position would be one too far)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trained = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch = self.epoch_of() if self.epoch_of is not None else self.passes
+        self.trained = self.skip.get(epoch, 0)
+        yield from super().__iter__()
+
+    def count_trained(self) -> None:
+        """One more batch of this pass reached a training step."""
+        self.trained += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "trained": self.trained}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.skip = {int(state["epoch"]): int(state["trained"])}
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -153,6 +204,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.options = DataOptions(**options)
         self.splits: dict[str, Split] = {}
         self.splits_b: dict[str, Split] = {}  # domain B of two-domain datasets; empty otherwise
+        self.train_loader: Any = None  # the loader of the current fit
         self.unbinarised: dict[str, Tensor] = {}  # evaluation splits' images before binarisation
 
     # ---- what subclasses provide -------------------------------------------------
@@ -180,10 +232,22 @@ class TensorDataModule(pl.LightningDataModule):
 
     # ---- Lightning hooks ---------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:  # loaded once, reused by fit, test and evaluation
+        if not self.splits:  # loaded once, reused by fit, test and evaluation
+            self.check()
+            self.splits = self.arrange(self.load(), self.options.seed)
+        self.check_trainer(stage)
+
+    def check_trainer(self, stage: str | None) -> None:
+        """Inside trainer.fit (which calls setup with the trainer attached), the trainer's batch counts
+        against the length of an epoch, which only the datamodule knows: Lightning checks them only once
+        fit has begun, and not as a UserError."""
+        if stage != "fit" or self.trainer is None:
             return
-        self.check()
-        self.splits = self.arrange(self.load(), self.options.seed)
+        from genlab.config.checks import check_batches
+
+        o = self.options
+        check_batches(self.trainer, math.ceil(len(self.splits["train"]) / o.batch_size),
+                      math.ceil(len(self.splits["val"]) / o.eval_batch_size), o.batch_size)
 
     def arrange(self, s: Splits, seed: int) -> dict[str, Split]:
         """Loaded splits -> the named splits: val carved from train by seed (when not given),
@@ -198,7 +262,16 @@ class TensorDataModule(pl.LightningDataModule):
             train = train.subset(torch.arange(min(self.options.max_train, len(train))))
         # class K never seen in training: a novelty to detect
         k = self.options.holdout_class
+        n = len(train) + len(val)
         train, val = train.without_class(k), val.without_class(k)
+        if len(train) == 0:  # nothing to train on: Lightning would stop at once and the test fail
+            why = f"data.val_fraction={self.options.val_fraction} puts {len(val)} of {n} samples in validation"
+            if k is not None:
+                why += f" and data.holdout_class={k} removes its class"
+            raise UserError(f"Dataset '{self.info.name}' leaves no training sample: {why}. Lower data.val_fraction.")
+        if len(s.test) == 0:
+            raise UserError(f"Dataset '{self.info.name}' has no test sample: give it more data (data.n_samples, "
+                            "or more files).")
         splits = {"train": train, "val": val, "test": s.test, **s.extra}
         if self.options.binarize:  # evaluation splits binarised once with a fixed seed; train per batch
             for name in splits:
@@ -216,11 +289,19 @@ class TensorDataModule(pl.LightningDataModule):
         return s if x is None else Split(x, s.y, s.factors)
 
     def make_loader(self, split: str, batch_size: int, shuffle: bool) -> TensorLoader:
-        """The batches of a named split (two-domain datasets add domain B's to each)."""
-        return TensorLoader(self.splits[split], batch_size, shuffle=shuffle, seed=self.options.seed)
+        """The batches of a named split (two-domain datasets add domain B's to each); the shuffled
+        training loader is stateful and follows the trainer's epochs."""
+        if not shuffle:
+            return TensorLoader(self.splits[split], batch_size, shuffle=False)
+        return TrainLoader(self.splits[split], batch_size, shuffle=True, seed=self.options.seed,
+                           epoch=self.current_epoch)
+
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> TensorLoader:
-        return self.make_loader("train", self.options.batch_size, shuffle=True)
+        self.train_loader = self.make_loader("train", self.options.batch_size, shuffle=True)
+        return self.train_loader
 
     def val_dataloader(self) -> TensorLoader:
         return self.make_loader("val", self.options.eval_batch_size, shuffle=False)
@@ -236,7 +317,10 @@ class TensorDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         # Runs on the model's device: scaling and dynamic binarisation are per batch, for the
         # images of every domain (x, and x_b of two-domain datasets).
-        binarize = self.options.binarize and self.trainer is not None and self.trainer.training
+        training = self.trainer is not None and self.trainer.training
+        if training and self.train_loader is not None:
+            self.train_loader.count_trained()  # this batch reaches a training step
+        binarize = self.options.binarize and training
         for key in ("x", "x_b"):
             if key in batch:
                 x = self.scale(batch[key])

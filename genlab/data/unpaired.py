@@ -9,14 +9,14 @@ A has its counterpart in B: the data are truly unpaired.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule, TensorLoader
+from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule, TensorLoader, TrainLoader, epoch_order
 from genlab.data.builtin import SALT, SHAPES, DigitsDataModule, ShapesDataModule, render_sprites
 from genlab.errors import MissingDataError, UserError
 
@@ -46,37 +46,61 @@ def _colour(name: str, value: Sequence[float]) -> tuple[float, float, float]:
 
 
 class UnpairedLoader:
-    """Batches of domain A as ``TensorLoader`` yields them, each joined by as many domain-B
+    """Batches of domain A as a ``TensorLoader`` yields them, each joined by as many domain-B
     samples (keys ``x_b``, ``y_b``, ...) taken from B's own order.
 
-    An epoch is one pass over A; B's indices run on across batches and epochs, a fresh
-    permutation (from B's own generator) each time B is used up, so the domains may differ in
-    size and the pairing of A and B images changes from epoch to epoch. Without shuffling B
-    is read in order, wrapping around.
+    B's order is an endless stream of permutations of B, the j-th drawn from (seed + 1, j), read on
+    across batches and epochs: epoch e of A takes the stream from position e·(A's samples per epoch),
+    so the domains may differ in size, the pairing of A and B images changes from epoch to epoch,
+    and every position is a function of (seed, epoch, batch) — a resumed run pairs as the
+    uninterrupted one did. Without shuffling B is read in order, wrapping around, from position 0.
     """
 
-    def __init__(self, a: Split, b: Split, batch_size: int, shuffle: bool, seed: int = 0) -> None:
-        self.a = TensorLoader(a, batch_size, shuffle, seed=seed)  # A batched as single-domain data
+    def __init__(self, a: Split, b: Split, batch_size: int, shuffle: bool, seed: int = 0,
+                 epoch: Callable[[], int] | None = None) -> None:
+        loader = TrainLoader if shuffle else TensorLoader
+        self.a = loader(a, batch_size, shuffle, seed=seed, epoch=epoch)  # A batched as single-domain data
         self.b = {f"{k}_b": v for k, v in b.as_batch().items()}
         self.nb = len(b)
         self.shuffle = shuffle
-        self.generator = torch.Generator().manual_seed(seed + 1)  # independent of A's order
-        self.pending = torch.empty(0, dtype=torch.long)  # B's indices not used yet, kept across epochs
+        self.seed = seed
+        self.per_epoch = min(len(self.a) * batch_size, len(a))  # A's samples per epoch
 
     def __len__(self) -> int:
         return len(self.a)
 
+    def b_indices(self, start: int, n: int) -> Tensor:
+        """Positions start .. start + n − 1 of B's stream, as indices into B (n,)."""
+        first, last = start // self.nb, (start + n - 1) // self.nb
+        if self.shuffle:
+            stream = torch.cat([epoch_order(self.nb, self.seed + 1, j) for j in range(first, last + 1)])
+        else:
+            stream = torch.arange(self.nb).repeat(last - first + 1)
+        return stream[start - first * self.nb : start - first * self.nb + n]
+
     def __iter__(self) -> Iterator[Batch]:
-        if not self.shuffle:  # evaluation: the same B images every time
-            self.pending = torch.empty(0, dtype=torch.long)
+        position = None
         for batch in self.a:
+            if position is None:  # the first batch of this pass, after any batches skipped on a resume
+                done = self.a.trained if isinstance(self.a, TrainLoader) else 0
+                position = (self.a.epoch * self.per_epoch if self.shuffle else 0) + done * self.a.batch_size
             n = batch["x"].shape[0]
-            while len(self.pending) < n:
-                order = torch.randperm(self.nb, generator=self.generator) if self.shuffle else torch.arange(self.nb)
-                self.pending = torch.cat([self.pending, order])
-            idx, self.pending = self.pending[:n], self.pending[n:]
+            idx = self.b_indices(position, n)
+            position += n
             batch.update({k: v[idx] for k, v in self.b.items()})
             yield batch
+
+    # a stateful training loader, as TrainLoader (see there)
+    def count_trained(self) -> None:
+        if isinstance(self.a, TrainLoader):
+            self.a.count_trained()
+
+    def state_dict(self) -> dict[str, int]:
+        return self.a.state_dict() if isinstance(self.a, TrainLoader) else {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if isinstance(self.a, TrainLoader):
+            self.a.load_state_dict(state)
 
 
 class UnpairedDataModule(TensorDataModule):
@@ -92,15 +116,16 @@ class UnpairedDataModule(TensorDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        self.check()
-        a, b = self.load_domains()
-        self.splits_b = self.arrange(b, self.options.seed + 1)
-        self.splits = self.arrange(a, self.options.seed)
+        if not self.splits:
+            self.check()
+            a, b = self.load_domains()
+            self.splits_b = self.arrange(b, self.options.seed + 1)
+            self.splits = self.arrange(a, self.options.seed)
+        self.check_trainer(stage)
 
     def make_loader(self, split: str, batch_size: int, shuffle: bool) -> UnpairedLoader:  # type: ignore[override]
-        return UnpairedLoader(self.splits[split], self.splits_b[split], batch_size, shuffle, self.options.seed)
+        return UnpairedLoader(self.splits[split], self.splits_b[split], batch_size, shuffle, self.options.seed,
+                              epoch=self.current_epoch if shuffle else None)
 
 
 class DigitsInvertedDataModule(UnpairedDataModule):

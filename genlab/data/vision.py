@@ -2,13 +2,17 @@
 
 Files are checked before torchvision is called, and anything torchvision raises while reading
 or downloading becomes a ``MissingDataError`` that names the dataset, the files it expected,
-the absolute folder it looked in and the override that fetches them.
+the absolute folder it looked in and the override that fetches them. MNIST-like IDX files are
+checked against their headers and each other (sizes, counts, labels), and image files against PIL's
+limit on pixels (decompression bombs): a bad file is a UserError that names it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +26,7 @@ from torch import Tensor
 from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
 from genlab.data.builtin import resize_images, split_by_fraction
 from genlab.errors import MissingDataError, UserError
+from genlab.files import write_atomically
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,16 +41,81 @@ CELEBA_ATTRIBUTES = (
 ).split()
 
 
+IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # unsigned bytes, 3 dims / 1 dim (big-endian header)
+IMAGE_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
+                     Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def idx_dims(path: Path, kind: str) -> tuple[int, ...]:
+    """The dimensions an IDX file of ``kind`` ("images" or "labels") announces, after checking that its
+    header says unsigned bytes with the right number of dimensions and that the file holds exactly the
+    bytes the header announces. A MissingDataError naming the file otherwise (the file is there but
+    unusable: the fix is the same, a good copy)."""
+    data_len = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(4)
+        ndim = IDX_MAGIC[kind] & 0xFF
+        if len(head) < 4 or int.from_bytes(head, "big") != IDX_MAGIC[kind]:
+            raise MissingDataError(f"{path} is not an IDX file of {kind} (its first bytes are "
+                                   f"{head.hex() or 'missing'}, not {IDX_MAGIC[kind]:08x}): the file is damaged "
+                                   "or of another kind.")
+        raw = f.read(4 * ndim)
+    if len(raw) < 4 * ndim:
+        raise MissingDataError(f"{path} is truncated: it ends inside its header ({data_len} bytes).")
+    dims = tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if data_len != expected:
+        state = "truncated" if data_len < expected else "damaged"
+        raise MissingDataError(f"{path} holds {data_len} bytes, but its header announces {'x'.join(map(str, dims))} "
+                               f"values ({expected} bytes): the file is {state}.")
+    return dims
+
+
+def check_idx_pair(images: Path, labels: Path, shape: tuple[int, int], num_classes: int) -> None:
+    """An IDX image file and its label file as MNIST-like datasets have them: images of ``shape``, as many
+    labels as images, each label one of the classes. MissingDataError naming the file otherwise."""
+    n, *size = idx_dims(images, "images")
+    (m,) = idx_dims(labels, "labels")
+    if tuple(size) != shape:
+        raise MissingDataError(f"{images} holds {size[0]}x{size[1]} images; this dataset's images are "
+                               f"{shape[0]}x{shape[1]}.")
+    if n != m:
+        raise MissingDataError(f"{labels} holds {m} labels but {images.name} holds {n} images: the two files "
+                               "must come from the same release.")
+    values = np.fromfile(labels, dtype=np.uint8, offset=8)
+    if values.size and int(values.max()) >= num_classes:
+        raise MissingDataError(f"{labels} holds the label {int(values.max())}; this dataset's labels are "
+                               f"0..{num_classes - 1}.")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open`` with PIL's decompression-bomb warning (an image over MAX_IMAGE_PIXELS, which PIL
+    would still decode) raised as an error: such an image is refused whole, never decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def image_problem(e: Exception) -> str:
+    """What went wrong reading an image, in words."""
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return (f"it has more pixels than PIL's limit of {Image.MAX_IMAGE_PIXELS} (a decompression bomb?): "
+                f"{' '.join(str(e).split())}")
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def read_images(files: list[str], channels: int, size: tuple[int, int], square_crop: bool = False) -> Tensor:
     """Decode image files with PIL into uint8 (N, C, H, W), resized (bilinear) to size = (H, W).
 
-    ``square_crop`` first cuts the central square of side min(H, W) (CelebA's faces).
+    ``square_crop`` first cuts the central square of side min(H, W) (CelebA's faces). An image larger
+    than PIL's limit (a decompression bomb: a small file that decodes to gigabytes) is a UserError
+    naming the file, as is any file PIL cannot read.
     """
     mode, (h, w) = ("L" if channels == 1 else "RGB"), size
     arrays = []
     for f in files:
         try:
-            with Image.open(f) as im:
+            with open_image(f) as im:
                 im = im.convert(mode)
                 if square_crop:
                     side = min(im.size)
@@ -54,8 +124,8 @@ def read_images(files: list[str], channels: int, size: tuple[int, int], square_c
                 if im.size != (w, h):
                     im = im.resize((w, h), Image.BILINEAR)
                 arrays.append(np.asarray(im))
-        except (OSError, UnidentifiedImageError) as e:
-            raise UserError(f"Could not read the image {Path(f).resolve()}: {e}") from None
+        except IMAGE_READ_ERRORS as e:
+            raise UserError(f"Could not read the image {Path(f).resolve()}: {image_problem(e)}") from None
     x = torch.from_numpy(np.stack(arrays))  # (N, H, W) greyscale or (N, H, W, 3) colour
     return x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2).contiguous()
 
@@ -150,8 +220,21 @@ class MNISTDataModule(VisionDataModule):
         return [os.path.splitext(os.path.basename(url))[0] for url, _ in self.tv_class.resources]
 
     def read(self, train: bool) -> Split:
+        checked = self.check_idx(train)  # before torchvision reads them, when they are there already
         ds = self.tv_class(self.options.root, train=train, download=self.options.download)
+        if not checked:  # fetched just now
+            self.check_idx(train)
         return Split(ds.data.unsqueeze(1), ds.targets.long())  # (N, 28, 28) uint8 -> (N, 1, 28, 28)
+
+    def check_idx(self, train: bool) -> bool:
+        """The split's two IDX files agree with each other and with the dataset (28x28 images, as many
+        labels as images, labels 0..9); False when they are not there yet. MissingDataError naming a bad file."""
+        prefix = "train" if train else "t10k"
+        images, labels = (self.folder() / f"{prefix}-{kind}" for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+        if not (images.is_file() and labels.is_file()):
+            return False
+        check_idx_pair(images, labels, self.native_shape[1:], len(self.class_names))
+        return True
 
 
 class FashionMNISTDataModule(MNISTDataModule):
@@ -227,12 +310,15 @@ class CelebADataModule(VisionDataModule):
 
     def load(self) -> Splits:
         cache = self.cache_file()
-        if cache.exists():
-            data = torch.load(cache, weights_only=True)
-        else:
+        try:
+            data = torch.load(cache, weights_only=True) if cache.is_file() else None
+        except Exception as e:  # a damaged cache is decoded again and replaced
+            log.warning("The CelebA tensor cache %s cannot be read (%s): decoding the images again", cache, e)
+            data = None
+        if data is None:
             data = self.guarded(lambda: {s: self.read_split(s) for s in ("train", "valid", "test")})
             try:  # the root may be read-only: then the next run decodes again
-                torch.save(data, cache)
+                write_atomically(cache, lambda f: torch.save(data, f))
             except OSError as e:
                 log.warning("Could not cache CelebA tensors at %s: %s", cache, e)
         col = CELEBA_ATTRIBUTES.index(self.attribute) if self.attribute else None
@@ -273,7 +359,13 @@ class ImageFolderDataModule(TensorDataModule):
                 f"(one subfolder per class for labels; train/ and test/ subfolders for a fixed split)."
             )
         train, test = self.path / "train", self.path / "test"
-        return (train, test) if train.is_dir() and test.is_dir() else (self.path, None)
+        if train.is_dir() != test.is_dir():  # half a fixed split: the other half would be read as a class
+            there, absent = ("train", "test") if train.is_dir() else ("test", "train")
+            raise MissingDataError(
+                f"Dataset 'image_folder': {self.path} has {there}/ but no {absent}/. Give both for a fixed split "
+                f"(data.path=<folder with train/ and test/>), or neither: then 20% of the images, by seed, are tested."
+            )
+        return (train, test) if train.is_dir() else (self.path, None)
 
     def scan(self, folder: Path, classes: tuple[str, ...]) -> tuple[list[str], Tensor | None]:
         """Image files under folder, with their class indices when there are class subfolders."""
@@ -296,8 +388,11 @@ class ImageFolderDataModule(TensorDataModule):
                 files, _ = self.scan(train, classes)
                 if not files:
                     raise self.no_images(train)
-                with Image.open(files[0]) as im:
-                    w, h = im.size
+                try:
+                    with open_image(files[0]) as im:
+                        w, h = im.size
+                except IMAGE_READ_ERRORS as e:
+                    raise UserError(f"Could not read the image {files[0]}: {image_problem(e)}") from None
             self.cached_info = DataInfo("image_folder", (self.channels, h, w), len(classes) or None,
                                         class_names=classes)
         return self.cached_info

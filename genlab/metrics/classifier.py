@@ -16,8 +16,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from torch import Tensor, nn
 
 from genlab.data.base import TensorDataModule, map_batches
 from genlab.errors import UserError
+from genlab.files import write_atomically
 
 FORMAT_VERSION = 1  # bump when the architecture or the file layout changes: old caches retrain
 
@@ -139,22 +138,9 @@ def cached_classifier(tag: str, x: Tensor, y: Tensor, num_classes: int, cfg: Cla
     except Exception:  # absent, another version, a damaged file: train it again
         pass
     net = train_classifier(x, y, num_classes, cfg, device)
-    write_atomically(path, {"checksum": key, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}})
+    state = {"checksum": key, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}
+    write_atomically(path, lambda f: torch.save(state, f))  # two runs may write the same cache at once
     return net
-
-
-def write_atomically(path: Path, obj: object) -> None:
-    """torch.save to a temporary file beside ``path``, then rename it into place: readers see the old
-    file or the new one, never a half-written one, also when two runs write the same cache at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dataset_classifier(dm: TensorDataModule, cache_dir: str | Path, epochs: int = 3,

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, HasCodeKL
+from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_encode
 
@@ -55,6 +56,8 @@ class Probes(Metric):
     columns = ("linear_probe_acc", "knn_acc")
 
     def __init__(self, max_train: int = 10000, knn_k: int = 5) -> None:
+        require("callbacks.evaluator.metrics.probes.max_train", max_train, "int", ge=2)
+        require("callbacks.evaluator.metrics.probes.knn_k", knn_k, "int", ge=1)
         self.max_train, self.knn_k = max_train, knn_k
 
     def applies(self, ctx: Context) -> bool:
@@ -80,6 +83,7 @@ class CodeUsage(Metric):
     columns = ("active_units",)
 
     def __init__(self, threshold: float = 0.01) -> None:
+        require("callbacks.evaluator.metrics.code_usage.threshold", threshold, ge=0)
         self.threshold = threshold
 
     def applies(self, ctx: Context) -> bool:

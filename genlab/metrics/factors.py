@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from genlab.capabilities import CanEncode
+from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric
 from genlab.metrics.codes import linear_probe_accuracy
 
@@ -101,6 +102,7 @@ class Factors(Metric):
     columns = ("mig",)
 
     def __init__(self, max_train: int = 10000) -> None:
+        require("callbacks.evaluator.metrics.factors.max_train", max_train, "int", ge=2)
         self.max_train = max_train
 
     def applies(self, ctx: Context) -> bool:

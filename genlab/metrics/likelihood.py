@@ -8,7 +8,7 @@ and averages each over the test set, so a new family adds its own bound without 
 from __future__ import annotations
 
 from genlab.capabilities import Budget, CanBoundLikelihood
-from genlab.errors import UserError
+from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric, seeded
 
 
@@ -20,8 +20,7 @@ class Likelihood(Metric):
 
     def __init__(self, samples: int = 100, chunk: int = 50) -> None:
         for key, value in (("samples", samples), ("chunk", chunk)):
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"callbacks.evaluator.metrics.likelihood.{key}={value!r}: it must be an integer >= 1.")
+            require(f"callbacks.evaluator.metrics.likelihood.{key}", value, "int", ge=1)
         self.budget = Budget(samples=samples, chunk=chunk)
 
     def applies(self, ctx: Context) -> bool:

@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanReconstruct
+from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_reconstruct
 
@@ -64,6 +65,7 @@ class Reconstruction(Metric):
     columns = ("sq_err_per_image",)
 
     def __init__(self, pca_baseline: bool = True) -> None:
+        require("callbacks.evaluator.metrics.reconstruction.pca_baseline", pca_baseline, "bool")
         self.pca_baseline = pca_baseline
 
     def applies(self, ctx: Context) -> bool:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanReconstruct
+from genlab.config.fields import require
 from genlab.data.base import TensorDataModule
 from genlab.errors import UserError
 from genlab.metrics.base import Context, Metric, seeded
@@ -124,8 +125,13 @@ class NoiseRobustness(Metric):
     columns = ("noisy_sq_err_per_image", "code_shift")
 
     def __init__(self, noise_level: float = 0.3, clamp: bool = True, n_points: int | None = 2000) -> None:
-        if noise_level < 0:
-            raise UserError(f"NoiseRobustness: noise_level={noise_level}; it must be >= 0.")
+        key = "callbacks.evaluator.metrics.noise_robustness"  # its name in experiment=lesson_denoising
+        try:
+            require(f"{key}.noise_level", noise_level, ge=0)
+            require(f"{key}.clamp", clamp, "bool")
+            require(f"{key}.n_points", n_points, "int", optional=True, ge=1)
+        except UserError as e:  # an opt-in metric may be listed under another name
+            raise UserError(f"NoiseRobustness: {e}") from None
         self.noise_level, self.clamp, self.n_points = noise_level, clamp, n_points
 
     def applies(self, ctx: Context) -> bool:
@@ -163,9 +169,13 @@ class EncoderJacobian(Metric):
     columns = ("jacobian_fro", "jacobian_sv_tail_share")
 
     def __init__(self, n_points: int = 200, top: int = 3, spectrum: int = 0, chunk: int = 50) -> None:
-        if n_points < 1 or top < 1 or spectrum < 0 or chunk < 1:
-            raise UserError(f"EncoderJacobian(n_points={n_points}, top={top}, spectrum={spectrum}, chunk={chunk}): "
-                             "n_points, top and chunk must be >= 1 and spectrum >= 0.")
+        key = "callbacks.evaluator.metrics.jacobian"  # its name in experiment=lesson_contractive
+        for name, value, low in (("n_points", n_points, 1), ("top", top, 1), ("spectrum", spectrum, 0),
+                                 ("chunk", chunk, 1)):
+            try:
+                require(f"{key}.{name}", value, "int", ge=low)
+            except UserError as e:  # an opt-in metric may be listed under another name
+                raise UserError(f"EncoderJacobian: {e}") from None
         self.n_points, self.top, self.spectrum, self.chunk = n_points, top, spectrum, chunk
 
     def applies(self, ctx: Context) -> bool:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from genlab.capabilities import CanSample
+from genlab.config.fields import require
 from genlab.errors import UserError
 from genlab.metrics import sample_quality as Q
 from genlab.metrics.base import Context, Metric, seeded
@@ -30,6 +31,13 @@ class SampleQuality(Metric):
 
     def __init__(self, n_samples: int = 2000, feature_network: str = "classifier",
                  inception_weights: str | None = None, pr_k: int = 3, kid_subsets: int = 10) -> None:
+        key = "callbacks.evaluator.metrics.sample_quality"
+        require(f"{key}.n_samples", n_samples, "int", ge=2)
+        require(f"{key}.pr_k", pr_k, "int", ge=1)  # k = 0: no k-NN balls, precision = recall = 0
+        require(f"{key}.kid_subsets", kid_subsets, "int", ge=1)
+        if n_samples <= pr_k:  # fewer samples than neighbours: every metric would be dropped silently
+            raise UserError(f"{key}.n_samples={n_samples} must exceed {key}.pr_k={pr_k}: precision and "
+                            "recall need more samples than neighbours.")
         if feature_network not in ("classifier", "inception"):
             raise UserError(f"callbacks.evaluator.metrics.sample_quality.feature_network={feature_network!r}: "
                             "use classifier or inception.")
@@ -78,6 +86,8 @@ class ModeCoverage(Metric):
     columns = ("modes_covered", "high_quality_share")
 
     def __init__(self, n_samples: int = 2000, min_share: float = 0.2) -> None:
+        require("callbacks.evaluator.metrics.mode_coverage.n_samples", n_samples, "int", ge=1)
+        require("callbacks.evaluator.metrics.mode_coverage.min_share", min_share, gt=0, le=1)
         self.n_samples, self.min_share = n_samples, min_share
 
     def applies(self, ctx: Context) -> bool:
@@ -102,6 +112,7 @@ class SampleClasses(Metric):
     columns = ("sample_class_acc",)
 
     def __init__(self, per_class: int = 100) -> None:
+        require("callbacks.evaluator.metrics.sample_classes.per_class", per_class, "int", ge=1)
         self.per_class = per_class
 
     def applies(self, ctx: Context) -> bool:

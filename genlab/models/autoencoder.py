@@ -65,7 +65,6 @@ class Autoencoder(CodeModel):
     def __init__(self, *, net: NetFactory, latent_dim: int = 32, code_activation: str = "none", **kwargs: Any) -> None:
         """``kwargs``: data_info, likelihood, optimizer, scheduler (see CodeModel)."""
         super().__init__(net=net, latent_dim=latent_dim, **kwargs)
-        self.save_hyperparameters(logger=False)
         self.encoder, self.decoder = net(in_shape=self.data_info.shape, enc_out=latent_dim, latent_dim=latent_dim)
         self.code_activation = activation(code_activation)
 

@@ -12,6 +12,7 @@ A model is a LightningModule that
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -21,9 +22,23 @@ import torch
 from torch import Tensor
 
 from genlab.capabilities import Needs, needs_of
+from genlab.checkpoints import rng_states, set_rng_states
 from genlab.data.base import Batch, DataInfo
+from genlab.errors import NonFiniteLoss
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+ADVICE = "Lower the learning rate (model.optimizer.lr), or roll back and halve it: trainer.nan_retries=2."
+
+
+def check_finite(terms: dict[str, Tensor], who: str, step: int, advice: str = ADVICE) -> None:
+    """Raise NonFiniteLoss naming ``who`` ("the Autoencoder", "the generator"), the first non-finite
+    term and the global step; one host sync per call. Called before the optimiser step, so the
+    weights (and the checkpoints) stay finite."""
+    if bool(torch.isfinite(torch.stack([v.detach().float() for v in terms.values()])).all()):
+        return
+    name, value = next((k, v) for k, v in terms.items() if not torch.isfinite(v).all())
+    raise NonFiniteLoss(f"{who}'s loss term '{name}' is {value.float().mean().item()} at global step {step}: "
+                        f"training diverged. {advice}")
 FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimiser kernels run
 
 
@@ -55,6 +70,14 @@ class TermMeans:
                 counts[k] = counts.get(k, 0.0) + count
         self.sums = {}
         return {k: sums[k] / counts[k] for k in sums}
+
+    def state(self) -> list[list[Any]]:
+        """The running sums as plain data for a checkpoint: [names, sums (terms,), count] per set of names."""
+        return [[list(keys), total, count] for keys, (total, count) in self.sums.items()]
+
+    def load(self, state: list[list[Any]]) -> None:
+        """Take up the sums ``state`` recorded: a run resumed mid-epoch reports the whole epoch's means."""
+        self.sums = {tuple(keys): (total, float(count)) for keys, total, count in state}
 
 
 class GenerativeModel(pl.LightningModule):
@@ -88,6 +111,13 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.trained_batches = 0  # training batches seen, kept in checkpoints (the step of pictures and terms)
         self.train_terms = TermMeans()
+        #: the model's config as plain data (set by genlab-train): checkpoints carry it, so a model is
+        #: rebuilt from its config and plain tensors, never unpickled
+        self.config_record: dict[str, Any] | None = None
+        self.restored_rng: dict[str, Any] | None = None  # random states of a checkpoint, set at train start
+        #: the logged values when the restored checkpoint was written: a resumed run that has no epoch
+        #: left to train reports them, as the uninterrupted run did
+        self.restored_metrics: dict[str, float] = {}
 
     # ---- the contract -------------------------------------------------------------
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
@@ -100,6 +130,7 @@ class GenerativeModel(pl.LightningModule):
         terms = self.loss_terms(batch, stage)
         bs = batch["x"].shape[0]
         if stage == "train":
+            check_finite(terms, f"the {type(self).__name__}", self.global_step)
             self.track_train_terms(terms, bs)
         else:  # a few large evaluation batches: Lightning's own epoch means are cheap here
             logged = {f"{stage}/{k}": v.detach() for k, v in terms.items() if k != "loss"}
@@ -126,10 +157,35 @@ class GenerativeModel(pl.LightningModule):
             self.log_dict({f"train/{k}": v for k, v in means.items()}, on_epoch=True, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["genlab"] = {"trained_batches": self.trained_batches}
+        """Plain data beside Lightning's state: the model's config and data description (to rebuild it
+        without unpickling); to resume bit for bit, its batch count, the epoch's running term sums,
+        every random state and the values logged so far."""
+        try:
+            logged = self.trainer.callback_metrics
+        except RuntimeError:  # saved outside a Trainer
+            logged = {}
+        checkpoint["genlab"] = {
+            "trained_batches": self.trained_batches,
+            "model_config": self.config_record,
+            "data_info": dataclasses.asdict(self.data_info),
+            "rng": rng_states(),
+            "term_sums": self.train_terms.state(),
+            "metrics": {k: float(v) for k, v in logged.items()},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.trained_batches = int(checkpoint.get("genlab", {}).get("trained_batches", 0))
+        record = checkpoint.get("genlab", {})
+        self.trained_batches = int(record.get("trained_batches", 0))
+        self.restored_rng = record.get("rng")
+        self.train_terms.load(record.get("term_sums", []))
+        self.restored_metrics = dict(record.get("metrics", {}))
+
+    def on_train_start(self) -> None:
+        # A resumed fit takes up the random stream where the checkpoint left it: after the sanity
+        # check (which draws too), so the remaining epochs are those the uninterrupted run had.
+        if self.restored_rng is not None:
+            set_rng_states(self.restored_rng)
+            self.restored_rng = None
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.step(batch, "train")

@@ -94,7 +94,6 @@ class CycleGAN(TwoPlayerModel):
     ) -> None:
         """``kwargs``: the two-player options (optimizer_g, optimizer_d, grad_clip, scheduler)."""
         super().__init__(data_info=data_info, builders=[generator, discriminator], **kwargs)
-        self.save_hyperparameters(logger=False)
         if adversarial not in ADVERSARIAL:
             raise UserError(f"model.adversarial={adversarial!r} is not one of {', '.join(ADVERSARIAL)}")
         self.adversarial, self.cycle_weight, self.identity_weight = adversarial, cycle_weight, identity_weight
@@ -102,6 +101,16 @@ class CycleGAN(TwoPlayerModel):
         self.g_a2b, self.g_b2a = generator(in_shape=shape), generator(in_shape=shape)
         self.d_a, self.d_b = discriminator(in_shape=shape), discriminator(in_shape=shape)  # judge A / B images
         self.pool_a, self.pool_b = HistoryPool(pool_size), HistoryPool(pool_size)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["genlab"]["pools"] = [list(self.pool_a.images), list(self.pool_b.images)]  # a resume sees them
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        pools = (checkpoint.get("genlab") or {}).get("pools")
+        if pools is not None:
+            self.pool_a.images, self.pool_b.images = [list(images) for images in pools]
 
     def player_parameters(self, player: str) -> Iterable[nn.Parameter]:
         nets = (self.g_a2b, self.g_b2a) if player == "generator" else (self.d_a, self.d_b)

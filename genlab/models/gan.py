@@ -55,7 +55,6 @@ class AdversarialModel(TwoPlayerModel):
     ) -> None:
         super().__init__(data_info=data_info, optimizer_g=optimizer_g, optimizer_d=optimizer_d, grad_clip=grad_clip,
                          scheduler=scheduler, builders=[net])
-        self.save_hyperparameters(logger=False)
         if prior not in ("normal", "uniform"):
             raise UserError(f"model.prior={prior!r} is not one of normal, uniform")
         self.latent_dim, self.prior, self.d_steps = latent_dim, prior, d_steps

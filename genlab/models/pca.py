@@ -66,7 +66,6 @@ class PCA(GenerativeModel):
 
     def __init__(self, *, data_info: DataInfo, latent_dim: int = 32, whiten: bool = False) -> None:
         super().__init__(data_info=data_info)
-        self.save_hyperparameters(logger=False)
         d = data_info.dim
         if latent_dim > d:
             raise UserError(f"model.latent_dim={latent_dim} exceeds the data dimension {d} of '{data_info.name}'")

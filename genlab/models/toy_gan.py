@@ -54,7 +54,6 @@ class ToyGAN(TwoPlayerModel):
     ) -> None:
         """``kwargs``: the two-player options (optimizer_g, optimizer_d, grad_clip, scheduler)."""
         super().__init__(data_info=data_info, **kwargs)
-        self.save_hyperparameters(logger=False)
         if loss not in LOSSES:
             raise UserError(f"model.loss={loss!r} is not one of {', '.join(LOSSES)}")
         if len(v_init) != 2 or len(d_weight_init) != 2:

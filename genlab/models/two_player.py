@@ -18,22 +18,12 @@ from torch import Tensor, nn
 
 from genlab.data.base import DataInfo
 from genlab.errors import UserError
-from genlab.models.base import GenerativeModel, OptimizerFactory, make_optimizer
+from genlab.models.base import GenerativeModel, OptimizerFactory, check_finite, make_optimizer
 
 PLAYERS = ("generator", "discriminator")
+TWO_PLAYER_ADVICE = ("Lower the learning rates (model.optimizer_g.lr, model.optimizer_d.lr), clip the gradients "
+                     "(model.grad_clip=1.0), or roll back and halve them: trainer.nan_retries=2.")
 Objective = Callable[[], tuple[Tensor, dict[str, Tensor]]]  # -> (loss to minimise, terms to log and check)
-
-
-def check_finite(terms: dict[str, Tensor], player: str, step: int) -> None:
-    """Raise UserError naming the player, the first non-finite term and the step; one sync per call."""
-    if bool(torch.isfinite(torch.stack([v.detach().float() for v in terms.values()])).all()):
-        return
-    name, value = next((k, v) for k, v in terms.items() if not torch.isfinite(v).all())
-    raise UserError(
-        f"the {player}'s loss term '{name}' is {value.item()} at global step {step}: training diverged. "
-        "Lower the learning rates (model.optimizer_g.lr, model.optimizer_d.lr) or clip the gradients "
-        "(model.grad_clip=1.0)."
-    )
 
 
 class TwoPlayerModel(GenerativeModel):
@@ -81,7 +71,8 @@ class TwoPlayerModel(GenerativeModel):
         opt = self.optimizers()[PLAYERS.index(player)]
         with self.toggled_optimizer(opt):
             loss, terms = objective()
-            check_finite({**terms, "total": loss}, player, self.global_step)  # before the step: weights stay finite
+            check_finite({**terms, "total": loss}, f"the {type(self).__name__} {player}", self.global_step,
+                         TWO_PLAYER_ADVICE)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self.grad_clip is not None:  # the Trainer's clipping does not apply to manual optimisation

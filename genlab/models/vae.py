@@ -40,7 +40,6 @@ class VAE(CodeModel):
     ) -> None:
         """``kwargs``: data_info, likelihood, optimizer, scheduler (see CodeModel)."""
         super().__init__(net=net, latent_dim=latent_dim, **kwargs)
-        self.save_hyperparameters(logger=False)
         if learn_sigma and self.likelihood != "gaussian":
             raise UserError("model.learn_sigma=true needs model.likelihood=gaussian")
         self.beta, self.kl_warmup_epochs, self.free_bits = beta, kl_warmup_epochs, free_bits

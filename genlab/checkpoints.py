@@ -1,0 +1,232 @@
+"""Checkpoints that are safe to open and always whole.
+
+A genlab checkpoint holds tensors and plain data only: Lightning's state (weights, optimisers,
+loops, callbacks) plus a ``"genlab"`` entry with the model's config (``_target_`` strings and
+numbers), the DataInfo as a dict, the model's batch count and the random states. So every load
+uses ``torch.load(weights_only=True)``, which cannot run code, and the model is rebuilt from its
+config — whose ``_target_``s must lie in modules genlab trusts (genlab, torch.nn, torch.optim, and
+``TRUSTED`` additions) unless the user says ``--trust``.
+
+Writes go to a temporary file in the destination folder, flushed to disk, then renamed over the
+old file: a full disk or a kill leaves the previous checkpoint, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pickle
+import random
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from genlab.errors import UserError
+from genlab.files import write_atomically
+
+#: module prefixes whose ``_target_``s a checkpoint or a run folder may name without --trust
+TRUSTED = ("genlab.", "torch.nn.", "torch.optim.", "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.",
+           "pytorch_lightning.Trainer")
+
+
+# ---- writing whole files ---------------------------------------------------------------------
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with whole-file writes and weights-only reads.
+
+    ``trainer.save_checkpoint`` and every ModelCheckpoint write through it (a Trainer plugin,
+    conf/trainer/default.yaml); reads refuse files that would need unpickling, naming the file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path, map_location, trust=weights_only is False)  # False only with trust=true
+
+
+# ---- reading safely ----------------------------------------------------------------------------
+def read_checkpoint(path: str | Path, map_location: Any = "cpu", trust: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, loaded with ``weights_only=True`` (no code can run);
+    ``trust=True`` unpickles whatever the file holds — only for files you trust. UserError naming the
+    file when it is missing, a folder, not a checkpoint, or holds pickled Python objects."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist.")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is a folder, not a file.")
+    try:
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it does not expect
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        # "Unsupported global": a checkpoint that names Python code to call; a bare pickle stream (it starts
+        # with the PROTO opcode 0x80) may do the same; anything else is a damaged file or no checkpoint
+        with path.open("rb") as f:
+            bare_pickle = f.read(1) == b"\x80"
+        if "Unsupported global" in str(e) or bare_pickle:
+            raise UserError(
+                f"checkpoint {path} holds pickled Python objects, which could run code when loaded, so genlab "
+                "does not open it. Only if you made it yourself (an older genlab wrote such files): convert its "
+                "run once with genlab-eval --trust --convert RUN_DIR, or load it as it is with genlab-eval "
+                "--trust (genlab-train: trust=true)."
+            ) from None
+        reason = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), first_line(e))
+        raise UserError(f"checkpoint {path} is damaged or not a checkpoint ({reason}).") from None
+    except Exception as e:  # damaged bytes fail anywhere in torch's reader (IndexError, struct.error, ...)
+        raise UserError(f"checkpoint {path} is damaged or not a checkpoint ({first_line(e)}).") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise UserError(f"checkpoint {path} is not a model checkpoint (it holds no state_dict).")
+    return state
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def targets(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """(key, target) for every ``_target_`` in a config tree (DictConfig, ListConfig or plain)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{where}.{k}" if where else str(k)
+            if k == "_target_" and isinstance(v, str):
+                yield where or "(top)", v
+            else:
+                yield from targets(v, key)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from targets(v, f"{where}[{i}]")
+
+
+def check_targets(node: Any, source: str, trusted: tuple[str, ...] = (), trust: bool = False) -> None:
+    """Refuse a config from disk (a run folder, a checkpoint) that names code outside genlab's trusted
+    modules: a run folder from someone else must not run their code. ``trusted``: the config's own
+    declared plugin modules; ``trust``: the user vouches for the file."""
+    if trust:
+        return
+    allowed = TRUSTED + tuple(f"{m.rstrip('.')}." for m in trusted)
+    bad = [(k, t) for k, t in targets(node) if not t.startswith(allowed) and t not in {a.rstrip(".") for a in allowed}]
+    if bad:
+        listed = ", ".join(f"{k}: {t}" for k, t in bad[:3])
+        raise UserError(
+            f"{source} names code outside genlab and torch ({listed}); genlab does not run it from a file. "
+            "Pass --trust (genlab-eval) or trust=true (genlab-train) if you trust this folder, or list the module "
+            "in the config's trusted_modules."
+        )
+
+
+# ---- random states -----------------------------------------------------------------------------
+def rng_states() -> dict[str, Any]:
+    """Every random state a run draws from, as plain data: torch (CPU and CUDA), numpy, Python."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what ``rng_states`` recorded."""
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---- models from checkpoints -------------------------------------------------------------------
+def model_from_checkpoint(state: dict[str, Any], source: str, model_cfg: Any = None, trusted: tuple[str, ...] = (),
+                          trust: bool = False, data_info: Any = None) -> Any:
+    """The model a checkpoint holds, rebuilt from config and loaded with its weights.
+
+    ``model_cfg``: the run's model config (genlab-eval rebuilds a run from its own config); None: the
+    config the checkpoint carries. Either way the config's ``_target_``s must be trusted
+    (``check_targets``), and a checkpoint of another kind of model than the config says is refused.
+    ``data_info``: the run's DataInfo, for older checkpoints that do not carry it.
+    """
+    from genlab.config.instantiation import build
+    from genlab.data.base import DataInfo
+
+    record = state.get("genlab") or {}
+    carried, info = record.get("model_config"), record.get("data_info")
+    if info is None and data_info is not None:
+        info = dataclasses.asdict(data_info)
+    if info is None or (model_cfg is None and carried is None):
+        raise UserError(f"{source} was not written by genlab-train (it carries no model config): genlab cannot "
+                        "rebuild its model.")
+    cfg = OmegaConf.create(carried if model_cfg is None else OmegaConf.to_container(model_cfg, resolve=True))
+    if carried is not None and carried.get("_target_") != cfg.get("_target_"):
+        raise UserError(f"{source} holds a {carried.get('_target_')} model, but the run's config builds "
+                        f"{cfg.get('_target_')}: the checkpoint belongs to another run.")
+    check_targets(cfg, source, trusted, trust)
+    model = build(cfg, data_info=DataInfo.from_dict(info))
+    load_weights(model, state, source)
+    model.config_record = OmegaConf.to_container(cfg, resolve=True)
+    return model
+
+
+def load_weights(model: Any, state: dict[str, Any], source: str) -> None:
+    """Load a checkpoint's weights into ``model``; UserError naming what differs when they do not fit
+    (another model, another code size), instead of torch's list of tensors."""
+    check_compatible(model, state, source)
+    model.load_state_dict(state["state_dict"])
+    model.on_load_checkpoint(state)
+
+
+def convert_checkpoint(path: Path, model_config: dict[str, Any], data_info: dict[str, Any]) -> Path | None:
+    """Rewrite an older genlab checkpoint that needs unpickling (its hyperparameters held the network
+    builders and DataInfo as Python objects) as a safe one: the pickled entries dropped, the run's model
+    config and data description added as plain data. Only for files the user trusts (it unpickles).
+    The original is kept beside it as ``<name>.pickled``. Returns that path, or None when the file was
+    safe already."""
+    try:
+        read_checkpoint(path)
+        return None
+    except UserError:
+        pass
+    state = read_checkpoint(path, trust=True)
+    for key in ("hyper_parameters", "hparams_name", "datamodule_hyper_parameters", "datamodule_hparams_name"):
+        state.pop(key, None)
+    record = state.setdefault("genlab", {})
+    record.setdefault("model_config", model_config)
+    record.setdefault("data_info", data_info)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    try:  # what is left must load weights-only
+        torch.load(buffer, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"checkpoint {path} still holds Python objects after conversion ({first_line(e)}); "
+                        "it was not written by genlab-train.") from None
+    backup = path.with_name(path.name + ".pickled")
+    shutil.copy2(path, backup)  # the original stays until the new file is whole
+    write_atomically(path, lambda f: f.write(buffer.getvalue()))
+    return backup
+
+
+def check_compatible(model: Any, state: dict[str, Any], source: str) -> None:
+    """UserError when the checkpoint's weights do not have the model's names and shapes."""
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state["state_dict"].items() if hasattr(v, "shape")}
+    missing, extra = sorted(have.keys() - got.keys()), sorted(got.keys() - have.keys())
+    shapes = [k for k in have.keys() & got.keys() if have[k] != got[k]]
+    if missing or extra or shapes:
+        kind = (state.get("genlab") or {}).get("model_config", {}) or {}
+        what = f"a {kind.get('_target_', 'different')} model" + (
+            f" with latent_dim={kind['latent_dim']}" if "latent_dim" in kind else "")
+        detail = (f"{shapes[0]} is {got[shapes[0]]} there but {have[shapes[0]]} here" if shapes else
+                  f"{(missing or extra)[0]} is {'missing there' if missing else 'not in this model'}")
+        raise UserError(f"{source} holds {what}, which does not fit this run's model ({detail}).")

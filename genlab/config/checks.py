@@ -1,0 +1,538 @@
+"""The check before any work, ``validate``, and the checks that one schema field cannot make alone:
+several keys at once, the machine, the code a ``_target_`` names, and the folders a run writes to.
+
+``validate``: the groups a run needs are there, no key is unknown (a ``+key=value`` override passes
+OmegaConf's schemas, so the keys are compared here), every schema field is of its type, in its range
+and among its choices (``genlab.config.fields``), then ``config_errors``. ``check_batches`` runs when
+the datamodule knows the length of an epoch; the checks before Hydra makes a folder are in
+``genlab.config.preflight``. Every message names the key and what it accepts. torch and Lightning are
+imported only inside the checks that need them: ``genlab-train --help`` imports this package.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import logging
+import math
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Iterator
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from genlab.config.fields import (
+    HYDRA_KEYS,
+    is_number,
+    schema_of,
+    structured_nodes,
+    top_level_errors,
+    unknown_keys,
+    walk,
+)
+from genlab.errors import UserError
+
+REQUIRED_GROUPS = ("model", "data", "trainer", "paths")
+OPTIMISERS = ("optimizer", "optimizer_g", "optimizer_d")  # the optimiser nodes of the model families
+GENLAB_TRAINER_KEYS = ("nan_retries",)  # trainer keys genlab reads itself; Lightning never sees them
+TASK_NAME = re.compile(r"[\w+=,-][\w.+=,-]*")
+MAX_TASK_NAME = 100
+MAX_TIME = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")  # Lightning's DD:HH:MM:SS
+OUTPUT_FOLDERS = ("paths.log_dir", "paths.cache_dir")  # written by every run
+WRITTEN_BY_ENTRIES = ("dirpath", "save_dir", "output_dir")  # where callbacks and loggers write
+CLASSIFIERS = "classifiers"  # the subfolder of a cache folder where genlab.metrics.classifier keeps classifiers
+# Targets whose **kwargs go to another class: their options are that class's too.
+FORWARDED = {"pytorch_lightning.loggers.tensorboard.TensorBoardLogger": "torch.utils.tensorboard.SummaryWriter"}
+
+
+def group_names(group: str) -> list[str]:
+    """The configs of a group in genlab's own config folder."""
+    folder = Path(str(files("genlab.conf"))) / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def locate(path: str) -> Any:
+    """The object a dotted ``_target_`` path names (a module's attribute, possibly nested), as Hydra finds it;
+    ImportError when there is none. Quiet, unlike hydra.utils.get_object, which logs the failure."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            raise ImportError(f"{'.'.join(parts[:i])} has no {'.'.join(parts[i:])}") from None
+        return obj
+    raise ImportError(f"no module {parts[0]}")
+
+
+def select(cfg: DictConfig, key: str) -> Any:
+    """The value at a dotted key, None when absent or not resolvable here (a Hydra-only interpolation)."""
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=False)
+    except Exception:
+        return None
+
+
+# ---- the groups, the task name, the folders ----------------------------------------------------
+def missing_groups(cfg: DictConfig) -> list[str]:
+    """A message for each group a run cannot do without (``~model``, ``model=null``)."""
+    errors = []
+    for group in REQUIRED_GROUPS:
+        if group in cfg and not OmegaConf.is_missing(cfg, group) and isinstance(cfg[group], DictConfig):
+            continue
+        errors.append(f"{group} is not set (~{group} removes it): a run needs one; choose it with {group}=NAME, "
+                      f"NAME one of {', '.join(group_names(group))}")
+    return errors
+
+
+def task_name_problem(name: Any) -> str | None:
+    """Why ``task_name`` cannot name the folder of runs (paths.log_dir/<task_name>/), or None."""
+    if not isinstance(name, str) or not name:
+        return f"task_name={name!r} must be a non-empty folder name"
+    if len(name) > MAX_TASK_NAME:
+        return f"task_name is {len(name)} characters long: at most {MAX_TASK_NAME} (it names a folder)"
+    if not TASK_NAME.fullmatch(name) or ".." in name:
+        return (f"task_name={name!r} must be one folder name (letters, digits, _ . + = , -; no '/', no '..', "
+                "not starting with '.'): runs go to paths.log_dir/<task_name>/")
+    return None
+
+
+def folder_problem(path: Any) -> str | None:
+    """Why no run could write below ``path`` (a file, below a file, a folder where nothing can be made), or
+    None. The nearest existing folder gets a probe folder made and removed: access bits say little to root."""
+    if not isinstance(path, str) or not path:
+        return "it must be a folder"
+    try:
+        p = Path(path).expanduser().absolute()
+        if p.exists() and not p.is_dir():
+            return "it is a file, not a folder"
+        anchor = p
+        while not anchor.exists():
+            anchor = anchor.parent
+        if not anchor.is_dir():
+            return f"{anchor} is a file, so no folder can be made below it"
+        os.rmdir(tempfile.mkdtemp(prefix=".genlab-probe-", dir=anchor))
+    except OSError as e:
+        return f"no folder can be made there ({e.strerror or e})"
+    return None
+
+
+def path_errors(cfg: DictConfig) -> list[str]:
+    """The folders every run writes to (runs, classifier caches) must be folders it can write in."""
+    keys = [*OUTPUT_FOLDERS, "callbacks.evaluator.classifier_cache"]
+    if cfg.get("resume"):  # a resumed run writes in its own folder, not below paths.log_dir
+        keys.remove("paths.log_dir")
+    errors = []
+    for key in keys:
+        value = select(cfg, key)
+        problem = None if value is None else folder_problem(value)
+        if problem is None and value is not None and key != "paths.log_dir":
+            problem = cache_problem(Path(value).expanduser() / CLASSIFIERS)
+        if problem:
+            errors.append(f"{key}={value}: {problem}")
+    return errors
+
+
+def cache_problem(folder: Path) -> str | None:
+    """Why the classifier cache below a cache folder cannot be used (found only after training), or None."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file where the classifier cache folder belongs: remove it"
+    taken = sorted(p for p in folder.glob("*.pt") if not p.is_file()) if folder.is_dir() else []
+    if taken:
+        return f"{taken[0]} is not a file where a cached classifier belongs: remove it"
+    return None
+
+
+# ---- what a _target_ names ---------------------------------------------------------------------
+def target_nodes(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
+    """Every config node with a ``_target_`` below ``node``, with its full key (Hydra's own left out)."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield prefix, node
+        keys: list[Any] = [k for k in node.keys() if not (prefix == "" and k == "hydra")]
+    elif isinstance(node, ListConfig):
+        keys = list(range(len(node)))
+    else:
+        return
+    for k in keys:
+        try:
+            child = node[k]
+        except Exception:  # an interpolation only Hydra resolves
+            continue
+        yield from target_nodes(child, f"{prefix}.{k}" if prefix else str(k))
+
+
+def accepted(obj: Any) -> tuple[list[str], bool]:
+    """(keyword arguments, open): what a class (its __init__, and genlab base classes its **kwargs reach)
+    or function takes; ``open`` when it takes any keyword whose fate is unknown here."""
+    if not isinstance(obj, type):
+        params = inspect.signature(obj).parameters.values()
+        return named(params), any(p.kind is p.VAR_KEYWORD for p in params)
+    names: list[str] = []
+    for base in obj.__mro__:
+        init = vars(base).get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names += named(params)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names, False
+        forwarded = FORWARDED.get(f"{base.__module__}.{base.__qualname__}")
+        if forwarded:
+            more, is_open = accepted(locate(forwarded))
+            return names + more, is_open
+        if not base.__module__.startswith("genlab."):
+            return names, True
+    return names, True
+
+
+def named(params: Any) -> list[str]:
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+
+
+def simple_types(obj: Any) -> dict[str, tuple[type, bool]]:
+    """{argument: (int, float, bool or str; whether None is allowed)} for the annotated arguments of a
+    class's __init__ or a function whose annotation is one of those types (or Optional of one)."""
+    try:
+        hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
+    except Exception:  # annotations that name what is not importable here
+        return {}
+    out = {}
+    for name, hint in hints.items():
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+        inner = [a for a in args if a is not type(None)] if optional else [hint]
+        if len(inner) == 1 and inner[0] in (int, float, bool, str):
+            out[name] = (inner[0], optional)
+    return out
+
+
+def type_problem(value: Any, kind: type, optional: bool) -> str | None:
+    if value is None:
+        return None if optional else "null"
+    ok = {int: isinstance(value, int) and not isinstance(value, bool), float: is_number(value),
+          bool: isinstance(value, bool), str: isinstance(value, str)}[kind]
+    return None if ok else {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+
+
+def target_errors(cfg: DictConfig) -> list[str]:
+    """Every ``_target_`` must be importable; a node without a schema may hold only the arguments its target
+    takes, of the simple types it declares (a schema-typed node is checked by its schema)."""
+    errors = []
+    for key, node in target_nodes(cfg, ""):
+        target = node.get("_target_")
+        try:
+            obj = locate(str(target))
+        except Exception as e:
+            errors.append(f"{key}._target_={target}: it names no class or function that can be imported "
+                          f"({type(e).__name__})")
+            continue
+        if schema_of(node) is not None:
+            continue
+        try:
+            names, is_open = accepted(obj)
+        except (TypeError, ValueError):  # no signature to read (a builtin): its own call will tell
+            continue
+        extra = [str(k) for k in node.keys() if k not in HYDRA_KEYS and k not in names]
+        if extra and not is_open:
+            errors += [f"{key}.{k} is not an option of {target}: its options are {', '.join(names)}" for k in extra]
+            continue
+        for name, (kind, optional) in simple_types(obj).items():
+            if name in node:
+                value = select(node, name)
+                wanted = type_problem(value, kind, optional)
+                if wanted:
+                    errors.append(f"{key}.{name}={value!r} is not {wanted}" + (" (or null)" if optional else ""))
+    return errors
+
+
+# ---- the model, its optimisers and scheduler ----------------------------------------------------
+def partial_node_problem(node: Any, what: str, given: str, example: str) -> str | None:
+    """Why ``node`` is not a partial ``_target_`` node that the model completes with ``given``, or None."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return f"must be {what} node with a _target_ and _partial_: true, e.g. {example}"
+    if node.get("_partial_") is not True:
+        return f"needs _partial_: true (the model completes {what} with its {given})"
+    return None
+
+
+def optimiser_errors(model: DictConfig) -> list[str]:
+    """Each optimiser node is a partial with a positive finite learning rate that its class accepts, with the
+    rest of its settings (torch's own checks, on a dummy parameter); the scheduler likewise on that optimiser."""
+    import torch
+    from hydra.utils import instantiate
+
+    errors, built = [], None
+    for name in OPTIMISERS:
+        if name not in model:
+            continue
+        node = select(model, name)
+        problem = partial_node_problem(node, "an optimiser", "parameters",
+                                       "{_target_: torch.optim.Adam, _partial_: true, lr: 1e-3}")
+        if problem:
+            errors.append(f"model.{name} {problem}")
+            continue
+        lr = node.get("lr")
+        if "lr" in node and not (is_number(lr) and math.isfinite(lr) and lr > 0):
+            errors.append(f"model.{name}.lr={lr!r} must be a number > 0")
+            continue
+        try:
+            built = instantiate(node)(params=[torch.nn.Parameter(torch.zeros(1))])
+        except Exception as e:
+            errors.append(f"model.{name}: {node['_target_']} refuses these settings ({one_line(e)})")
+    scheduler = select(model, "scheduler") if "scheduler" in model else None
+    if scheduler is not None:
+        problem = partial_node_problem(scheduler, "a scheduler", "optimiser",
+                                       "{_target_: torch.optim.lr_scheduler.StepLR, _partial_: true, step_size: 10}")
+        if problem:
+            errors.append(f"model.scheduler {problem}")
+        elif built is not None:
+            try:
+                instantiate(scheduler)(optimizer=built)
+            except Exception as e:
+                errors.append(f"model.scheduler: {scheduler['_target_']} refuses these settings ({one_line(e)})")
+    return errors
+
+
+def model_errors(model: DictConfig) -> list[str]:
+    """Settings whose range depends on another setting of the model."""
+    errors = []
+    noise, level = model.get("noise"), model.get("noise_level")
+    if noise in ("masking", "salt_and_pepper") and is_number(level) and level > 1:
+        errors.append(f"model.noise_level={level} is out of range for model.noise={noise}: it is the probability "
+                      "of corrupting a value, at most 1")
+    return errors
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+def batches_problem(key: str, value: Any) -> str | None:
+    """Lightning's rule for limit_*_batches and val_check_interval: a fraction up to 1.0 or a whole count."""
+    if is_number(value) and value > 1 and value % 1 != 0:
+        return f"{key}={value}: give a fraction of the batches (at most 1.0) or a whole number of batches"
+    return None
+
+
+def trainer_errors(cfg: DictConfig) -> list[str]:
+    """The trainer's settings against each other and against this machine (accelerator, devices, precision)."""
+    import torch
+
+    t, errors = cfg.trainer, []
+    accelerator = str(t.get("accelerator", "cpu"))
+    known = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+    if accelerator not in known:
+        errors.append(f"trainer.accelerator={accelerator!r} is not one of {', '.join(known)}")
+    elif accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        errors.append(f"trainer.accelerator={accelerator}: this machine has no GPU that torch can use "
+                      "(torch.cuda.is_available() is false); use trainer=cpu")
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        errors.append("trainer.accelerator=mps: this machine has no Apple GPU; use trainer=cpu")
+    devices = t.get("devices", 1)
+    counts = {"cpu": os.cpu_count() or 1, "gpu": torch.cuda.device_count(), "cuda": torch.cuda.device_count()}
+    if errors or devices in ("auto", -1, "-1"):  # devices are counted on an accelerator that is there
+        pass
+    elif isinstance(devices, (ListConfig, list)):
+        if not devices or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
+            errors.append(f"trainer.devices={devices}: a list of device indices must be non-empty, each >= 0")
+    elif not (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1):
+        errors.append(f"trainer.devices={devices!r}: give a number of devices >= 1 (or auto)")
+    elif accelerator in counts and devices > counts[accelerator]:
+        errors.append(f"trainer.devices={devices}: this machine has {counts[accelerator]} "
+                      f"{'CPU cores' if accelerator == 'cpu' else 'GPUs'}")
+    if t.get("precision") == "bf16-mixed" and accelerator in ("gpu", "cuda") and torch.cuda.is_available() \
+            and not torch.cuda.is_bf16_supported():
+        errors.append("trainer.precision=bf16-mixed: this GPU has no bfloat16 support; use 16-mixed or 32-true")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
+        problem = batches_problem(f"trainer.{key}", t.get(key))
+        if problem:
+            errors.append(problem)
+    for key in ("limit_train_batches", "max_epochs", "max_steps"):
+        if cfg.get("train") and t.get(key) == 0:
+            errors.append(f"trainer.{key}=0 trains nothing: to only test a checkpoint, set train=false")
+    low, high = t.get("min_epochs"), t.get("max_epochs")
+    if is_number(low) and is_number(high) and high >= 0 and low > high:
+        errors.append(f"trainer.min_epochs={low} exceeds trainer.max_epochs={high}")
+    max_time = t.get("max_time")
+    if max_time is not None and not (isinstance(max_time, str) and MAX_TIME.fullmatch(max_time)
+                                     and any(int(p) for p in max_time.split(":"))):
+        errors.append(f"trainer.max_time={max_time!r}: give a duration DD:HH:MM:SS longer than zero, "
+                      "e.g. 00:01:30:00 (or null)")
+    fast = t.get("fast_dev_run")
+    if not (isinstance(fast, bool) or isinstance(fast, int) and fast >= 0):
+        errors.append(f"trainer.fast_dev_run={fast!r}: give true, false or a number of batches >= 0")
+    if t.get("deterministic") not in (True, False, None, "warn"):
+        errors.append(f"trainer.deterministic={t.get('deterministic')!r}: give true, false or warn")
+    return errors
+
+
+def check_batches(trainer: Any, train_batches: int, val_batches: int, batch_size: int) -> None:
+    """The trainer's batch counts against an epoch of ``train_batches`` training and ``val_batches``
+    validation batches (Lightning's own rules, which it applies only once fit has begun). A UserError."""
+
+    errors = []
+    limit = trainer.limit_train_batches
+    used = min(train_batches, limit) if isinstance(limit, int) else int(train_batches * limit)
+    if train_batches and limit > 0 and used == 0:
+        errors.append(f"trainer.limit_train_batches={limit} of an epoch of {train_batches} training batches "
+                      f"(data.batch_size={batch_size}) is no batch at all: give at least {1 / train_batches:.3g}, "
+                      "or a number of batches")
+    interval = trainer.val_check_interval
+    if isinstance(interval, int) and trainer.check_val_every_n_epoch is not None and interval > used > 0:
+        errors.append(f"trainer.val_check_interval={interval} exceeds the {used} training batches of an epoch "
+                      f"(data.batch_size={batch_size}): give at most {used}, or a fraction of the epoch")
+    limit = trainer.limit_val_batches
+    if val_batches and isinstance(limit, float) and 0 < limit and int(val_batches * limit) == 0:
+        errors.append(f"trainer.limit_val_batches={limit} of {val_batches} validation batches is no batch at all: "
+                      f"give at least {1 / val_batches:.3g}, or a number of batches")
+    if errors:
+        raise invalid(errors)
+
+
+# ---- callbacks, loggers, and building what the config names ----------------------------------
+def entry_errors(cfg: DictConfig) -> list[str]:
+    """Each entry of callbacks and logger is a node with a _target_; a checkpoint callback monitors a metric
+    that genlab logs (val/... or train/...), which Lightning would find missing only after an epoch."""
+    errors = []
+    for group in ("callbacks", "logger"):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            errors.append(f"{group}={node!r} must be a group of _target_ nodes (or {group}=none)")
+            continue
+        for name in node.keys():
+            entry = select(node, str(name))
+            if entry is not None and not (isinstance(entry, DictConfig) and "_target_" in entry):
+                errors.append(f"{group}.{name}={entry!r} is not a {group[:-1] if group == 'callbacks' else group}: "
+                              f"give it a _target_, or remove it with ~{group}.{name}")
+                continue
+            if entry is not None and str(entry['_target_']).endswith("ModelCheckpoint"):
+                monitor = entry.get("monitor")
+                if monitor is not None and not str(monitor).startswith(("val/", "train/")):
+                    errors.append(f"{group}.{name}.monitor={monitor!r} is not a metric genlab logs: monitor "
+                                  "val/loss (every model logs it), another val/ term, or null")
+            for key in WRITTEN_BY_ENTRIES if entry is not None else ():
+                value = select(entry, key)
+                problem = folder_problem(value) if isinstance(value, str) else None
+                if problem:
+                    errors.append(f"{group}.{name}.{key}={value}: {problem}")
+    return errors
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's device report is printed once, by the real trainer."""
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def build_errors(cfg: DictConfig) -> list[str]:
+    """Build every callback and logger, and a Trainer of the trainer settings, as the run will: their
+    constructors' own checks (genlab's UserErrors, Lightning's rules) fire now, before any work."""
+    from genlab.config.instantiation import build
+    from genlab.errors import UserError
+
+    errors = []
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            try:
+                build(node)
+            except UserError as e:
+                errors.append(str(e))
+            except Exception as e:
+                errors.append(f"{group}.{name}: {one_line(e)}")
+    if errors:
+        return errors
+    try:
+        settings = OmegaConf.to_container(cfg.trainer, resolve=True)  # resolved here: a copy has no root
+        node = OmegaConf.create({k: v for k, v in settings.items() if k not in GENLAB_TRAINER_KEYS})
+        with quiet_lightning():
+            build(node, callbacks=[], logger=False, enable_checkpointing=False)
+    except UserError as e:
+        errors.append(str(e))
+    except Exception as e:
+        errors.append(f"trainer: Lightning refuses these settings ({one_line(e)})")
+    return errors
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one short line: its type and message (Hydra's wrappers give their cause's)."""
+    while e.__cause__ is not None and type(e).__name__ == "InstantiationException":
+        e = e.__cause__
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def output_dir_problem(cfg: DictConfig) -> str | None:
+    """Inside Hydra, paths.output_dir must be the run folder Hydra made (below paths.log_dir, or the resumed
+    run's): pointed elsewhere, checkpoints and metrics would land outside the run and outlive a failed one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    made, value = HydraConfig.get().runtime.output_dir, select(cfg, "paths.output_dir")
+    if value is None or Path(str(value)).expanduser().absolute() == Path(made).absolute():
+        return None
+    return (f"paths.output_dir={value} is not this run's folder ({made}): it is made by Hydra below "
+            "paths.log_dir/<task_name>; set paths.log_dir or task_name to put runs elsewhere")
+
+
+def config_errors(cfg: DictConfig) -> list[str]:
+    """Every check of this module that needs only the config and the machine, for ``validate``."""
+    errors = [p for p in (task_name_problem(cfg.get("task_name")), output_dir_problem(cfg)) if p]
+    if not cfg.get("train") and not cfg.get("test"):
+        errors.append("train=false test=false leaves nothing to do: train, test a checkpoint (train=false "
+                      "ckpt_path=...), or both")
+    errors += path_errors(cfg) + target_errors(cfg)
+    if errors:
+        return errors
+    errors = optimiser_errors(cfg.model) + model_errors(cfg.model) + trainer_errors(cfg) + entry_errors(cfg)
+    return errors or build_errors(cfg)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the config before any work (see the module docstring); one UserError lists every problem."""
+    errors = missing_groups(cfg)
+    if errors:  # nothing else can be checked without them
+        raise invalid(errors)
+    errors = list(unknown_keys(cfg, "")) + top_level_errors(cfg)
+    for key, node in structured_nodes(cfg):
+        try:
+            obj = OmegaConf.to_object(node)
+        except MissingMandatoryValue as e:
+            missing = getattr(e, "full_key", None) or key
+            errors.append(f"{missing} is not set: give it on the command line, {missing}=...")
+            continue
+        except Exception as e:  # a bad interpolation
+            errors.append(f"{key}: {' '.join(str(e).split())}")
+            continue
+        walk(obj, key, errors)
+    if not errors:  # the checks below read values the schemas have vouched for
+        errors = config_errors(cfg)
+    if errors:
+        raise invalid(errors)
+
+
+def invalid(errors: list[str]) -> UserError:
+    """One UserError for all problems: on one line when there is one."""
+    errors = list(dict.fromkeys(errors))
+    if len(errors) == 1:
+        return UserError(f"Invalid config: {errors[0]}")
+    return UserError(f"Invalid config ({len(errors)} problems):\n  " + "\n  ".join(errors))

@@ -1,0 +1,98 @@
+"""Checks before Hydra makes a run or sweep folder, and of the command line before Hydra parses it.
+
+``launch_errors`` runs in the Hydra callback ``genlab.sweep.Preflight`` (the task name, the output
+folders, keys added to Hydra's own config, the sweeper's and launcher's settings: Optuna and joblib
+would fail late); ``command_line_error`` runs in ``genlab.train.main`` on overrides Hydra itself stops
+on with a traceback (a config group given null or a number). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from importlib.resources import files
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from genlab.config.checks import folder_problem, group_names, missing_groups, path_errors, select, task_name_problem
+from genlab.config.fields import schema_of
+
+
+def added_hydra_keys(cfg: DictConfig) -> list[str]:
+    """``+hydra.<key>=...`` overrides that add a key Hydra's own schema lacks: Hydra keeps and ignores it."""
+    errors = []
+    given = [*(select(cfg, "hydra.overrides.hydra") or []), *(select(cfg, "hydra.overrides.task") or [])]
+    for override in given:
+        key = str(override).split("=", 1)[0]
+        if not key.startswith("+hydra.") or key.count(".") < 1:
+            continue
+        parent, name = key[1:].rsplit(".", 1)
+        schema = schema_of(select(cfg, parent))
+        if schema is not None and name not in {f.name for f in dataclasses.fields(schema)}:
+            errors.append(f"{key[1:]} is not a setting of Hydra's {parent} ({schema.__name__}): its settings are "
+                          f"{', '.join(f.name for f in dataclasses.fields(schema))}")
+    return errors
+
+
+def launch_errors(cfg: DictConfig, multirun: bool) -> list[str]:
+    """What must hold before Hydra makes the run or sweep folder: the groups, a safe task name, writable
+    output folders; for a sweep, the sweeper's and launcher's settings (Optuna and joblib fail late)."""
+    errors = missing_groups(cfg)
+    if errors:
+        return errors
+    name = task_name_problem(cfg.get("task_name"))
+    hydra = cfg.hydra
+    errors = ([name] if name else []) + path_errors(cfg) + added_hydra_keys(cfg)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = select(cfg, key)
+    problem = None if errors or folder is None else folder_problem(str(folder))
+    if problem:  # set explicitly (paths.log_dir is checked above)
+        errors.append(f"{key}={folder}: {problem}")
+    if not multirun:
+        return errors
+    subdir = OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")
+    if isinstance(subdir, str) and (subdir.startswith(("/", "~")) or ".." in Path(subdir).parts):
+        errors.append(f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder")
+    sweeper, launcher = str(select(hydra, "sweeper._target_") or ""), str(select(hydra, "launcher._target_") or "")
+    if "optuna" in sweeper.lower():
+        for key in ("n_trials", "n_jobs"):
+            value = select(hydra, f"sweeper.{key}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                errors.append(f"hydra.sweeper.{key}={value!r}: an Optuna search needs an integer >= 1")
+        direction = select(hydra, "sweeper.direction")
+        directions = list(direction) if isinstance(direction, (ListConfig, list)) else [direction]
+        if not directions or any(str(getattr(d, "name", d)) not in ("minimize", "maximize") for d in directions):
+            errors.append(f"hydra.sweeper.direction={direction}: give minimize or maximize (or a list of them)")
+        if not cfg.get("optimized_metric"):
+            errors.append("optimized_metric is null: an Optuna search needs the metric it optimises, e.g. val/loss")
+    if "joblib" in launcher.lower():
+        n_jobs = select(hydra, "launcher.n_jobs")
+        if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
+            errors.append(f"hydra.launcher.n_jobs={n_jobs!r}: joblib needs a number of workers >= 1 "
+                          "(or -1 for one per core)")
+    return errors
+
+
+OVERRIDE = re.compile(r"[~+]*[\w./@-]+=")  # a command-line argument that is an override (key=value)
+
+
+def command_line_error(argv: list[str]) -> str | None:
+    """Overrides Hydra stops on with a traceback: a config group given null or a number (``model=null``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if OVERRIDE.match(a)])
+    except Exception:  # Hydra reports its own syntax errors clearly
+        return None
+    groups = {p.name for p in Path(str(files("genlab.conf"))).iterdir() if p.is_dir()}
+    for o in overrides:
+        value = o.value()
+        values = value.list if isinstance(value, ChoiceSweep) else [value]  # model=ae,vae: each job's choice
+        if o.key_or_group in groups and not o.is_delete() and any(
+                v is None or isinstance(v, (bool, int, float, dict)) for v in values):
+            group = o.key_or_group
+            return (f"{o.input_line}: a config group takes the name of one of its configs, "
+                    f"{group}=NAME with NAME one of {', '.join(group_names(group))}")
+    return None
