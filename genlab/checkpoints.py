@@ -118,7 +118,8 @@ def check_targets(node: Any, source: str, trusted: tuple[str, ...] = (), trust: 
     if bad:
         listed = ", ".join(f"{k}: {t}" for k, t in bad[:3])
         raise UserError(
-            f"{source} names code outside genlab and torch ({listed}); genlab does not run it from a file. "
+            f"{source} names code outside genlab, torch.nn, torch.optim and Lightning's callbacks and loggers "
+            f"({listed}); genlab does not run it from a file. "
             "Pass --trust (genlab-eval) or trust=true (genlab-train) if you trust this folder, or list the module "
             "in the config's trusted_modules."
         )

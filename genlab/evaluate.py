@@ -49,7 +49,7 @@ def find_checkpoint(run_dir: Path) -> Path:
 
 def load_run(run_dir: str | Path, trust: bool = False) -> tuple[DictConfig, Path]:
     """A run's composed config and checkpoint; UserError for a folder that is not a genlab run, or whose
-    config names code outside genlab and torch (unless ``trust``)."""
+    config names code outside the trusted modules (unless ``trust``)."""
     from genlab.checkpoints import check_targets
 
     run_dir = Path(run_dir)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the models and feature networks run (default: cuda when available)")
     parser.add_argument("--trust", action="store_true",
-                        help="the run folders are yours: build code their configs name outside genlab and torch, "
+                        help="the run folders are yours: build code their configs name outside the trusted modules, "
                              "and unpickle checkpoints that need it (both can run arbitrary code)")
     parser.add_argument("--convert", action="store_true",
                         help="with --trust: rewrite the runs' older checkpoints that need unpickling as safe, "
