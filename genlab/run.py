@@ -51,6 +51,25 @@ def choice(group: str) -> str | None:
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
+def is_main_process() -> bool:
+    """False in the processes a data-parallel run adds (global rank > 0): they leave the run folder alone."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def pin_run_dir() -> None:
+    """Lightning starts the other processes of a data-parallel run as ``<command> hydra.run.dir=<run.dir>``:
+    run.dir set to this job's folder, so they join it even in a sweep (where run.dir is not the job's
+    folder) or when run.dir holds a time stamp they would take anew."""
+    from omegaconf import open_dict, read_write
+
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        with read_write(hc), open_dict(hc):
+            hc.run.dir = hc.runtime.output_dir
+
+
 def discard_failed_run() -> None:
     """Remove this process's fresh run directory if the run stopped before writing anything; in a
     multirun, the sweep folder too when no job folder is left in it (only Hydra's multirun.yaml).
@@ -333,6 +352,7 @@ def fit(cfg: DictConfig, model: Any, datamodule: Any, loggers: list[Logger],
     Returns the trainer that finished and the model it trained."""
     from genlab.errors import NonFiniteLoss
 
+    pin_run_dir()
     retries, scale = int(cfg.trainer.get("nan_retries") or 0), 1.0
     for attempt in range(retries + 1):
         trainer = make_trainer(cfg, model, loggers, scale)

@@ -62,14 +62,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=not cfg.trust, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-    evaluations = [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)]
-    run.finish(cfg, loggers, metrics, tested, evaluations)
+    if trainer.is_global_zero:  # under data parallelism, one process writes what the run keeps
+        evaluations = [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)]
+        run.finish(cfg, loggers, metrics, tested, evaluations)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    from genlab.run import choice, discard_failed_run
+    from genlab.run import choice, discard_failed_run, is_main_process
 
     try:
         metrics = train(cfg)
@@ -78,7 +79,7 @@ def _main(cfg: DictConfig) -> float | None:
         if isinstance(e, IncompatibleError):
             msg = f"model={choice('model')} cannot run on data={choice('data')}: {e.reason}"
         print(f"genlab-train: {'error: ' if e.exit_code else ''}{msg}", file=sys.stderr)
-        if not is_run(cfg.get("resume")):  # never remove a folder the user named
+        if not is_run(cfg.get("resume")) and is_main_process():  # never remove a folder the user named
             discard_failed_run()
         sys.exit(e.exit_code)
     except Exception as e:

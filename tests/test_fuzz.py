@@ -171,6 +171,11 @@ HAND_CASES = [
     *[c(f"trainer:devices={v}", f"trainer.devices={v}", expect="trainer.devices")
       for v in ("0", "-2", "abc", "999", "[]")],
     *[c(f"trainer:precision={v}", f"trainer.precision={v}", expect="trainer.precision") for v in ("bf16-true", "16")],
+    c("trainer:strategy=nope", "trainer.strategy=nope", expect=("trainer.strategy", "ddp")),
+    c("trainer:ddp-devices=64", "trainer=ddp_cpu", "trainer.devices=64",
+      expect="trainer.devices"),
+    c("trainer:num_nodes=0", "trainer.num_nodes=0", expect="trainer.num_nodes"),
+    c("trainer:gpu-ddp", "trainer=ddp_gpu", expect=("trainer.accelerator", "trainer=cpu")),
     c("trainer:limit_train=1.5", "trainer.limit_train_batches=1.5", expect="trainer.limit_train_batches"),
     c("trainer:limit_val=2.5", "trainer.limit_val_batches=2.5", expect="trainer.limit_val_batches"),
     c("trainer:limit_train=0", "trainer.limit_train_batches=0", expect="trainer.limit_train_batches"),

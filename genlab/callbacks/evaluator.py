@@ -55,13 +55,17 @@ class Evaluator(pl.Callback):
         self.last = Scores()  # the latest evaluation, with its units
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = trained_datamodule(trainer)
-        if dm is None or not isinstance(pl_module, GenerativeModel):
+        if not isinstance(pl_module, GenerativeModel) or not isinstance(trainer.datamodule, TensorDataModule):
             return
-        with eval_mode(pl_module):
-            self.last = self.evaluate(pl_module, dm)
+        dm = trained_datamodule(trainer)
+        if dm is not None:  # rank 0 scores the whole test set, once
+            with eval_mode(pl_module):
+                self.last = self.evaluate(pl_module, dm)
+        distributed = trainer.world_size > 1
+        if distributed:  # every process logs the same values, so Lightning's epoch-level sync has them all
+            self.last = trainer.strategy.broadcast(self.last, src=0)
         for name, value in self.last.items():
-            pl_module.log(name, value, rank_zero_only=True)
+            pl_module.log(name, value, sync_dist=distributed)
 
     def evaluate(self, model: GenerativeModel, dm: TensorDataModule) -> Scores:
         """Every listed metric that applies to the model and data, by value name; undefined values

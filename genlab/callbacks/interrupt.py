@@ -73,6 +73,9 @@ class GracefulStop(Checkpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if trainer.world_size > 1:  # every process stops at the same step, even when one alone got the signal
+            if trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
+                self.requested = self.requested or signal.SIGTERM
         if self.requested is not None:
             # callbacks' batch-end hooks run before the model's: finish its bookkeeping for this batch
             # (the batch count) so the checkpoint holds the batch as done
@@ -95,6 +98,7 @@ class GracefulStop(Checkpoint):
         signum = int(self.requested or signal.SIGTERM)
         record = {"signal": signal.Signals(signum).name, "epoch": trainer.current_epoch,
                   "global_step": trainer.global_step, "checkpoint": str(path.relative_to(folder.parent))}
-        write_json(folder.parent / "interrupted.json", record)
+        if trainer.is_global_zero:
+            write_json(folder.parent / "interrupted.json", record)
         self.restore()
         raise Interrupted(signum, path, trainer.current_epoch, trainer.global_step)

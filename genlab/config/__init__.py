@@ -73,6 +73,17 @@ def is_run(folder: str | None) -> bool:
     return folder is not None and (Path(str(folder)).expanduser() / ".hydra" / "config.yaml").is_file()
 
 
+def slurm_tasks(devices: object) -> int:
+    """SLURM tasks per node for ``trainer.devices`` (conf/hydra/launcher/slurm.yaml): Lightning's SLURM
+    environment expects one task per device; a count it cannot know in advance (auto, -1) is refused."""
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        from genlab.errors import UserError
+
+        raise UserError(f"hydra/launcher=slurm needs trainer.devices as a number of devices per node, not {devices!r}: "
+                        "SLURM starts one task per device (e.g. trainer.devices=4).")
+    return devices
+
+
 def setup_hydra() -> None:
     """Register the schemas and resolvers; safe to call more than once.
 
@@ -88,6 +99,9 @@ def setup_hydra() -> None:
         "genlab_run_name": run_name,
         "genlab_run_dir": lambda resume, new: str(Path(resume).expanduser().resolve()) if is_run(resume) else new,
         "genlab_hydra_subdir": lambda resume: None if is_run(resume) else ".hydra",  # a resumed run keeps its own
+        "genlab_slurm_tasks": slurm_tasks,
+        "genlab_slurm_gpus": lambda accelerator, devices: slurm_tasks(devices) if accelerator in ("gpu", "cuda")
+        else None,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

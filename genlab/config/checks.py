@@ -349,6 +349,7 @@ def trainer_errors(cfg: DictConfig) -> list[str]:
     elif accelerator in counts and devices > counts[accelerator]:
         errors.append(f"trainer.devices={devices}: this machine has {counts[accelerator]} "
                       f"{'CPU cores' if accelerator == 'cpu' else 'GPUs'}")
+    errors += strategy_errors(t, accelerator)
     if t.get("precision") == "bf16-mixed" and accelerator in ("gpu", "cuda") and torch.cuda.is_available() \
             and not torch.cuda.is_bf16_supported():
         errors.append("trainer.precision=bf16-mixed: this GPU has no bfloat16 support; use 16-mixed or 32-true")
@@ -373,6 +374,22 @@ def trainer_errors(cfg: DictConfig) -> list[str]:
     if t.get("deterministic") not in (True, False, None, "warn"):
         errors.append(f"trainer.deterministic={t.get('deterministic')!r}: give true, false or warn")
     return errors
+
+
+def strategy_errors(t: Any, accelerator: str) -> list[str]:
+    """trainer.strategy: a name of Lightning's registry (or a _target_ node), fit for the accelerator."""
+    strategy = t.get("strategy", "auto")
+    if not isinstance(strategy, str):
+        return []  # a strategy object built from a _target_ node: Lightning checks it
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    names = ["auto", *sorted(StrategyRegistry.available_strategies())]
+    if strategy not in names:
+        return [f"trainer.strategy={strategy!r} is not a strategy; choose one of {', '.join(names)} "
+                "(e.g. trainer=ddp_cpu or trainer=ddp_gpu)"]
+    if "nccl" in strategy and accelerator == "cpu":
+        return [f"trainer.strategy={strategy}: NCCL needs GPUs; on CPU use trainer=ddp_cpu (gloo)"]
+    return []
 
 
 def check_batches(trainer: Any, train_batches: int, val_batches: int, batch_size: int) -> None:

@@ -22,6 +22,13 @@ class TrainerConfig:
     _target_: str = "pytorch_lightning.Trainer"
     accelerator: str = "cpu"
     devices: Any = 1
+    # data parallelism (Lightning's strategies): ddp on CPU uses gloo, on GPUs nccl; data.batch_size is per process,
+    # so the global batch is devices x num_nodes x data.batch_size
+    strategy: Any = "auto"
+    num_nodes: int = opt(1, ge=1)
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch instead of each process's shard
+    # genlab's loaders shard by rank themselves (as a DistributedSampler would, with genlab's seeded epoch orders)
+    use_distributed_sampler: bool = False
     # not bf16-true or 64-true: genlab's evaluation and pictures feed float32 inputs to the model
     precision: Any = opt("32-true", choices=("32-true", "32", 32, "bf16-mixed", "16-mixed"))
     max_epochs: int = opt(30, ge=-1)

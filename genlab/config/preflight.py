@@ -66,11 +66,30 @@ def launch_errors(cfg: DictConfig, multirun: bool) -> list[str]:
             errors.append(f"hydra.sweeper.direction={direction}: give minimize or maximize (or a list of them)")
         if not cfg.get("optimized_metric"):
             errors.append("optimized_metric is null: an Optuna search needs the metric it optimises, e.g. val/loss")
+    if "submitit" in launcher.lower():
+        errors += submitit_errors(hydra)
     if "joblib" in launcher.lower():
         n_jobs = select(hydra, "launcher.n_jobs")
         if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
             errors.append(f"hydra.launcher.n_jobs={n_jobs!r}: joblib needs a number of workers >= 1 "
                           "(or -1 for one per core)")
+    return errors
+
+
+def submitit_errors(hydra: DictConfig) -> list[str]:
+    """The submitit launcher's job sizes, resolved now (hydra/launcher=slurm takes them from the trainer)
+    rather than when the jobs are submitted."""
+    errors = []
+    for key in ("tasks_per_node", "gpus_per_node", "nodes", "timeout_min"):
+        try:
+            value = OmegaConf.select(hydra, f"launcher.{key}", throw_on_resolution_failure=True)
+        except Exception as e:  # a resolver's UserError, or an interpolation that does not resolve
+            line = str(e).splitlines()[0]
+            said = "UserError raised while resolving interpolation: "  # how OmegaConf wraps a resolver's error
+            errors.append(line.split(said, 1)[1] if said in line else f"hydra.launcher.{key}: {line}")
+            continue
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            errors.append(f"hydra.launcher.{key}={value!r}: give a whole number >= 1")
     return errors
 
 
@@ -82,6 +101,10 @@ def command_line_error(argv: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
 
+    modes = [a for a in argv if a in ("-m", "--multirun", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
+             or a.startswith(("--cfg=", "--info=", "--shell-completion="))]
+    if len(modes) > 1:
+        return f"{' and '.join(modes)}: give only one of --multirun (-m), --cfg (-c), --info (-i), --shell-completion"
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in argv if OVERRIDE.match(a)])
     except Exception:  # Hydra reports its own syntax errors clearly

@@ -125,22 +125,41 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63))
 
 
+def shard(order: Tensor, rank: int, world: int) -> Tensor:
+    """Process ``rank``'s part of ``order`` (n,) among ``world`` processes, as torch's DistributedSampler
+    takes it: the order padded with its own start to a multiple of ``world``, then every world-th index
+    from ``rank``. Shards are disjoint (but for the padding), of equal length ceil(n / world), and
+    together cover the order: batch i of every rank together is batch i of a one-process run with a
+    world times larger batch."""
+    if world == 1:
+        return order
+    total = math.ceil(len(order) / world) * world
+    if total > len(order):
+        order = torch.cat([order, order.repeat(math.ceil(total / len(order)))[: total - len(order)]])
+    return order[rank:total:world]
+
+
 class TensorLoader:
     """Yields dict batches by indexing whole tensors: no per-item __getitem__ or collate.
 
     Shuffled orders come from ``epoch_order(n, seed, epoch)``; ``epoch`` gives the epoch being
-    started (the trainer's), else the loader counts its own passes.
+    started (the trainer's), else the loader counts its own passes. Under data parallelism each
+    process iterates its shard (``rank`` of ``world``, see ``shard``) of the same order.
     """
 
     def __init__(
         self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0,
-        epoch: Callable[[], int] | None = None,
+        epoch: Callable[[], int] | None = None, rank: int = 0, world: int = 1,
     ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} processes")
         self.tensors = split.as_batch()
         self.n = len(split)
+        self.rank, self.world = rank, world
+        self.per_rank = math.ceil(self.n / world)  # samples each process iterates per epoch
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.drop_last = drop_last and self.n > batch_size
+        self.drop_last = drop_last and self.per_rank > batch_size
         self.seed = seed
         self.epoch_of = epoch
         self.passes = 0  # passes started, the epoch when no epoch source is given
@@ -149,8 +168,16 @@ class TensorLoader:
 
     def __len__(self) -> int:
         if self.drop_last:
-            return self.n // self.batch_size
-        return math.ceil(self.n / self.batch_size)
+            return self.per_rank // self.batch_size
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def order(self, epoch: int) -> Tensor | None:
+        """This process's sample indices (per_rank,) for ``epoch``; None for all samples in stored order."""
+        if self.shuffle:
+            return shard(epoch_order(self.n, self.seed, epoch), self.rank, self.world)
+        if self.world > 1:
+            return shard(torch.arange(self.n), self.rank, self.world)
+        return None
 
     def __iter__(self) -> Iterator[Batch]:
         bs = self.batch_size
@@ -158,8 +185,8 @@ class TensorLoader:
         self.passes += 1
         start = self.skip.pop(self.epoch, 0)
         self.skip.clear()
-        if self.shuffle:
-            order = epoch_order(self.n, self.seed, self.epoch)
+        order = self.order(self.epoch)
+        if order is not None:
             for i in range(start, len(self)):
                 idx = order[i * bs : (i + 1) * bs]
                 yield {k: v[idx] for k, v in self.tensors.items()}
@@ -245,9 +272,9 @@ class TensorDataModule(pl.LightningDataModule):
             return
         from genlab.config.checks import check_batches
 
-        o = self.options
-        check_batches(self.trainer, math.ceil(len(self.splits["train"]) / o.batch_size),
-                      math.ceil(len(self.splits["val"]) / o.eval_batch_size), o.batch_size)
+        o, (_, world) = self.options, self.process()
+        check_batches(self.trainer, math.ceil(math.ceil(len(self.splits["train"]) / world) / o.batch_size),
+                      math.ceil(math.ceil(len(self.splits["val"]) / world) / o.eval_batch_size), o.batch_size)
 
     def arrange(self, s: Splits, seed: int) -> dict[str, Split]:
         """Loaded splits -> the named splits: val carved from train by seed (when not given),
@@ -291,13 +318,20 @@ class TensorDataModule(pl.LightningDataModule):
     def make_loader(self, split: str, batch_size: int, shuffle: bool) -> TensorLoader:
         """The batches of a named split (two-domain datasets add domain B's to each); the shuffled
         training loader is stateful and follows the trainer's epochs."""
+        rank, world = self.process()
         if not shuffle:
-            return TensorLoader(self.splits[split], batch_size, shuffle=False)
+            return TensorLoader(self.splits[split], batch_size, shuffle=False, rank=rank, world=world)
         return TrainLoader(self.splits[split], batch_size, shuffle=True, seed=self.options.seed,
-                           epoch=self.current_epoch)
+                           epoch=self.current_epoch, rank=rank, world=world)
 
     def current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def process(self) -> tuple[int, int]:
+        """(global rank, world size) of this process in the trainer's data parallelism; (0, 1) alone."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self) -> TensorLoader:
         self.train_loader = self.make_loader("train", self.options.batch_size, shuffle=True)

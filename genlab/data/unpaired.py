@@ -54,17 +54,21 @@ class UnpairedLoader:
     so the domains may differ in size, the pairing of A and B images changes from epoch to epoch,
     and every position is a function of (seed, epoch, batch) — a resumed run pairs as the
     uninterrupted one did. Without shuffling B is read in order, wrapping around, from position 0.
+    Under data parallelism A is sharded (``rank`` of ``world``) and each step of the ``world`` processes
+    reads world x batch positions of B's stream, process ``rank`` the rank-th run of them.
     """
 
     def __init__(self, a: Split, b: Split, batch_size: int, shuffle: bool, seed: int = 0,
-                 epoch: Callable[[], int] | None = None) -> None:
+                 epoch: Callable[[], int] | None = None, rank: int = 0, world: int = 1) -> None:
         loader = TrainLoader if shuffle else TensorLoader
-        self.a = loader(a, batch_size, shuffle, seed=seed, epoch=epoch)  # A batched as single-domain data
+        # A batched as single-domain data
+        self.a = loader(a, batch_size, shuffle, seed=seed, epoch=epoch, rank=rank, world=world)
+        self.rank, self.world = rank, world
         self.b = {f"{k}_b": v for k, v in b.as_batch().items()}
         self.nb = len(b)
         self.shuffle = shuffle
         self.seed = seed
-        self.per_epoch = min(len(self.a) * batch_size, len(a))  # A's samples per epoch
+        self.per_epoch = min(len(self.a) * batch_size * world, len(a))  # A's samples per epoch, all processes
 
     def __len__(self) -> int:
         return len(self.a)
@@ -83,10 +87,11 @@ class UnpairedLoader:
         for batch in self.a:
             if position is None:  # the first batch of this pass, after any batches skipped on a resume
                 done = self.a.trained if isinstance(self.a, TrainLoader) else 0
-                position = (self.a.epoch * self.per_epoch if self.shuffle else 0) + done * self.a.batch_size
+                position = (self.a.epoch * self.per_epoch if self.shuffle else 0) \
+                    + done * self.a.batch_size * self.world
             n = batch["x"].shape[0]
-            idx = self.b_indices(position, n)
-            position += n
+            idx = self.b_indices(position + self.rank * n, n)
+            position += n * self.world
             batch.update({k: v[idx] for k, v in self.b.items()})
             yield batch
 
@@ -124,8 +129,9 @@ class UnpairedDataModule(TensorDataModule):
         self.check_trainer(stage)
 
     def make_loader(self, split: str, batch_size: int, shuffle: bool) -> UnpairedLoader:  # type: ignore[override]
+        rank, world = self.process()
         return UnpairedLoader(self.splits[split], self.splits_b[split], batch_size, shuffle, self.options.seed,
-                              epoch=self.current_epoch if shuffle else None)
+                              epoch=self.current_epoch if shuffle else None, rank=rank, world=world)
 
 
 class DigitsInvertedDataModule(UnpairedDataModule):

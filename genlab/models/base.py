@@ -186,6 +186,11 @@ class GenerativeModel(pl.LightningModule):
         if self.restored_rng is not None:
             set_rng_states(self.restored_rng)
             self.restored_rng = None
+        if self.trainer.global_rank > 0:
+            # every process was seeded alike (the same initial weights); their draws (noise, z, binarised
+            # pixels) must differ, or the global batch would repeat them: other ranks branch off rank 0's stream
+            branch = int(torch.randint(0, 2**62, (1,))) + self.trainer.global_rank
+            torch.manual_seed(branch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.step(batch, "train")
