@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from torch.utils.data import DistributedSampler
 
 from genlab.data.base import Split, TensorLoader, TrainLoader, epoch_order, shard
 from genlab.data.unpaired import UnpairedLoader
-
-from conftest import run_cli
 
 
 @pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (7, 3), (2, 4), (1, 3)])
@@ -109,10 +108,9 @@ def test_submitit_local_runs_a_two_job_sweep_each_with_its_metrics(tmp_path: Pat
 
 
 def test_slurm_launcher_sizes_jobs_from_the_trainer() -> None:
+    from conftest import CONF
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-
-    from conftest import CONF
 
     def launcher(*overrides: str) -> dict:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

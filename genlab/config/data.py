@@ -22,6 +22,11 @@ class DataOptions:
     root: str = "data"
     download: bool = False
     max_train: Optional[int] = opt(None, gt=0)
+    # false: images decoded once into memory-mapped uint8 arrays in array_cache, batches read from them by
+    # num_workers DataLoader processes (data larger than memory); true: tensors in memory, batched by indexing
+    in_memory: bool = True
+    num_workers: int = opt(2, ge=0)
+    array_cache: Optional[str] = None  # None: <data.root>/genlab_arrays
 
 
 @dataclass

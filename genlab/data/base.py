@@ -9,8 +9,9 @@ takes are declared once, in ``genlab.config.data.DataOptions``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -150,7 +151,10 @@ class TensorLoader:
     def __init__(
         self, split: Split, batch_size: int, shuffle: bool, drop_last: bool = False, seed: int = 0,
         epoch: Callable[[], int] | None = None, rank: int = 0, world: int = 1,
+        source: Callable[[Iterable[Tensor]], Iterator[Batch]] | None = None,
     ) -> None:
+        """``source``: reads the batches of a list of index tensors from elsewhere than ``split``'s tensors
+        (``genlab.data.stream``: from an array file, in worker processes); None indexes the tensors."""
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not one of the {world} processes")
         self.tensors = split.as_batch()
@@ -165,6 +169,7 @@ class TensorLoader:
         self.passes = 0  # passes started, the epoch when no epoch source is given
         self.epoch = 0  # the epoch of the current pass
         self.skip: dict[int, int] = {}  # epoch -> batches already trained on (a restored mid-epoch state)
+        self.source = source
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -175,7 +180,7 @@ class TensorLoader:
         """This process's sample indices (per_rank,) for ``epoch``; None for all samples in stored order."""
         if self.shuffle:
             return shard(epoch_order(self.n, self.seed, epoch), self.rank, self.world)
-        if self.world > 1:
+        if self.world > 1 or self.source is not None:
             return shard(torch.arange(self.n), self.rank, self.world)
         return None
 
@@ -186,7 +191,9 @@ class TensorLoader:
         start = self.skip.pop(self.epoch, 0)
         self.skip.clear()
         order = self.order(self.epoch)
-        if order is not None:
+        if self.source is not None:
+            yield from self.source(order[i * bs : (i + 1) * bs] for i in range(start, len(self)))
+        elif order is not None:
             for i in range(start, len(self)):
                 idx = order[i * bs : (i + 1) * bs]
                 yield {k: v[idx] for k, v in self.tensors.items()}
@@ -233,6 +240,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.splits_b: dict[str, Split] = {}  # domain B of two-domain datasets; empty otherwise
         self.train_loader: Any = None  # the loader of the current fit
         self.unbinarised: dict[str, Tensor] = {}  # evaluation splits' images before binarisation
+        self.arrays: dict[str, Path] = {}  # data.in_memory=false: the array file each split is read from
 
     # ---- what subclasses provide -------------------------------------------------
     @property
@@ -300,12 +308,23 @@ class TensorDataModule(pl.LightningDataModule):
             raise UserError(f"Dataset '{self.info.name}' has no test sample: give it more data (data.n_samples, "
                             "or more files).")
         splits = {"train": train, "val": val, "test": s.test, **s.extra}
+        if not self.options.in_memory:
+            self.to_arrays(splits)
         if self.options.binarize:  # evaluation splits binarised once with a fixed seed; train per batch
             for name in splits:
                 if name != "train":
                     self.unbinarised[name] = splits[name].x
                     splits[name].x = torch.bernoulli(self.scale(splits[name].x), generator=gen)
         return splits
+
+    def to_arrays(self, splits: dict[str, Split]) -> None:
+        """data.in_memory=false: every split's images as a memory-mapped array file (decoded once, reused by
+        later runs); training and evaluation batches are then read from the files by worker processes."""
+        from genlab.data.stream import to_array
+
+        folder = Path(self.options.array_cache or Path(self.options.root) / "genlab_arrays").expanduser()
+        for name, split in splits.items():
+            split.x, self.arrays[name] = to_array(split.x, folder, self.options.num_workers)
 
     def as_stored(self, split: str) -> Split:
         """The split as the dataset holds it, never binarised: what samples are compared with, so
@@ -319,10 +338,21 @@ class TensorDataModule(pl.LightningDataModule):
         """The batches of a named split (two-domain datasets add domain B's to each); the shuffled
         training loader is stateful and follows the trainer's epochs."""
         rank, world = self.process()
+        source = self.stream(split)
         if not shuffle:
-            return TensorLoader(self.splits[split], batch_size, shuffle=False, rank=rank, world=world)
+            return TensorLoader(self.splits[split], batch_size, shuffle=False, rank=rank, world=world, source=source)
         return TrainLoader(self.splits[split], batch_size, shuffle=True, seed=self.options.seed,
-                           epoch=self.current_epoch, rank=rank, world=world)
+                           epoch=self.current_epoch, rank=rank, world=world, source=source)
+
+    def stream(self, split: str) -> Callable[[Iterable[Tensor]], Iterator[Batch]] | None:
+        """Where a split's batches are read from its array file (data.in_memory=false); None: from memory.
+        A split binarised for evaluation is held in memory (as floats) and read from there."""
+        if split not in self.arrays or split in self.unbinarised:
+            return None
+        from genlab.data.stream import ArrayStream
+
+        others = {k: v for k, v in self.splits[split].as_batch().items() if k != "x"}
+        return ArrayStream(self.arrays[split], others, self.options.num_workers)
 
     def current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0

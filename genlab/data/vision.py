@@ -25,6 +25,7 @@ from torch import Tensor
 
 from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
 from genlab.data.builtin import resize_images, split_by_fraction
+from genlab.data.stream import FileImages
 from genlab.errors import MissingDataError, UserError
 from genlab.files import write_atomically
 
@@ -309,6 +310,8 @@ class CelebADataModule(VisionDataModule):
         return self.folder() / f"genlab_{self.image_size}px.pt"
 
     def load(self) -> Splits:
+        if not self.options.in_memory:  # each split decoded once into its own array file (genlab.data.stream)
+            return self.file_splits()
         cache = self.cache_file()
         try:
             data = torch.load(cache, weights_only=True) if cache.is_file() else None
@@ -324,6 +327,20 @@ class CelebADataModule(VisionDataModule):
         col = CELEBA_ATTRIBUTES.index(self.attribute) if self.attribute else None
         s = {k: Split(v["x"], None if col is None else v["attr"][:, col].long()) for k, v in data.items()}
         return Splits(train=s["train"], val=s["valid"], test=s["test"])
+
+    def file_splits(self) -> Splits:
+        """The official splits as FileImages (decoded only into their array files) and their labels."""
+        size = (3, self.image_size, self.image_size)
+        col = CELEBA_ATTRIBUTES.index(self.attribute) if self.attribute else None
+
+        def split(name: str) -> Split:
+            ds = tvd.CelebA(self.options.root, split=name, target_type="attr", download=self.options.download)
+            files = tuple(str(self.folder() / "img_align_celeba" / f) for f in ds.filename)
+            return Split(FileImages(files, size, square_crop=True),  # type: ignore[arg-type]
+                         None if col is None else ds.attr[:, col].long())
+
+        train, val, test = self.guarded(lambda: [split(s) for s in ("train", "valid", "test")])
+        return Splits(train=train, val=val, test=test)
 
     def read_split(self, split: str) -> dict[str, Tensor]:
         """Decode one official split: x uint8 (N, 3, S, S) and the 40 attributes (N, 40) in {0, 1}."""
@@ -406,6 +423,8 @@ class ImageFolderDataModule(TensorDataModule):
         files, y = self.scan(folder, self.info.class_names)
         if not files:
             raise self.no_images(folder)
+        if not self.options.in_memory:  # decoded once into an array file, after the splits are drawn
+            return Split(FileImages(tuple(files), (c, h, w)), y)  # type: ignore[arg-type]
         return Split(read_images(files, c, (h, w)), y)
 
     def load(self) -> Splits:
