@@ -46,7 +46,7 @@ def test_streamed_batches_equal_the_in_memory_ones_epoch_by_epoch(pictures: Path
         assert torch.equal(mem.splits[name].y, disk.splits[name].y)
     for epoch in range(2):
         a, b = mem.make_loader("train", 16, True), disk.make_loader("train", 16, True)
-        a.epoch_of = b.epoch_of = lambda: epoch
+        a.epoch_of = b.epoch_of = lambda e=epoch: e
         got_a, got_b = list(a), list(b)
         assert len(got_a) == len(got_b) == len(a)
         for x, y in zip(got_a, got_b):
