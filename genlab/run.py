@@ -38,6 +38,8 @@ def route_framework_logs() -> None:
     import warnings
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DropAdverts())
+    # torch.compile (model.compile=true) on a machine without CUDA says so at every start
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     lightning = logging.getLogger("pytorch_lightning")
     if not lightning.propagate:  # Lightning imported before Hydra set up logging keeps to its own handler

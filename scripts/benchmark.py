@@ -4,6 +4,9 @@
     python scripts/benchmark.py vae --data synthetic --epochs 2
     python scripts/benchmark.py vae --precision 32-true bf16-mixed --device cuda
     python scripts/benchmark.py dcgan --epochs 2 --repeats 3 --precision 32-true
+    python scripts/benchmark.py vae --compile                         # adds the torch.compile'd loops
+    python scripts/benchmark.py scaling                               # epoch time at 1x, 4x, 16x the data
+    python scripts/benchmark.py ddp                                   # 1 process vs 2 (gloo), same global batch
 
 Both sides train the same network on the same in-memory tensors, in this one process, with
 the same batch size and optimiser(s). genlab runs through its own config, model, datamodule
@@ -11,6 +14,10 @@ and Lightning Trainer (logging to TensorBoard as a user's run does; no validatio
 callbacks, which the hand loops do not have either). Printed: samples/s of each and the ratio;
 for vae (784-512-256-z20, dynamic binarisation) the test negative ELBO of each, for dcgan
 (two players, one D step then one G step per batch) the ms per step and the last losses.
+
+Samples/s are measured after the first epoch of every loop (the steady state: torch.compile
+compiles during the first steps). genlab binarises with U < p, the hand loop with torch.bernoulli
+(a user's natural choice; about 0.8 ms a batch slower on a 2-core CPU): part of what genlab gains.
 """
 
 from __future__ import annotations
@@ -74,23 +81,31 @@ class HandVAE(nn.Module):
 
 
 def hand_train(
-    train: Tensor, epochs: int, precision: str, device: str, seed: int, fused: bool = False
+    train: Tensor, epochs: int, precision: str, device: str, seed: int, fused: bool = False, compiled: bool = False,
 ) -> tuple[HandVAE, float]:
-    """fused: Adam's fused kernel (genlab's default) rather than torch's default per-tensor loop."""
+    """fused: Adam's fused kernel (genlab's default) rather than torch's default per-tensor loop;
+    compiled: the loss (network and ELBO) through torch.compile. Seconds of epochs 2..epochs."""
     torch.manual_seed(seed)
     model = HandVAE().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True} if fused else {}))
     x_all = train.flatten(1).to(device)
     n, bs = x_all.shape[0], 128
     autocast = precision == "bf16-mixed"
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(epochs):
+
+    def loss_of(x: Tensor) -> Tensor:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+            return model.neg_elbo(x).mean()
+
+    loss_fn = torch.compile(loss_of) if compiled else loss_of
+    start = 0.0
+    for epoch in range(epochs):
+        if epoch == min(1, epochs - 1):
+            _sync(device)
+            start = time.perf_counter()
         perm = torch.randperm(n, device=device)
         for i in range(0, n, bs):
             x = torch.bernoulli(x_all[perm[i : i + bs]])  # dynamic binarisation
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
-                loss = model.neg_elbo(x).mean()
+            loss = loss_fn(x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -137,9 +152,11 @@ def hand_dcgan_train(
     n, bs = x_all.shape[0], 64
     autocast = precision == "bf16-mixed"
     last = {"d_loss": 0.0, "g_loss": 0.0}
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(epochs):
+    start = 0.0
+    for epoch in range(epochs):
+        if epoch == min(1, epochs - 1):
+            _sync(device)
+            start = time.perf_counter()
         perm = torch.randperm(n, device=device)
         for i in range(0, n, bs):
             x = x_all[perm[i : i + bs]]
@@ -163,11 +180,33 @@ def hand_dcgan_train(
 
 
 # ---- genlab -------------------------------------------------------------------------------
+class EpochTimer:
+    """Seconds of each training epoch (a Lightning callback, made when Lightning is imported)."""
+
+    def __new__(cls, device: str):  # noqa: ANN204
+        import pytorch_lightning as pl
+
+        class Timer(pl.Callback):
+            def __init__(self) -> None:
+                self.seconds: list[float] = []
+
+            def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+                _sync(device)
+                self.start = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+                _sync(device)
+                self.seconds.append(time.perf_counter() - self.start)
+
+        return Timer()
+
+
 def genlab_fit(
     model_name: str, train: Tensor, epochs: int, precision: str, device: str, seed: int,
-    batch_size: int, binarize: bool,
+    batch_size: int, binarize: bool, compile: bool = False, strategy: str = "auto", devices: int = 1,
 ) -> tuple[object, float]:
-    """Train conf/model/<model_name>.yaml through genlab's datamodule, model and Lightning Trainer."""
+    """Train conf/model/<model_name>.yaml through genlab's datamodule, model and Lightning Trainer.
+    Returns the model and the seconds of epochs 2..epochs (all of it for one epoch)."""
     import pytorch_lightning as pl
     from hydra import compose, initialize_config_dir
 
@@ -183,27 +222,27 @@ def genlab_fit(
 
     setup_hydra()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model_name}", f"seed={seed}"])
+        cfg = compose("train", overrides=[f"model={model_name}", f"seed={seed}", f"model.compile={compile}"])
     pl.seed_everything(seed, verbose=False)
     dm = InMemory(batch_size=batch_size, binarize=binarize, seed=seed)
     dm.setup("fit")
     model = build(cfg.model, data_info=dm.info)
     out = tempfile.mkdtemp(prefix="genlab-bench-")
+    timer = EpochTimer(device)
     trainer = pl.Trainer(
-        accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision, max_epochs=epochs,
-        limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, logger=pl.loggers.TensorBoardLogger(out, name="bench"), log_every_n_steps=50,
+        accelerator="gpu" if device == "cuda" else "cpu", devices=devices, strategy=strategy, precision=precision,
+        max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False, callbacks=[timer],
+        logger=pl.loggers.TensorBoardLogger(out, name="bench"), log_every_n_steps=50,
     )
-    _sync(device)
-    start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    _sync(device)
-    return model, time.perf_counter() - start
+    return model, sum(timer.seconds[1:] or timer.seconds)
 
 
-def genlab_train(train: Tensor, epochs: int, precision: str, device: str, seed: int) -> tuple[object, float]:
+def genlab_train(train: Tensor, epochs: int, precision: str, device: str, seed: int,
+                 compile: bool = False) -> tuple[object, float]:
     """The VAE of conf/model/vae.yaml, batch 128, dynamic binarisation."""
-    return genlab_fit("vae", train, epochs, precision, device, seed, batch_size=128, binarize=True)
+    return genlab_fit("vae", train, epochs, precision, device, seed, batch_size=128, binarize=True, compile=compile)
 
 
 def _mnist_info():
@@ -226,9 +265,11 @@ def _sync(device: str) -> None:
 # ---- main ---------------------------------------------------------------------------------
 # Three loops per precision: the hand loop with torch's default Adam (what a hand-written loop
 # gets), the hand loop with Adam(fused=True) (what genlab's models build by default; see
-# genlab.models.base.make_optimizer), and genlab. Their runs alternate and the best of each is kept:
-# other processes on a shared machine slow single runs down, never up.
+# genlab.models.base.make_optimizer), and genlab; with --compile also the hand loop with its loss
+# torch.compile'd and genlab with model.compile=true. Their runs alternate and the best of each is
+# kept: other processes on a shared machine slow single runs down, never up.
 LOOPS = ("hand, torch's default Adam", "hand, Adam(fused=True)", "genlab (fused Adam)")
+COMPILED_LOOPS = ("hand compiled, fused Adam", "genlab model.compile=true")
 
 
 def best_times(runs: list, repeats: int) -> list[tuple[object, float]]:
@@ -242,51 +283,58 @@ def best_times(runs: list, repeats: int) -> list[tuple[object, float]]:
     return best
 
 
-def print_table(rows: list[tuple[str, str, float, str]], hand_fp32: float) -> None:
-    """rows: (precision, loop, samples/s, quality); ratios to the default hand loop in fp32."""
-    print(f"{'precision':<12}{'loop':<28}{'samples/s':>11}{'vs hand fp32':>14}  quality")
+def print_table(rows: list[tuple[str, str, float, str]], hand_fp32: float, fused_fp32: float) -> None:
+    """rows: (precision, loop, samples/s, quality); ratios to the hand loops in fp32."""
+    print(f"{'precision':<12}{'loop':<28}{'samples/s':>11}{'vs hand fp32':>14}{'vs fused fp32':>15}  quality")
     for prec, loop, rate, quality in rows:
-        print(f"{prec:<12}{loop:<28}{rate:>11.0f}{rate / hand_fp32:>14.3f}  {quality}")
+        print(f"{prec:<12}{loop:<28}{rate:>11.0f}{rate / hand_fp32:>14.3f}{rate / fused_fp32:>15.3f}  {quality}")
 
 
 def bench_vae(args: argparse.Namespace) -> None:
     name, train, test = load_data(args.data)
     test_bin = torch.bernoulli(test, generator=torch.Generator().manual_seed(0))
-    n = train.shape[0] * args.epochs
+    n = train.shape[0] * max(1, args.epochs - 1)  # samples of the timed epochs
     print(f"VAE 784-512-256-z20, batch 128, Adam 1e-3, {args.epochs} epochs on {name} "
           f"({train.shape[0]} train / {test.shape[0]} test), device {args.device}, {torch.get_num_threads()} threads")
-    # a short warm-up of every path, so one-off costs (allocations, kernels) are not timed
-    hand_train(train[:1024], 1, "32-true", args.device, args.seed)
-    hand_train(train[:1024], 1, "32-true", args.device, args.seed, fused=True)
-    genlab_train(train[:1024], 1, "32-true", args.device, args.seed)
-    rows, hand_fp32 = [], math.nan
+    # a short warm-up of every path, so one-off costs (allocations, kernels, compiling) are not timed
+    hand_train(train[:1024], 2, "32-true", args.device, args.seed)
+    hand_train(train[:1024], 2, "32-true", args.device, args.seed, fused=True)
+    genlab_train(train[:1024], 2, "32-true", args.device, args.seed)
+    rows, hand_fp32, fused_fp32 = [], math.nan, math.nan
     for prec in args.precision:
-        best = best_times([
+        runs = [
             partial(hand_train, train, args.epochs, prec, args.device, args.seed),
             partial(hand_train, train, args.epochs, prec, args.device, args.seed, fused=True),
             partial(genlab_train, train, args.epochs, prec, args.device, args.seed),
-        ], args.repeats)
+        ]
+        if args.compile:
+            runs += [partial(hand_train, train, args.epochs, prec, args.device, args.seed, fused=True, compiled=True),
+                     partial(genlab_train, train, args.epochs, prec, args.device, args.seed, compile=True)]
+        best = best_times(runs, args.repeats)
         if prec.startswith("32"):
-            hand_fp32 = n / best[0][1]
-        for loop, (model, secs), nelbo in zip(LOOPS, best, (hand_test_nelbo, hand_test_nelbo, genlab_test_nelbo)):
+            hand_fp32, fused_fp32 = n / best[0][1], n / best[1][1]
+        loops = LOOPS + (COMPILED_LOOPS if args.compile else ())
+        tests = (hand_test_nelbo, hand_test_nelbo, genlab_test_nelbo, hand_test_nelbo, genlab_test_nelbo)
+        for loop, (model, secs), nelbo in zip(loops, best, tests):
             rows.append((prec, loop, n / secs, f"test -ELBO {nelbo(model, test_bin, args.device):.2f}"))
         print(f"{prec}: genlab / hand = {best[0][1] / best[2][1]:.3f} (torch's default Adam), "
-              f"{best[1][1] / best[2][1]:.3f} (fused Adam in both)")
-    print_table(rows, hand_fp32)
+              f"{best[1][1] / best[2][1]:.3f} (fused Adam in both)"
+              + (f"; compiled: genlab / hand {best[3][1] / best[4][1]:.3f}" if args.compile else ""))
+    print_table(rows, hand_fp32, fused_fp32)
 
 
 def bench_dcgan(args: argparse.Namespace) -> None:
     name, train, _ = load_data(args.data)
-    n = train.shape[0] * args.epochs
-    steps = math.ceil(train.shape[0] / 64) * args.epochs
+    n = train.shape[0] * max(1, args.epochs - 1)  # the timed epochs
+    steps = math.ceil(train.shape[0] / 64) * max(1, args.epochs - 1)
     print(f"DCGAN 28x28 (conf/model/dcgan.yaml, width 64, z 100), batch 64, Adam 2e-4, {args.epochs} epochs on "
           f"{name} ({train.shape[0]} train), device {args.device}, {torch.get_num_threads()} threads")
     _check_same_nets()
     gl = partial(genlab_fit, "dcgan", device=args.device, seed=args.seed, batch_size=64, binarize=False)
-    hand_dcgan_train(train[:512], 1, "32-true", args.device, args.seed)  # warm-up, untimed
-    hand_dcgan_train(train[:512], 1, "32-true", args.device, args.seed, fused=True)
-    gl(train[:512], 1, "32-true")
-    rows, hand_fp32 = [], math.nan
+    hand_dcgan_train(train[:512], 2, "32-true", args.device, args.seed)  # warm-up, untimed
+    hand_dcgan_train(train[:512], 2, "32-true", args.device, args.seed, fused=True)
+    gl(train[:512], 2, "32-true")
+    rows, hand_fp32, fused_fp32 = [], math.nan, math.nan
     for prec in args.precision:
         best = best_times([
             partial(hand_dcgan_train, train, args.epochs, prec, args.device, args.seed),
@@ -294,7 +342,7 @@ def bench_dcgan(args: argparse.Namespace) -> None:
             partial(gl, train, args.epochs, prec),
         ], args.repeats)
         if prec.startswith("32"):
-            hand_fp32 = n / best[0][1]
+            hand_fp32, fused_fp32 = n / best[0][1], n / best[1][1]
         for loop, (out, secs) in zip(LOOPS, best):
             if isinstance(out, dict):
                 d_loss, g_loss = out["d_loss"], out["g_loss"]
@@ -305,7 +353,7 @@ def bench_dcgan(args: argparse.Namespace) -> None:
             rows.append((prec, loop, n / secs, quality))
         print(f"{prec}: genlab / hand = {best[0][1] / best[2][1]:.3f} (torch's default Adam), "
               f"{best[1][1] / best[2][1]:.3f} (fused Adam in both)")
-    print_table(rows, hand_fp32)
+    print_table(rows, hand_fp32, fused_fp32)
 
 
 def _check_same_nets() -> None:
@@ -320,9 +368,59 @@ def _check_same_nets() -> None:
         raise SystemExit(f"hand nets {mine} parameters, genlab's {theirs}: the benchmark is out of date")
 
 
+def bench_scaling(args: argparse.Namespace) -> None:
+    """genlab's VAE epoch time on 1x, 4x and 16x the synthetic data: it should grow linearly."""
+    _, train, _ = load_data("synthetic")
+    print(f"VAE epoch time against data size (synthetic, {train.shape[0]} samples = 1x), batch 128, "
+          f"{args.precision[0]}, device {args.device}, {torch.get_num_threads()} threads")
+    genlab_train(train[:1024], 2, args.precision[0], args.device, args.seed)  # warm-up
+    base = math.nan
+    print(f"{'data':<6}{'samples':>9}{'s/epoch':>10}{'us/sample':>11}{'vs 1x per sample':>18}")
+    for k in (1, 4, 16):
+        data = train.repeat(k, 1, 1, 1)
+        _, secs = best_times([partial(genlab_train, data, 2, args.precision[0], args.device, args.seed)],
+                             args.repeats)[0]
+        per = secs / len(data)
+        base = per if k == 1 else base
+        print(f"{k}x{'':<4}{len(data):>9}{secs:>10.2f}{1e6 * per:>11.1f}{per / base:>18.3f}")
+
+
+def bench_ddp(args: argparse.Namespace) -> None:
+    """One process against two (Lightning's DDP over gloo on the CPU), the same global batch of 128:
+    samples/s of the steady-state epochs. Each setting runs in its own process (DDP starts the others)."""
+    import subprocess
+    import sys
+
+    _, train, _ = load_data(args.data)
+    print(f"VAE under DDP on {args.device}: global batch 128, {args.epochs} epochs, {train.shape[0]} samples")
+    print(f"{'processes':<11}{'batch each':>11}{'samples/s':>11}{'vs 1 process':>14}")
+    rates = {}
+    for devices in (1, args.devices):
+        cmd = [sys.executable, __file__, "ddp-run", "--devices", str(devices), "--epochs", str(args.epochs),
+               "--data", args.data, "--device", args.device, "--precision", args.precision[0]]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            raise SystemExit(f"the {devices}-process run failed:\n{out.stderr[-3000:]}")
+        rates[devices] = float(line.split()[1])
+        print(f"{devices:<11}{128 // devices:>11}{rates[devices]:>11.0f}{rates[devices] / rates[1]:>14.3f}")
+
+
+def ddp_run(args: argparse.Namespace) -> None:
+    """One setting of bench_ddp: rank 0 prints RESULT <samples/s>."""
+    _, train, _ = load_data(args.data)
+    strategy = "ddp" if args.devices > 1 else "auto"
+    model, secs = genlab_fit("vae", train, args.epochs, args.precision[0], args.device, args.seed,
+                             batch_size=128 // args.devices, binarize=True, strategy=strategy, devices=args.devices)
+    if model.trainer.is_global_zero:
+        print(f"RESULT {train.shape[0] * max(1, args.epochs - 1) / secs:.1f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", choices=["vae", "dcgan"])
+    p.add_argument("model", choices=["vae", "dcgan", "scaling", "ddp", "ddp-run"])
+    p.add_argument("--compile", action="store_true", help="vae: also the torch.compile'd hand loop and genlab")
+    p.add_argument("--devices", type=int, default=2, help="ddp: the processes to compare with one")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--data", choices=["auto", "mnist10k", "synthetic"], default="auto")
     p.add_argument("--precision", nargs="+", default=["32-true", "bf16-mixed"])
@@ -330,7 +428,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each path; the best is reported")
     args = p.parse_args()
-    {"vae": bench_vae, "dcgan": bench_dcgan}[args.model](args)
+    benches = {"vae": bench_vae, "dcgan": bench_dcgan, "scaling": bench_scaling, "ddp": bench_ddp, "ddp-run": ddp_run}
+    benches[args.model](args)
 
 
 if __name__ == "__main__":

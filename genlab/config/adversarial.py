@@ -63,6 +63,7 @@ class TwoPlayerConfig:
     optimizer_g: Any = MISSING  # the generator side
     optimizer_d: Any = MISSING  # the discriminator side
     scheduler: Any = None  # made for each optimiser, stepped once per epoch
+    compile: bool = False  # torch.compile the networks for training (CPU and GPU; the first steps compile)
 
 
 @dataclass

@@ -15,6 +15,7 @@ class ModelConfig:
     _target_: str = MISSING
     optimizer: Any = MISSING
     scheduler: Any = None
+    compile: bool = False  # torch.compile the networks for training (CPU and GPU; the first steps compile)
 
 
 @dataclass

@@ -48,9 +48,9 @@ class CodeModel(GenerativeModel):
 
     def __init__(
         self, *, data_info: DataInfo, net: NetFactory, latent_dim: int, likelihood: str = "auto",
-        optimizer: OptimizerFactory | None = None, scheduler: Callable[..., Any] | None = None,
+        optimizer: OptimizerFactory | None = None, scheduler: Callable[..., Any] | None = None, compile: bool = False,
     ) -> None:
-        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net])
+        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile)
         self.latent_dim = latent_dim
         self.likelihood = resolve_likelihood(likelihood, data_info)
 

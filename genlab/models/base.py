@@ -30,11 +30,14 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 ADVICE = "Lower the learning rate (model.optimizer.lr), or roll back and halve it: trainer.nan_retries=2."
 
 
-def check_finite(terms: dict[str, Tensor], who: str, step: int, advice: str = ADVICE) -> None:
+def check_finite(terms: dict[str, Tensor], who: str, step: int, advice: str = ADVICE,
+                 stacked: Tensor | None = None) -> None:
     """Raise NonFiniteLoss naming ``who`` ("the Autoencoder", "the generator"), the first non-finite
     term and the global step; one host sync per call. Called before the optimiser step, so the
-    weights (and the checkpoints) stay finite."""
-    if bool(torch.isfinite(torch.stack([v.detach().float() for v in terms.values()])).all()):
+    weights (and the checkpoints) stay finite. ``stacked``: the terms already stacked (terms,)."""
+    if stacked is None:
+        stacked = torch.stack([v.detach().float() for v in terms.values()])
+    if bool(torch.isfinite(stacked).all()):
         return
     name, value = next((k, v) for k, v in terms.items() if not torch.isfinite(v).all())
     raise NonFiniteLoss(f"{who}'s loss term '{name}' is {value.float().mean().item()} at global step {step}: "
@@ -54,11 +57,15 @@ class TermMeans:
     def __init__(self) -> None:
         self.sums: dict[tuple[str, ...], tuple[Tensor, float]] = {}
 
-    def add(self, terms: dict[str, Tensor], batch_size: int) -> None:
+    def add(self, terms: dict[str, Tensor], batch_size: int) -> Tensor:
+        """Add a batch's terms; returns them stacked (terms,), detached, as float."""
         keys = tuple(terms)
-        row = torch.stack([v.detach().float() for v in terms.values()]) * batch_size  # (terms,)
-        total, count = self.sums.get(keys, (0.0, 0.0))
-        self.sums[keys] = (row + total, count + batch_size)
+        row = torch.stack([v.detach().float() for v in terms.values()])  # (terms,)
+        total, count = self.sums.get(keys, (None, 0.0))
+        # one fused multiply-add into the running sum (a first batch starts it)
+        self.sums[keys] = (row * batch_size if total is None else total.add(row, alpha=batch_size),
+                           count + batch_size)
+        return row
 
     def pop_means(self) -> dict[str, Tensor]:
         """The means since the last call, by term name; the sums start again."""
@@ -100,10 +107,14 @@ class GenerativeModel(pl.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: Callable[..., Any] | None = None,
         builders: Iterable[object] = (),
+        compile: bool = False,
     ) -> None:
         """``builders``: the network builders the model will call; what they declare they need
-        (``genlab.nets.layers.needs``) is checked with the model's own needs, before any is built."""
+        (``genlab.nets.layers.needs``) is checked with the model's own needs, before any is built.
+        ``compile``: torch.compile the networks while training (``compiled_networks``)."""
         super().__init__()
+        self.compile_networks = compile
+        self.compiled_loss: Callable[[Batch, str], dict[str, Tensor]] | None = None  # model.compile: training's
         needs = type(self).needs | needs_of(builders) | Needs(labels=self.conditional)
         needs.check(data_info, type(self).__name__)
         self.data_info = data_info
@@ -127,11 +138,12 @@ class GenerativeModel(pl.LightningModule):
     # ---- Lightning plumbing shared by all models -------------------------------------
     def step(self, batch: Batch, stage: str) -> Tensor:
         """The loss terms of a batch, logged for ``stage``; returns the total."""
-        terms = self.loss_terms(batch, stage)
+        compiled = self.compiled_loss if stage == "train" else None
+        terms = (compiled or self.loss_terms)(batch, stage)
         bs = batch["x"].shape[0]
         if stage == "train":
-            check_finite(terms, f"the {type(self).__name__}", self.global_step)
-            self.track_train_terms(terms, bs)
+            row = self.track_train_terms(terms, bs)
+            check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
         else:  # a few large evaluation batches: Lightning's own epoch means are cheap here
             logged = {f"{stage}/{k}": v.detach() for k, v in terms.items() if k != "loss"}
             if logged:
@@ -140,13 +152,14 @@ class GenerativeModel(pl.LightningModule):
                      sync_dist=True)
         return terms["loss"]
 
-    def track_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> None:
+    def track_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> Tensor:
         """Add the training terms to the epoch means (``train/<term>``, logged at epoch end), and
-        log them as ``train/<term>_step`` every ``log_every_n_steps`` batches."""
-        self.train_terms.add(terms, batch_size)
+        log them as ``train/<term>_step`` every ``log_every_n_steps`` batches. Returns them stacked."""
+        row = self.train_terms.add(terms, batch_size)
         every = self.trainer.log_every_n_steps
         if every and self.trained_batches % every == 0:
             self.log_dict({f"train/{k}_step": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False)
+        return row
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.trained_batches += 1
@@ -179,6 +192,47 @@ class GenerativeModel(pl.LightningModule):
         self.restored_rng = record.get("rng")
         self.train_terms.load(record.get("term_sums", []))
         self.restored_metrics = dict(record.get("metrics", {}))
+
+    # ---- torch.compile (model.compile=true) ----------------------------------------------
+    #: what model.compile compiles: the training step's forward (``loss_terms``: networks and loss in
+    #: one graph) or, for models that train through their own methods (two players), each network
+    compiles_loss: ClassVar[bool] = True
+
+    def networks(self) -> list[torch.nn.Module]:
+        """The networks compiled by model.compile: the model's direct submodules that hold parameters."""
+        return [m for m in self.children() if any(True for _ in m.parameters())]
+
+    def compiled(self, on: bool) -> None:
+        """Training steps through torch.compile (on) or eagerly. The loss step is compiled as one function
+        (``compiled_loss``); networks are compiled in place (nn.Module.compile), so parameter names and
+        checkpoints stay as they are. The optimiser and Lightning's loop stay eager."""
+        if not self.compile_networks:
+            return
+        import torch._dynamo
+
+        # networks of one class share a code object, and dynamo's cache of graphs per code object
+        # (8 by default) would be filled by the players of a GAN and their batch sizes
+        config = torch._dynamo.config
+        key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, key, max(getattr(config, key), 64))
+        if self.compiles_loss:
+            self.compiled_loss = torch.compile(self.loss_terms) if on else None
+            return
+        for net in self.networks():
+            if on:
+                net.compile()
+            else:
+                net._compiled_call_impl = None  # nn.Module.compile's own switch back to eager
+
+    # validation and evaluation run eagerly: a few large batches do not repay compiling their graphs
+    def on_train_epoch_start(self) -> None:
+        self.compiled(True)
+
+    def on_validation_start(self) -> None:
+        self.compiled(False)
+
+    def on_fit_end(self) -> None:
+        self.compiled(False)
 
     def on_train_start(self) -> None:
         # A resumed fit takes up the random stream where the checkpoint left it: after the sanity

@@ -51,10 +51,10 @@ class AdversarialModel(TwoPlayerModel):
         self, *, data_info: DataInfo, net: NetFactory, latent_dim: int = 100, prior: str = "normal",
         d_steps: int = 1, ema: float | None = None, n_fixed: int = 64, grad_clip: float | None = None,
         optimizer_g: OptimizerFactory | None = None, optimizer_d: OptimizerFactory | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        scheduler: Callable[..., Any] | None = None, compile: bool = False,
     ) -> None:
         super().__init__(data_info=data_info, optimizer_g=optimizer_g, optimizer_d=optimizer_d, grad_clip=grad_clip,
-                         scheduler=scheduler, builders=[net])
+                         scheduler=scheduler, builders=[net], compile=compile)
         if prior not in ("normal", "uniform"):
             raise UserError(f"model.prior={prior!r} is not one of normal, uniform")
         self.latent_dim, self.prior, self.d_steps = latent_dim, prior, d_steps

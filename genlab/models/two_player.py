@@ -40,8 +40,9 @@ class TwoPlayerModel(GenerativeModel):
         grad_clip: float | None = None,
         scheduler: Callable[..., Any] | None = None,
         builders: Iterable[object] = (),
+        compile: bool = False,
     ) -> None:
-        super().__init__(data_info=data_info, scheduler=scheduler, builders=builders)
+        super().__init__(data_info=data_info, scheduler=scheduler, builders=builders, compile=compile)
         self.automatic_optimization = False
         self.optimizer_g, self.optimizer_d, self.grad_clip = optimizer_g, optimizer_d, grad_clip
 
@@ -95,6 +96,8 @@ class TwoPlayerModel(GenerativeModel):
         if trainer.accumulate_grad_batches != 1:
             raise UserError(f"trainer.accumulate_grad_batches must be 1 for {name} (manual optimisation)")
         return []
+
+    compiles_loss = False  # each player's objective is its own method: model.compile compiles the networks
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_g is None or self.optimizer_d is None:

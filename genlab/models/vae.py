@@ -169,6 +169,7 @@ class VAE(CodeModel):
         return self.beta * min(1.0, epoch / self.kl_warmup_epochs)
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self.batches_per_epoch = max(1, int(self.trainer.num_training_batches))
 
     def kl_penalty(self, kl_dims: Tensor) -> Tensor:
