@@ -369,20 +369,25 @@ def _check_same_nets() -> None:
 
 
 def bench_scaling(args: argparse.Namespace) -> None:
-    """genlab's VAE epoch time on 1x, 4x and 16x the synthetic data: it should grow linearly."""
+    """Epoch time of genlab's VAE and of the fused hand loop on 1x, 4x and 16x the synthetic data: both
+    should grow linearly; where they do not, the machine (caches, memory) is the cause if both bend alike."""
     _, train, _ = load_data("synthetic")
+    prec = args.precision[0]
     print(f"VAE epoch time against data size (synthetic, {train.shape[0]} samples = 1x), batch 128, "
-          f"{args.precision[0]}, device {args.device}, {torch.get_num_threads()} threads")
-    genlab_train(train[:1024], 2, args.precision[0], args.device, args.seed)  # warm-up
-    base = math.nan
-    print(f"{'data':<6}{'samples':>9}{'s/epoch':>10}{'us/sample':>11}{'vs 1x per sample':>18}")
+          f"{prec}, device {args.device}, {torch.get_num_threads()} threads")
+    genlab_train(train[:1024], 2, prec, args.device, args.seed)  # warm-up
+    base: dict[str, float] = {}
+    print(f"{'data':<6}{'samples':>9}{'genlab s/epoch':>16}{'us/sample':>11}{'vs 1x':>7}"
+          f"{'hand s/epoch':>14}{'us/sample':>11}{'vs 1x':>7}")
     for k in (1, 4, 16):
         data = train.repeat(k, 1, 1, 1)
-        _, secs = best_times([partial(genlab_train, data, 2, args.precision[0], args.device, args.seed)],
-                             args.repeats)[0]
-        per = secs / len(data)
-        base = per if k == 1 else base
-        print(f"{k}x{'':<4}{len(data):>9}{secs:>10.2f}{1e6 * per:>11.1f}{per / base:>18.3f}")
+        (_, g), (_, h) = best_times([partial(genlab_train, data, 2, prec, args.device, args.seed),
+                                     partial(hand_train, data, 2, prec, args.device, args.seed, fused=True)],
+                                    args.repeats)
+        per = {"genlab": g / len(data), "hand": h / len(data)}
+        base = base or per
+        print(f"{k}x{'':<4}{len(data):>9}{g:>16.2f}{1e6 * per['genlab']:>11.1f}{per['genlab'] / base['genlab']:>7.2f}"
+              f"{h:>14.2f}{1e6 * per['hand']:>11.1f}{per['hand'] / base['hand']:>7.2f}")
 
 
 def bench_ddp(args: argparse.Namespace) -> None:

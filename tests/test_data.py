@@ -117,6 +117,19 @@ def test_binarize_fixed_on_eval_splits_and_per_batch_on_train() -> None:
         ready(Toy2dDataModule(binarize=True, n_samples=50))
 
 
+def test_training_binarisation_draws_what_torch_bernoulli_draws() -> None:
+    """U < p, genlab's per-batch binarisation, takes the very draws of torch.bernoulli (three times
+    slower on a CPU) from the same stream: a run binarises as it did with torch.bernoulli."""
+    dm = ready(DigitsDataModule(binarize=True))
+    batch = next(iter(dm.train_dataloader()))
+    dm.trainer = SimpleNamespace(training=True)
+    p = dm.scale(batch["x"].clone())
+    torch.manual_seed(11)
+    out = dm.on_after_batch_transfer({"x": batch["x"].clone()}, 0)["x"]
+    torch.manual_seed(11)
+    assert torch.equal(out, torch.bernoulli(p))
+
+
 def test_shuffled_loader_covers_every_index_once() -> None:
     loader = TensorLoader(Split(torch.arange(103)), batch_size=10, shuffle=True, seed=0)
     assert len(loader) == 11

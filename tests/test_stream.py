@@ -104,3 +104,15 @@ def test_image_folder_trains_alike_in_memory_and_streamed(pictures: Path, tmp_pa
         [run] = list((tmp_path / in_memory).glob("train/runs/*"))
         metrics.append(json.loads((run / "metrics.json").read_text())["metrics"])
     assert metrics[0] == metrics[1]  # the same batches in the same order: the same run
+
+
+def test_streaming_leaves_the_runs_random_stream_alone(pictures: Path, tmp_path: Path) -> None:
+    """The workers' seeds come from the loader's own generator: noise and binarisation draw as in memory."""
+    draws = []
+    for in_memory in (True, False):
+        dm = datamodule(pictures, tmp_path, in_memory)
+        torch.manual_seed(7)
+        for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.train_dataloader()):
+            list(loader)
+        draws.append(torch.rand(3))
+    assert torch.equal(draws[0], draws[1])

@@ -137,16 +137,25 @@ class ArrayBatches(Dataset):
 
 class ArrayStream:
     """The batches of a list of index batches, read by a DataLoader's workers (the ``source`` of a
-    TensorLoader under data.in_memory=false)."""
+    TensorLoader under data.in_memory=false). One DataLoader serves every pass, its workers kept
+    between passes; it is its own sampler, yielding the index batches of the current pass. The loader
+    draws its workers' seeds from a generator of its own: the run's random stream (noise, binarisation)
+    stays the in-memory path's."""
 
     def __init__(self, path: Path, others: dict[str, Tensor], workers: int) -> None:
-        self.dataset = ArrayBatches(path, others)
-        self.workers = workers
+        self.batches: list[Tensor] = []
+        self.loader = DataLoader(ArrayBatches(path, others), batch_size=None, sampler=self, num_workers=workers,
+                                 pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                                 prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Tensor]:  # the sampler: read in the main process at each pass
+        return iter(self.batches)
 
     def __call__(self, batches: Iterable[Tensor]) -> Iterator[dict[str, Tensor]]:
-        batches = list(batches)
-        if not batches:
+        self.batches = list(batches)
+        if not self.batches:
             return iter(())
-        return iter(DataLoader(self.dataset, batch_size=None, sampler=batches, num_workers=self.workers,
-                               pin_memory=torch.cuda.is_available(),
-                               prefetch_factor=4 if self.workers else None))
+        return iter(self.loader)
