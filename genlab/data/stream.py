@@ -48,7 +48,7 @@ class FileImages:
 
     def decode(self, start: int, stop: int) -> Tensor:
         """Images start..stop-1 as uint8 (n, C, H, W)."""
-        from genlab.data.vision import read_images
+        from genlab.data.decode import read_images
 
         c, h, w = self.sample_shape
         return read_images(list(self.files[start:stop]), c, (h, w), square_crop=self.square_crop)

@@ -239,7 +239,7 @@ class UnpairedFolderDataModule(UnpairedDataModule):
                       if p.is_file() and has_file_allowed_extension(p.name, IMG_EXTENSIONS))
 
     def load_domains(self) -> tuple[Splits, Splits]:
-        from genlab.data.vision import read_images
+        from genlab.data.decode import read_images
 
         layout = "/, ".join(FOLDER_LAYOUT) + "/"
         if not self.path.is_dir():

@@ -1,4 +1,5 @@
-"""torchvision-backed image datasets, read once into in-memory uint8 tensors (N, C, H, W).
+"""torchvision-backed image datasets, read once into in-memory uint8 tensors (N, C, H, W) (or, with
+data.in_memory=false, into memory-mapped arrays: genlab.data.stream).
 
 Files are checked before torchvision is called, and anything torchvision raises while reading
 or downloading becomes a ``MissingDataError`` that names the dataset, the files it expected,
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torchvision.datasets as tvd
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
 from genlab.data.builtin import resize_images, split_by_fraction
+from genlab.data.decode import IMAGE_READ_ERRORS, image_problem, open_image, read_images
 from genlab.data.stream import FileImages
 from genlab.errors import MissingDataError, UserError
 from genlab.files import write_atomically
@@ -43,8 +43,6 @@ CELEBA_ATTRIBUTES = (
 
 
 IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # unsigned bytes, 3 dims / 1 dim (big-endian header)
-IMAGE_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
-                     Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 def idx_dims(path: Path, kind: str) -> tuple[int, ...]:
@@ -87,48 +85,6 @@ def check_idx_pair(images: Path, labels: Path, shape: tuple[int, int], num_class
     if values.size and int(values.max()) >= num_classes:
         raise MissingDataError(f"{labels} holds the label {int(values.max())}; this dataset's labels are "
                                f"0..{num_classes - 1}.")
-
-
-def open_image(path: str | Path) -> Image.Image:
-    """``Image.open`` with PIL's decompression-bomb warning (an image over MAX_IMAGE_PIXELS, which PIL
-    would still decode) raised as an error: such an image is refused whole, never decoded."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return Image.open(path)
-
-
-def image_problem(e: Exception) -> str:
-    """What went wrong reading an image, in words."""
-    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return (f"it has more pixels than PIL's limit of {Image.MAX_IMAGE_PIXELS} (a decompression bomb?): "
-                f"{' '.join(str(e).split())}")
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-def read_images(files: list[str], channels: int, size: tuple[int, int], square_crop: bool = False) -> Tensor:
-    """Decode image files with PIL into uint8 (N, C, H, W), resized (bilinear) to size = (H, W).
-
-    ``square_crop`` first cuts the central square of side min(H, W) (CelebA's faces). An image larger
-    than PIL's limit (a decompression bomb: a small file that decodes to gigabytes) is a UserError
-    naming the file, as is any file PIL cannot read.
-    """
-    mode, (h, w) = ("L" if channels == 1 else "RGB"), size
-    arrays = []
-    for f in files:
-        try:
-            with open_image(f) as im:
-                im = im.convert(mode)
-                if square_crop:
-                    side = min(im.size)
-                    left, top = (im.width - side) // 2, (im.height - side) // 2
-                    im = im.crop((left, top, left + side, top + side))
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BILINEAR)
-                arrays.append(np.asarray(im))
-        except IMAGE_READ_ERRORS as e:
-            raise UserError(f"Could not read the image {Path(f).resolve()}: {image_problem(e)}") from None
-    x = torch.from_numpy(np.stack(arrays))  # (N, H, W) greyscale or (N, H, W, 3) colour
-    return x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2).contiguous()
 
 
 class VisionDataModule(TensorDataModule):
