@@ -12,8 +12,8 @@ on its network builders, see ``genlab.nets.layers.needs``), checked against the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -88,6 +88,9 @@ class LikelihoodBound:
     unit: str  # "nats" or "bits/dim"
     per_sample: Callable[[Tensor, Tensor | None], Tensor]
     description: str = ""
+    #: figures behind the estimate, reported beside it as test/<key>: (value, unit), e.g. AIS's log Z and its
+    #: standard error
+    extras: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -122,6 +125,25 @@ class CanTraverseCodes(Protocol):
 
     def code_traversals(self, steps: int = 8) -> list[Traversal]:
         """One grid per code, each sweeping it along ``steps`` columns."""
+        ...
+
+
+@runtime_checkable
+class CanShowFilters(Protocol):
+    """Models with one weight vector per unit over the input (an RBM's rows of W): drawn as images."""
+
+    def filters(self, n: int) -> Tensor:
+        """The first n units' weights as images (≤ n, *shape), each scaled to [0, 1] on its own."""
+        ...
+
+
+@runtime_checkable
+class CanRunChains(Protocol):
+    """Models that sample by a Markov chain (an RBM's Gibbs sweeps): the chain can start from data."""
+
+    def chain_frames(self, x: Tensor, sweeps: Sequence[int]) -> Tensor:
+        """The chains' means after each number of ``sweeps`` (increasing), started from the data x
+        (B, *shape): (len(sweeps), B, *shape); 0 sweeps is x itself."""
         ...
 
 

@@ -51,7 +51,7 @@ class Case:
 # ---- the cases ------------------------------------------------------------------------------------
 def schema_cases() -> list[Case]:
     """For every schema field with a range or choices: values just outside them, and one of the wrong type."""
-    from genlab.config import adversarial, autoencoders, callbacks, core, data, vae
+    from genlab.config import adversarial, autoencoders, callbacks, core, data, rbm, vae
 
     where = [  # (schema, its key in the config, overrides that select it)
         (core.TrainConfig, "", []), (core.TrainerConfig, "trainer", []), (data.DataOptions, "data", []),
@@ -76,7 +76,7 @@ def schema_cases() -> list[Case]:
         (adversarial.GANConfig, "model", ["model=gan"]), (adversarial.InfoGANConfig, "model", ["model=infogan"]),
         (adversarial.WGANGPConfig, "model", ["model=wgan_gp"]),
         (adversarial.CycleGANConfig, "model", ["model=cyclegan"]),
-        (adversarial.ToyGANConfig, "model", ["model=toy_gan"]),
+        (adversarial.ToyGANConfig, "model", ["model=toy_gan"]), (rbm.RBMConfig, "model", ["model=rbm"]),
         (callbacks.EvaluatorConfig, "callbacks.evaluator", []),
     ]
     cases, seen = [], set()

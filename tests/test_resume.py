@@ -133,6 +133,7 @@ def test_resume_refuses_what_would_change_the_run(uninterrupted: Path, tmp_path:
 FAMILIES = {  # one model of each family, on small data
     "ae": ["model=ae", "data=digits", *TINY["digits"]],
     "vae": ["model=vae", "data=digits", *TINY["digits"]],
+    "rbm": ["model=rbm", "data=digits", *TINY["digits"]],
     "gan": ["model=gan", "data=digits", *TINY["digits"]],
     "wgan_gp": ["model=wgan_gp", "data=toy2d", *TINY["toy2d"]],
     "toy_gan": ["model=toy_gan", "data=toy2d", *TINY["toy2d"]],

@@ -1,6 +1,6 @@
 """The one picture path for all models: grids and scatters to TensorBoard and to
 ``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode, decode,
-translate, traverse codes, plot its state); the latent-space pictures are built in
+translate, traverse codes, show filters, run chains, plot its state); the latent-space pictures are built in
 ``latent_pictures``. Every image grid is a labelled figure drawn by ``figures.grids_figure``:
 a title and what each row (and, where it varies, each column) shows."""
 
@@ -27,7 +27,9 @@ from genlab.capabilities import (
     CanEncode,
     CanPlotState,
     CanReconstruct,
+    CanRunChains,
     CanSample,
+    CanShowFilters,
     CanTranslate,
     CanTraverseCodes,
     Traversal,
@@ -142,8 +144,28 @@ class ImageLogger(pl.Callback):
                 model, bounded = pl_module, dm.info.bounded
                 make = lambda: grids_figure(code_traversal_grids(model.code_traversals(GRID_COLUMNS)), bounded)
                 self.emit(trainer, "test/code_traversals", "code_traversals.png", make)
+            if isinstance(pl_module, CanRunChains) and dm.info.is_image:  # a chain's way from the data
+                self.chain_picture(trainer, pl_module, dm)
+            if isinstance(pl_module, CanShowFilters) and dm.info.is_image:  # each unit's weights as an image
+                filters = pl_module.filters(GRID_COLUMNS * GRID_COLUMNS)
+                title = "learned filters: each hidden unit's weights, scaled to [0, 1] one by one"
+                make = lambda: labelled_grid(filters.detach().float().cpu(), GRID_COLUMNS, (), title)
+                self.emit(trainer, "test/filters", "filters.png", make)
         for lg in _tensorboards(trainer):
             lg.experiment.flush()
+
+    def chain_picture(self, trainer: pl.Trainer, model: CanRunChains, dm: TensorDataModule) -> None:
+        """Markov chains from GRID_COLUMNS test images (columns), one row per number of sweeps, up to the
+        model's sampling budget: ``test/gibbs_chains``, ``gibbs_chains.png``."""
+        budget = int(getattr(model, "sample_steps", 1000))
+        sweeps = [k for k in (0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000) if k < budget] + [budget]
+        x = TensorDataModule.scale(dm.splits["test"].pick(GRID_COLUMNS, self.seed).x).to(model.device)
+        with seeded(model.device, self.seed):
+            frames = model.chain_frames(x, sweeps)  # (rows, columns, *shape)
+        images = frames.flatten(0, 1).float().cpu()
+        title = "Gibbs chains from test images (columns): visible means after each number of sweeps (rows)"
+        make = lambda: labelled_grid(images, GRID_COLUMNS, [f"{k} sweeps" for k in sweeps], title)  # noqa: E731
+        self.emit(trainer, "test/gibbs_chains", "gibbs_chains.png", make)
 
     # models that draw their training state: a figure every state_every batches and at the end
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,

@@ -35,6 +35,9 @@ class Likelihood(Metric):
                 values = ctx.map(lambda x, y=None, b=bound: b.per_sample(x, y), test.x, ctx.labels(test))  # (N_test,)
                 out[f"test/{bound.name}"] = values.mean().item()
                 ctx.units[f"test/{bound.name}"] = bound.unit
+                for key, (value, unit) in bound.extras.items():
+                    out[f"test/{key}"] = float(value)
+                    ctx.units[f"test/{key}"] = unit
         return out
 
     def table(self, values: dict[str, float]) -> list[str]:
