@@ -48,8 +48,14 @@ def route_framework_logs() -> None:
                 lightning.addHandler(handler)
 
 
+RESUMED_CHOICES: dict[str, str] = {}  # resume=: the group choices of the run being continued
+
+
 def choice(group: str) -> str | None:
-    """The option chosen for a config group in this Hydra run (model=vae -> "vae"); None outside one."""
+    """The option chosen for a config group in this Hydra run (model=vae -> "vae"), or in the run that
+    resume= continues; None outside one."""
+    if group in RESUMED_CHOICES:
+        return RESUMED_CHOICES[group]
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
@@ -176,6 +182,10 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
                           "nothing to resume. Raise trainer.max_epochs to train it further.")
     stored.ckpt_path, stored.resume = str(last), str(run_dir)
     keep_csv_logs(stored, run_dir)
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else None
+    RESUMED_CHOICES.clear()
+    RESUMED_CHOICES.update({str(k): str(v) for k, v in (choices or {}).items() if v is not None})
     return stored
 
 

@@ -193,3 +193,15 @@ def test_nan_retries_roll_back_to_the_last_checkpoint_with_the_learning_rate_hal
     assert len(retry) == 1 and "last.ckpt" in retry[0] and "x 0.5" in retry[0]  # from epoch 1's checkpoint
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert written["metrics"]["test/loss"] == metrics["test/loss"]
+
+
+def test_a_resumed_run_keeps_its_model_and_data_names(tmp_path: Path) -> None:
+    """metrics.json and the summary name the run's own model and data, not the defaults of the command line."""
+    first = run_cli("model=linear_ae", "data=shapes", *TINY["shapes"], *FAST, f"paths.log_dir={tmp_path}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = the_run(tmp_path)
+    again = run_cli(f"resume={run}", "trainer.max_epochs=2", f"paths.log_dir={tmp_path}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    written = metrics_of(run)
+    assert (written["model"], written["data"]) == ("linear_ae", "shapes")
+    assert "linear_ae on shapes" in again.stdout

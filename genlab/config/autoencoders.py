@@ -65,7 +65,14 @@ class ContractiveAEConfig(AutoencoderConfig):
 
 @dataclass
 class StackedAEConfig(AutoencoderConfig):
-    pretrain_epochs: int = opt(5, ge=0)
+    pretrain: str = opt("ae", choices=("none", "ae", "rbm"))  # layer-wise pretraining before fine-tuning
+    pretrain_epochs: int = opt(5, ge=0)  # pretrain=ae: epochs per layer (trainer epochs)
+    rbm_epochs: int = opt(10, ge=0)  # pretrain=rbm: CD epochs per RBM, before the trainer's epochs
+    rbm_lr: float = opt(0.1, gt=0)  # SGD step of the binary RBMs
+    rbm_code_lr: float = opt(1e-3, gt=0)  # SGD step of the code layer's linear-Gaussian RBM
+    rbm_cd_k: int = opt(1, gt=0)
+    rbm_momentum: float = opt(0.9, ge=0, lt=1)
+    rbm_weight_decay: float = opt(2e-4, ge=0)
 
 
 @dataclass

@@ -267,15 +267,15 @@ class RBM(GenerativeModel):
         (squared error of one mean-field Gibbs step, per image) are logged beside it."""
         v = self.flat(batch["x"])
         v_model = self.negative_samples(v, stage)
-        f_data = self.free_energy(v).mean()
+        s = self.hidden_input(v)  # (B, H), shared by the free energy, the reconstruction and the sparsity term
+        f_data = (-self.visible_term(v) - F.softplus(s).sum(1)).mean()
         terms = {"free_energy": f_data.detach(), "cd": f_data - self.free_energy(v_model).mean()}
         with torch.no_grad():
-            terms["recon"] = (self.visible_mean(self.p_h(v)) - v).pow(2).sum(1).mean()
+            terms["recon"] = (self.visible_mean(torch.sigmoid(s)) - v).pow(2).sum(1).mean()
         if self.weight_decay > 0:
             terms["weight_decay"] = 0.5 * self.weight_decay * self.W.pow(2).sum()
         if self.sparsity_target is not None and self.sparsity_cost > 0:
             rho = self.sparsity_target
-            s = self.hidden_input(v)
             # cross-entropy of ρ against q = σ(s) per unit, less its minimum H(ρ); d/ds = q − ρ
             ce = F.binary_cross_entropy_with_logits(s, torch.full_like(s, rho), reduction="none")
             entropy = -(rho * math.log(rho) + (1 - rho) * math.log(1 - rho)) if 0 < rho < 1 else 0.0
