@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.capabilities import Budget, LikelihoodBound
-from genlab.data.base import Batch, DataInfo
+from genlab.data.base import Batch, DataInfo, TensorDataModule
 from genlab.errors import UserError
 from genlab.models.autoencoder import Autoencoder, recon_nll
 from genlab.models.rbm import RBM
@@ -199,13 +199,16 @@ class StackedAutoencoder(Autoencoder):
         return rbms
 
     def on_train_start(self) -> None:
+        # before the base's hook, which gives the processes of a data-parallel run their own random streams:
+        # every process pretrains alike, and rank 0's RBMs are then shared so the replicas start equal
+        if self.pretrain == "rbm" and not bool(self.rbm_pretrained) and self.rbm_epochs > 0:
+            dm = self.trainer.datamodule
+            if not isinstance(dm, TensorDataModule):
+                raise UserError("model.pretrain=rbm needs one of genlab's datasets (a TensorDataModule)")
+            with torch.enable_grad():
+                self.pretrain_rbms(dm.tensors("train").x, dm.options.batch_size)
+            if self.trainer.world_size > 1:
+                for tensor in self.state_dict().values():
+                    torch.distributed.broadcast(tensor, src=0)
+            self.rbm_pretrained.fill_(True)
         super().on_train_start()
-        if self.pretrain != "rbm" or bool(self.rbm_pretrained) or self.rbm_epochs == 0:
-            return
-        dm = self.trainer.datamodule
-        if dm is None or not hasattr(dm, "tensors"):
-            raise UserError("model.pretrain=rbm needs a dataset held in memory (a TensorDataModule)")
-        batch_size = getattr(getattr(dm, "options", None), "batch_size", 128)
-        with torch.enable_grad():
-            self.pretrain_rbms(dm.tensors("train").x, batch_size)
-        self.rbm_pretrained.fill_(True)
