@@ -61,6 +61,15 @@ class CanSample(Protocol):
 
 
 @runtime_checkable
+class CanSampleFromText(Protocol):
+    """Samplers conditioned on a caption (the small DALLE-2: a diffusion model on a CLIP text embedding)."""
+
+    def sample_texts(self, texts: Sequence[str], n: int, steps: int | None = None) -> Tensor:
+        """n samples for each text, text by text: (len(texts)·n, *shape) in data space."""
+        ...
+
+
+@runtime_checkable
 class CanTranslate(Protocol):
     def translate(self, x: Tensor, direction: str) -> Tensor:
         """x (B, *shape) from the source domain -> its translation (B, *shape); direction "a2b" or "b2a"."""
@@ -148,6 +157,65 @@ class CanRunChains(Protocol):
 
 
 @runtime_checkable
+class CanShowTrajectory(Protocol):
+    """Models that sample by denoising step by step (diffusion): the way from noise to a sample."""
+
+    def trajectory(self, n: int, frames: int) -> Tensor:
+        """n samples' way from the start (pure noise) to the end (the samples), in data space at ``frames``
+        evenly spaced points of the sampler's loop: (frames, n, *shape)."""
+        ...
+
+
+@runtime_checkable
+class CanSweepGuidance(Protocol):
+    """Conditional samplers with a guidance scale (classifier-free guidance): one noise, several scales."""
+
+    def guidance_sweep(self, y: Tensor, scales: Sequence[float]) -> Tensor:
+        """Samples for the classes y (n,) at each guidance scale, every scale from the same noise:
+        (len(scales), n, *shape) in data space."""
+        ...
+
+
+@runtime_checkable
+class CanEmbed(Protocol):
+    """Models trained to place related inputs close together (contrastive embeddings): the space their
+    loss acts on, and what they count as a related pair."""
+
+    def embed(self, x: Tensor) -> Tensor:
+        """x (B, *shape) -> unit vectors (B, D) in the space the contrastive loss compares."""
+        ...
+
+    def positive_pairs(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Embeddings (B, D) and (B, D) of B positive pairs made from x: two disturbed views of each image,
+        or an image and a caption of it (y: its labels)."""
+        ...
+
+
+@runtime_checkable
+class CanDisturb(Protocol):
+    """Models trained on disturbed views of their inputs (``Needs.views``): the datamodule draws the views
+    with the model's disturbances, on the batch's device."""
+
+    def disturb(self, x: Tensor) -> Tensor:
+        """x (B, *shape) -> one randomly disturbed view (B, *shape), drawn independently per image."""
+        ...
+
+
+@runtime_checkable
+class CanZeroShot(Protocol):
+    """Models with a text side (CLIP): images are classified by comparing them with prompts for each class."""
+
+    def held_out_captions(self) -> tuple[Tensor, Tensor]:
+        """Every caption of the templates training never saw, embedded: (M, D) unit vectors and their
+        classes (M,); a class's mean is its zero-shot prompt."""
+        ...
+
+    def caption_embeddings(self, y: Tensor) -> Tensor:
+        """(B, D) unit vectors of one held-out caption for each label of y (B,), drawn at random."""
+        ...
+
+
+@runtime_checkable
 class CanPlotState(Protocol):
     """Models that draw their own training state (the toy GAN) every ``state_every`` training batches."""
 
@@ -168,12 +236,14 @@ class Needs:
     labels: bool = False  # class labels
     domains: int = 1  # 2: two unpaired domains (batches carry x and x_b)
     shape: tuple[int, ...] | None = None  # exactly this sample shape (the toy GAN: (2,))
+    views: int = 1  # 2: every batch also carries batch["views"] (2, B, *shape), disturbed views (CanDisturb)
 
     def __or__(self, other: Needs) -> Needs:
         if self.shape is not None and other.shape is not None and self.shape != other.shape:
             raise ValueError(f"needs contradict each other: shape {self.shape} and {other.shape}")
         return replace(self, image=self.image or other.image, labels=self.labels or other.labels,
-                       domains=max(self.domains, other.domains), shape=self.shape or other.shape)
+                       domains=max(self.domains, other.domains), shape=self.shape or other.shape,
+                       views=max(self.views, other.views))
 
     def problems(self, info: DataInfo) -> list[str]:
         """Why data described by ``info`` cannot serve, one sentence each; [] when it can."""
@@ -186,6 +256,9 @@ class Needs:
         if self.domains > max(1, len(info.domains)):
             out.append(f"it translates between {self.domains} unpaired domains, but '{info.name}' provides one; "
                        "pick a two-domain dataset (e.g. data=digits_inverted, shapes_colour, unpaired_folder).")
+        if self.views > 1 and not info.is_image:
+            out.append(f"it learns from disturbed views of images (rotations, crops, blur), but '{info.name}' "
+                       f"provides {info.dim}-D points. Pick an image dataset (e.g. data=digits).")
         if self.shape is not None and tuple(info.shape) != tuple(self.shape):
             what = "2-D points" if self.shape == (2,) else f"samples of shape {self.shape}"
             out.append(f"it needs {what}, but '{info.describe()}'.")

@@ -5,6 +5,8 @@
     python scripts/rbm_vs_sklearn.py --data synthetic --hidden 20      # also prints the exact log Z (H <= 20)
     python scripts/rbm_vs_sklearn.py --ais-runs 100 --ais-betas 1000
     python scripts/rbm_vs_sklearn.py --threads 1                      # both libraries on one thread
+    python scripts/rbm_vs_sklearn.py --autograd                       # genlab's update by autograd of its surrogate
+    python scripts/rbm_vs_sklearn.py --no-train-recon                 # genlab without train/recon (monitoring)
 
 Both train a Bernoulli–Bernoulli RBM with the same hidden size, learning rate, batch size and number of
 epochs, in this one process, on the same binary data: the images (mnist10k's 8000 training and 2000 test
@@ -22,10 +24,14 @@ and starts its chains from the first batch's images.
 
 genlab trains through its own config (hydra compose of conf/train.yaml), model (genlab.run.build),
 datamodule (a TensorDataModule holding these tensors) and Lightning Trainer, without validation,
-checkpoints or pictures. Only training is timed: sklearn's ``fit`` and the sum of genlab's training
-epochs. Both models are then scored by genlab's AIS: sklearn's ``components_`` (H, D),
-``intercept_visible_`` and ``intercept_hidden_`` are copied into a genlab RBM (W = components_.T), and
-the test log-likelihood is −(F(x) + log Z) averaged over the test images, in nats per image.
+checkpoints or pictures; the CD gradient is written in closed form under Lightning's manual optimisation
+(the "manual" training path, printed; ``--autograd``: back-propagation of the free-energy surrogate, the
+same update, slower). Beside the update genlab computes what it logs: the free energies, the NaN check
+and train/recon, the reconstruction error of each batch (one more product per step, about a tenth of a
+step; ``--no-train-recon`` leaves it out, model.train_recon=false). Only training is timed: sklearn's
+``fit`` and the sum of genlab's training epochs. Both models are then scored by genlab's AIS: sklearn's
+``components_`` (H, D), ``intercept_visible_`` and ``intercept_hidden_`` are copied into a genlab RBM
+(W = components_.T), and the test log-likelihood is −(F(x) + log Z) averaged over the test images, in nats per image.
 
 On a CPU that other processes also load, torch's multi-threaded kernels slow down far more than
 numpy's (a 100x784 by 784x100 product measured 7.2 ms on 2 threads, 0.13 ms on 1, on 2 busy cores):
@@ -83,6 +89,7 @@ def genlab_config(args: argparse.Namespace) -> Any:
         "model=rbm", f"seed={args.seed}", f"model.n_hidden={args.hidden}", "model.persistent=true", "model.cd_k=1",
         f"model.n_chains={args.batch_size}", "model.weight_decay=0", "model.optimizer.momentum=0",
         f"model.optimizer.lr={args.lr}", f"model.ais_runs={args.ais_runs}", f"model.ais_betas={args.ais_betas}",
+        f"model.direct_gradients={not args.autograd}", f"model.train_recon={not args.no_train_recon}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=overrides)
@@ -187,6 +194,10 @@ def main() -> None:
     p.add_argument("--ais-betas", type=int, default=1000)
     p.add_argument("--data", choices=["auto", "mnist10k", "synthetic"], default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--autograd", action="store_true",
+                   help="genlab's update by autograd of the free-energy surrogate instead of the closed-form gradient")
+    p.add_argument("--no-train-recon", action="store_true",
+                   help="genlab without its train/recon term (a monitoring product sklearn does not compute)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of torch and of numpy's BLAS alike (default: each library's own)")
     args = p.parse_args()
@@ -219,7 +230,8 @@ def main() -> None:
         print(row)
     (sk_s, sk_r), (gl_s, gl_r) = results.values()
     print(f"\ngenlab / sklearn: speed x{sk_s / gl_s:.2f}, test LL difference {gl_r['ll'] - sk_r['ll']:+.2f} nats "
-          f"(positive: genlab better); test LL is nats per image (higher is better)")
+          f"(positive: genlab better); test LL is nats per image (higher is better); genlab's training path: "
+          f"{gl.training_path}")
     if not all(math.isfinite(r["ll"]) for _, r in results.values()):
         print("warning: a non-finite log-likelihood (a diverged model or AIS)")
 

@@ -132,3 +132,15 @@ def test_slurm_launcher_refuses_a_device_count_it_cannot_size(tmp_path: Path) ->
     assert done.returncode == 2
     assert "trainer.devices" in done.stderr and "Traceback" not in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_simclr_contrasts_with_the_global_batch_under_two_process_ddp(tmp_path: Path) -> None:
+    """The all-gather of the views (with gradients) works on gloo: the run finishes with finite figures."""
+    two = run_cli("model=simclr", "data=digits", "data.max_train=128", "trainer.max_epochs=1",
+                  "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
+                  "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=16", f"paths.log_dir={tmp_path}",
+                  "callbacks.evaluator.metrics.embedding.n=100", "callbacks.image_logger.n_points=100")
+    assert two.returncode == 0, two.stderr[-2000:]
+    [run] = list(tmp_path.glob("train/runs/*"))
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert torch.isfinite(torch.tensor([metrics["test/loss"], metrics["test/linear_probe_acc"]])).all()

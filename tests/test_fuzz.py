@@ -51,7 +51,7 @@ class Case:
 # ---- the cases ------------------------------------------------------------------------------------
 def schema_cases() -> list[Case]:
     """For every schema field with a range or choices: values just outside them, and one of the wrong type."""
-    from genlab.config import adversarial, autoencoders, callbacks, core, data, rbm, vae
+    from genlab.config import adversarial, autoencoders, callbacks, contrastive, core, data, diffusion, rbm, vae
 
     where = [  # (schema, its key in the config, overrides that select it)
         (core.TrainConfig, "", []), (core.TrainerConfig, "trainer", []), (data.DataOptions, "data", []),
@@ -77,6 +77,13 @@ def schema_cases() -> list[Case]:
         (adversarial.WGANGPConfig, "model", ["model=wgan_gp"]),
         (adversarial.CycleGANConfig, "model", ["model=cyclegan"]),
         (adversarial.ToyGANConfig, "model", ["model=toy_gan"]), (rbm.RBMConfig, "model", ["model=rbm"]),
+        (diffusion.DDPMConfig, "model", ["model=ddpm"]), (diffusion.ConditionalDDPMConfig, "model", ["model=cddpm"]),
+        (diffusion.DenoiserNetConfig, "model.net", ["model=ddpm"]),
+        (contrastive.ContrastiveConfig, "model", ["model=simclr"]),
+        (contrastive.SimCLRConfig, "model", ["model=simclr"]),
+        (contrastive.DisturbancesConfig, "model.views", ["model=simclr"]),
+        (contrastive.CLIPConfig, "model", ["model=clip"]),
+        (contrastive.TextEncoderConfig, "model.text", ["model=clip"]),
         (callbacks.EvaluatorConfig, "callbacks.evaluator", []),
     ]
     cases, seen = [], set()

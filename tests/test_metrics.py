@@ -225,7 +225,8 @@ def test_evaluator_pca_model_matches_baseline(tmp_path) -> None:
     assert m["test/novelty_auroc"] > 0.9  # class 2 lies outside the subspace fitted without it
     assert m["test/linear_probe_acc"] > 0.9 and m["test/knn_acc"] > 0.9
     assert {"val/reconstructions", "test/reconstructions", "test/codes"} <= _image_tags(tmp_path)
-    assert {p.name for p in (tmp_path / "images").iterdir()} == {"reconstructions.png", "codes.png"}
+    assert {p.name for p in (tmp_path / "images").iterdir()} == {"reconstructions.png", "codes.png", "neighbours.png"}
+    assert 0.5 < m["test/novelty_auroc_codes"] <= 1  # the unseen class's codes lie away from the training codes
 
 
 def test_evaluator_perfect_model_and_samples(tmp_path) -> None:
@@ -237,7 +238,8 @@ def test_evaluator_perfect_model_and_samples(tmp_path) -> None:
     assert m["test/pca_sq_err_per_image"] > 0
     assert m["test/novelty_auroc"] == pytest.approx(0.5)  # all errors tie
     assert 0.0 <= m["test/knn_acc"] <= 1.0
-    assert {p.name for p in (tmp_path / "images").iterdir()} == {"reconstructions.png", "samples.png", "codes.png"}
+    assert {p.name for p in (tmp_path / "images").iterdir()} == {"reconstructions.png", "samples.png", "codes.png",
+                                                                 "neighbours.png"}
     assert "test/samples" in _image_tags(tmp_path)
     from PIL import Image
 

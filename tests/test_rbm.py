@@ -175,3 +175,144 @@ def test_chains_from_data_start_at_the_data_and_follow_the_gibbs_sweeps() -> Non
     v, mean2 = model.gibbs(x.flatten(1), 2)
     _, mean5 = model.gibbs(v, 3)
     assert torch.equal(frames[1].flatten(1), mean2) and torch.equal(frames[2].flatten(1), mean5)
+
+
+# ---- the closed-form CD gradient (RBM.cd_gradients) against autograd of the surrogate ----------------------
+PATH_CASES = [
+    {},
+    {"visible": "gaussian", "weight_decay": 0.05},
+    {"weight_decay": 0.1, "sparsity_target": 0.1, "sparsity_cost": 0.5},
+    {"persistent": True, "n_chains": 9, "cd_k": 2},
+    {"train_recon": False},
+]
+
+
+@pytest.mark.parametrize("kwargs", PATH_CASES)
+def test_direct_gradients_equal_the_surrogates_autograd(kwargs: dict) -> None:
+    model = tiny_rbm(5, 3, **kwargs)
+    x = torch.rand(7, 1, 1, 5, dtype=torch.float64)
+    if model.visible == "bernoulli":
+        x = x.round()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    surrogate = model.loss_terms({"x": x}, "train")
+    model.zero_grad()
+    surrogate["loss"].backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    chains = model.chains.clone()
+    model.load_state_dict(start)  # the same weights and (PCD) chains, the same random draws
+    model.zero_grad()
+    torch.manual_seed(3)
+    terms = model.cd_gradients({"x": x})
+    assert list(terms) == list(surrogate)  # the same terms in the same order: the epoch means keep their names
+    for k in terms:
+        torch.testing.assert_close(terms[k], surrogate[k].detach())
+        assert not terms[k].requires_grad
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], msg=name)
+    torch.testing.assert_close(model.chains, chains)
+    assert ("recon" in terms) == model.train_recon and "recon" in model.loss_terms({"x": x}, "val")
+
+
+def test_linear_hidden_rbm_takes_its_own_free_energy_in_the_positive_phase() -> None:
+    from genlab.models.stacked import LinearHiddenRBM
+
+    torch.manual_seed(0)
+    model = LinearHiddenRBM(data_info=DataInfo(name="tiny", shape=(1, 1, 5)), n_hidden=3, init_std=0.3).double()
+    v_data = torch.rand(4, 5, dtype=torch.float64).round()
+    v_model = torch.rand(6, 5, dtype=torch.float64).round()
+    model.negative_samples = lambda v, stage: v_model
+    terms = model.loss_terms({"x": v_data.view(4, 1, 1, 5)}, "train")
+    model.zero_grad()
+    terms["loss"].backward()
+    W, b = model.W.detach(), model.hidden_bias.detach()
+    # linear hidden units: −∂F/∂W = vᵀ(b + vW), the hidden means, not their sigmoids
+    dW = v_data.T @ (v_data @ W + b) / 4 - v_model.T @ (v_model @ W + b) / 6
+    torch.testing.assert_close(model.W.grad, -dW)
+    assert model.train_path(trainer_options()) == "autograd"  # the closed form assumes binary hidden units
+    recon = (model.visible_mean(v_data @ W + b) - v_data).pow(2).sum(1).mean()
+    torch.testing.assert_close(terms["recon"], recon)
+
+
+def trainer_options(**kw: object) -> object:
+    """The Trainer attributes RBM.train_path reads."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{"world_size": 1, "accumulate_grad_batches": 1, "precision": "32-true",
+                              "gradient_clip_val": None, **kw})
+
+
+def test_the_training_path_follows_the_trainers_options() -> None:
+    import functools
+
+    model = tiny_rbm(5, 3)
+    assert model.train_path(trainer_options()) == "manual"
+    assert model.train_path(trainer_options(precision="bf16-mixed")) == "manual"
+    assert model.train_path(trainer_options(gradient_clip_val=1.0)) == "direct"  # Lightning clips
+    for kw in ({"accumulate_grad_batches": 2}, {"world_size": 2}, {"precision": "16-mixed"}):
+        assert model.train_path(trainer_options(**kw)) == "autograd", kw
+    scheduled = tiny_rbm(5, 3, scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1))
+    assert scheduled.train_path(trainer_options()) == "direct"  # Lightning steps the scheduler
+    assert tiny_rbm(5, 3, direct_gradients=False).train_path(trainer_options()) == "autograd"
+
+
+def fit_tiny(path_options: dict, trainer_kw: dict, ckpt_path: str | None = None,
+             **model_kw: object) -> tuple[RBM, str, int]:
+    """A few epochs of a 16-8 RBM on 60 binary vectors through a Lightning Trainer (from ``ckpt_path`` when
+    given): (model, path, global step)."""
+    import functools
+    import tempfile
+
+    import pytorch_lightning as pl
+
+    from genlab.data.base import Split, Splits, TensorDataModule
+
+    data = (torch.rand(80, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+
+    class Tiny(TensorDataModule):
+        info = property(lambda self: DataInfo("tiny", (1, 4, 4)))
+
+        def load(self) -> Splits:
+            return Splits(train=Split(data[:60]), val=Split(data[60:]), test=Split(data[60:]))
+
+    pl.seed_everything(0, verbose=False)
+    dm = Tiny(batch_size=10, binarize=False, seed=0)
+    dm.setup("fit")
+    model = RBM(data_info=dm.info, n_hidden=8, init_std=0.1, **path_options, **model_kw,
+                optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.5))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, limit_val_batches=0, num_sanity_val_steps=0,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         logger=pl.loggers.CSVLogger(tempfile.mkdtemp(prefix="genlab-rbm-test-")),
+                         log_every_n_steps=2, **{"max_epochs": 3, "enable_checkpointing": False, **trainer_kw})
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=False)
+    return model, model.training_path, trainer.global_step
+
+
+@pytest.mark.parametrize("trainer_kw", [{}, {"gradient_clip_val": 0.05}], ids=["manual", "direct"])
+def test_closed_form_training_follows_the_autograd_trajectory(trainer_kw: dict) -> None:
+    # PCD with momentum and weight decay: the same draws, updates, optimiser state, chains and epoch means
+    model_kw = {"persistent": True, "n_chains": 10, "weight_decay": 0.01}
+    fast, path, steps = fit_tiny({}, trainer_kw, **model_kw)
+    slow, slow_path, slow_steps = fit_tiny({"direct_gradients": False}, trainer_kw, **model_kw)
+    assert path == ("direct" if trainer_kw else "manual") and slow_path == "autograd"
+    assert steps == slow_steps == 18 and fast.trained_batches == slow.trained_batches == 18
+    for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    logged, slow_logged = fast.trainer.callback_metrics, slow.trainer.callback_metrics
+    assert {k for k in logged if k.startswith("train/")} == {k for k in slow_logged if k.startswith("train/")}
+    for k in ("train/loss", "train/cd", "train/recon", "train/free_energy", "train/weight_decay"):
+        torch.testing.assert_close(logged[k], slow_logged[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_a_manual_run_resumed_from_a_checkpoint_ends_where_the_uninterrupted_one_does(tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+
+    model_kw = {"persistent": True, "n_chains": 10}
+    whole, path, steps = fit_tiny({}, {}, **model_kw)
+    saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)
+    fit_tiny({}, {"max_epochs": 1, "callbacks": [saver], "enable_checkpointing": True}, **model_kw)
+    (ckpt,) = tmp_path.glob("*.ckpt")
+    resumed, resumed_path, resumed_steps = fit_tiny({}, {}, ckpt_path=str(ckpt), **model_kw)
+    assert path == resumed_path == "manual" and steps == resumed_steps == 18
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)

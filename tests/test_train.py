@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import DATASETS, EXPERIMENTS, FAST, MODELS, TINY
 from hydra.utils import get_class, get_method, instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.capabilities import CanEncode, CanReconstruct, CanSample, CanTranslate, Needs
 from genlab.data.base import DataInfo
@@ -39,7 +39,8 @@ def serves(needs: Needs, info: DataInfo) -> bool:
     """Whether data described by ``info`` has everything ``needs`` asks for (written out here, as the
     independent check of Needs.problems)."""
     return ((not needs.image or len(info.shape) == 3) and (not needs.labels or info.num_classes is not None)
-            and needs.domains <= max(1, len(info.domains)) and (needs.shape is None or info.shape == needs.shape))
+            and needs.domains <= max(1, len(info.domains)) and (needs.shape is None or info.shape == needs.shape)
+            and (needs.views == 1 or len(info.shape) == 3))
 
 
 @pytest.mark.parametrize("model,data", [(m, d) for m in MODELS for d in DATASETS])
@@ -49,6 +50,7 @@ def test_every_model_composes_with_every_dataset(make_cfg, image_folder, model: 
     folder = data in ("image_folder", "unpaired_folder")
     extra = [f"data.path={image_folder}", "data.image_size=16"] if folder else []
     cfg = make_cfg(f"model={model}", f"data={data}", *extra)
+    skip_if_it_needs_a_run(cfg.model)
     if data == "toy2d" and "latent_dim" in cfg.model:  # 2-D points: a 1-D code, the lectures' manifold
         cfg.model.latent_dim = 1
     info = instantiate(cfg.data).info
@@ -63,6 +65,14 @@ def test_every_model_composes_with_every_dataset(make_cfg, image_folder, model: 
         assert net.reconstruct(x).shape == x.shape
 
 
+def skip_if_it_needs_a_run(model_cfg: DictConfig) -> None:
+    """A model config with a value only the user can give (``???``: latent_ddpm's model.autoencoder, a finished
+    run's folder) cannot be built blind; its own tests give it one."""
+    missing = sorted(OmegaConf.missing_keys(model_cfg))
+    if missing:
+        pytest.skip(f"{missing[0]} must be given (its family's tests do)")
+
+
 def smoke_data(model: str, make_cfg) -> str:
     """The first built-in dataset the model serves on: digits, else 2-D points, else two domains."""
     needs = declared_needs(make_cfg(f"model={model}").model)
@@ -74,6 +84,7 @@ def smoke_data(model: str, make_cfg) -> str:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> None:
+    skip_if_it_needs_a_run(make_cfg(f"model={model}").model)
     data = smoke_data(model, make_cfg)
     # translation accuracy needs two classifiers trained: test_cyclegan.py covers it; cycles here
     extra = ["callbacks.evaluator.classifier_cache=null"] if data == "digits_inverted" else []
@@ -88,8 +99,8 @@ def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> No
         assert (out / "images" / "samples.png").is_file()
     if issubclass(cls, CanReconstruct):
         assert "test/sq_err_per_image" in metrics
-    if issubclass(cls, CanEncode):  # a code: the PCA baseline of its size
-        assert "test/pca_sq_err_per_image" in metrics
+    if issubclass(cls, CanEncode):  # a code: the probes; with reconstructions, the PCA baseline of its size
+        assert ("test/pca_sq_err_per_image" in metrics) == issubclass(cls, CanReconstruct)
         assert 0 <= metrics["test/knn_acc"] <= 1
     if issubclass(cls, CanTranslate):  # two domains: cycles and their pictures
         assert "test/cycle_error_a" in metrics and (out / "images" / "cycle_b2a.png").is_file()

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
+from genlab.callbacks import embedding_pictures
 from genlab.callbacks.evaluator import trained_datamodule
 from genlab.callbacks.figures import Grid, class_name, grids_figure, interleaved_rows, labelled_grid
 from genlab.callbacks.latent_pictures import LatentPictures, class_rows, encode_all
@@ -30,6 +31,8 @@ from genlab.capabilities import (
     CanRunChains,
     CanSample,
     CanShowFilters,
+    CanShowTrajectory,
+    CanSweepGuidance,
     CanTranslate,
     CanTraverseCodes,
     Traversal,
@@ -43,6 +46,7 @@ from genlab.metrics.translation import OTHER, domain_splits
 from genlab.models.base import GenerativeModel
 
 GRID_COLUMNS = 8
+GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0)  # the rows of guidance_sweep.png
 
 
 def _xy(x: Tensor) -> Tensor:
@@ -146,6 +150,10 @@ class ImageLogger(pl.Callback):
                 self.emit(trainer, "test/code_traversals", "code_traversals.png", make)
             if isinstance(pl_module, CanRunChains) and dm.info.is_image:  # a chain's way from the data
                 self.chain_picture(trainer, pl_module, dm)
+            if isinstance(pl_module, CanShowTrajectory) and dm.info.is_image:  # a sampler's way from noise
+                self.trajectory_picture(trainer, pl_module, dm.info)
+            if isinstance(pl_module, CanSweepGuidance) and dm.info.is_image and dm.info.num_classes:
+                self.guidance_picture(trainer, pl_module, dm.info)
             if isinstance(pl_module, CanShowFilters) and dm.info.is_image:  # each unit's weights as an image
                 filters = pl_module.filters(GRID_COLUMNS * GRID_COLUMNS)
                 title = "learned filters: each hidden unit's weights, scaled to [0, 1] one by one"
@@ -166,6 +174,31 @@ class ImageLogger(pl.Callback):
         title = "Gibbs chains from test images (columns): visible means after each number of sweeps (rows)"
         make = lambda: labelled_grid(images, GRID_COLUMNS, [f"{k} sweeps" for k in sweeps], title)  # noqa: E731
         self.emit(trainer, "test/gibbs_chains", "gibbs_chains.png", make)
+
+    def trajectory_picture(self, trainer: pl.Trainer, model: CanShowTrajectory, info: DataInfo) -> None:
+        """GRID_COLUMNS samples' way from noise (rows, left to right: GRID_COLUMNS frames of the sampler's loop,
+        from pure noise to the sample), drawn under the seed: ``test/trajectory``, ``trajectory.png``."""
+        with seeded(getattr(model, "device", torch.device("cpu")), self.seed):
+            frames = model.trajectory(GRID_COLUMNS, GRID_COLUMNS)  # (frames, n, *shape)
+        images = frames.transpose(0, 1).flatten(0, 1).float().cpu()  # row i: sample i's frames
+        columns = ["noise", *[""] * (frames.shape[0] - 2), "sample"]
+        title = "sampling trajectories: each row one sample's way from pure noise (left) to the sample (right)"
+        make = lambda: labelled_grid(images, frames.shape[0], (), title, columns, info=info)  # noqa: E731
+        self.emit(trainer, "test/trajectory", "trajectory.png", make)
+
+    def guidance_picture(self, trainer: pl.Trainer, model: CanSweepGuidance, info: DataInfo) -> None:
+        """One sample of each class (columns, at most 10) at each of GUIDANCE_SCALES (rows), all rows from the same
+        noise, drawn under the seed: ``test/guidance_sweep``, ``guidance_sweep.png``."""
+        device = getattr(model, "device", torch.device("cpu"))
+        y = torch.arange(min(10, info.num_classes or 0), device=device)
+        with seeded(device, self.seed):
+            grid = model.guidance_sweep(y, GUIDANCE_SCALES)  # (scales, classes, *shape)
+        images = grid.flatten(0, 1).float().cpu()
+        rows = [f"scale {s:g}" for s in GUIDANCE_SCALES]
+        columns = [class_name(int(c), info.class_names) for c in y]
+        title = "guidance scale (rows: 0 unconditional, 1 conditional, more: guided), one class per column, same noise"
+        make = lambda: labelled_grid(images, len(y), rows, title, columns, info=info)  # noqa: E731
+        self.emit(trainer, "test/guidance_sweep", "guidance_sweep.png", make)
 
     # models that draw their training state: a figure every state_every batches and at the end
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
@@ -245,6 +278,8 @@ class ImageLogger(pl.Callback):
         if codes is None:
             return
         self.emit(trainer, "test/codes", "codes.png", lambda: _codes_figure(codes, test.y))
+        for name, make in embedding_pictures.pictures(model, dm, test, codes, self.seed):  # neighbours, views, prompts
+            self.emit(trainer, f"test/{name}", f"{name}.png", make)
         if self.latent is None:
             return
         if info.is_image:

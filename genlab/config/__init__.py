@@ -6,8 +6,8 @@ so it stays out of ``genlab-train --help``'s list of groups, and each YAML file 
 (``model.latent_dim=abc``) or an unknown key while the config is composed. Ranges and choices are
 declared as field metadata and checked by ``validate`` before any work, with the full key in the
 message. The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
-``autoencoders``, ``vae``, ``rbm``, ``adversarial``, ``callbacks`` (the evaluator); a new family adds a module
-with a ``SCHEMAS`` table and lists it in ``FAMILIES``.
+``autoencoders``, ``vae``, ``rbm``, ``adversarial``, ``contrastive``, ``diffusion``, ``callbacks`` (the
+evaluator); a new family adds a module with a ``SCHEMAS`` table and lists it in ``FAMILIES``.
 
 This package imports neither torch nor Lightning: ``genlab-train --help`` and shell completion
 need only it.
@@ -24,13 +24,14 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from genlab.config import adversarial, autoencoders, callbacks, core, data, rbm, vae
+from genlab.config import adversarial, autoencoders, callbacks, contrastive, core, data, diffusion, rbm, vae
 from genlab.config.checks import validate
 from genlab.config.fields import opt
 
 __all__ = ["CONFIG_PATH", "FAMILIES", "conf_dir", "opt", "register", "setup_hydra", "validate"]
 
-FAMILIES = (core, data, autoencoders, vae, rbm, adversarial, callbacks)  # each has SCHEMAS: {group: {name: dataclass}}
+# each has SCHEMAS: {group: {name: dataclass}}
+FAMILIES = (core, data, autoencoders, vae, rbm, adversarial, contrastive, diffusion, callbacks)
 # The config folder: conf/ at the top of the source tree, shipped in the wheel as the package
 # genlab.conf, so an installed genlab finds it from any folder.
 CONFIG_PATH = "pkg://genlab.conf"

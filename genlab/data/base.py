@@ -411,7 +411,20 @@ class TensorDataModule(pl.LightningDataModule):
                 x = self.scale(batch[key])
                 # U < p is a Bernoulli(p) draw: three times faster than torch.bernoulli on a CPU
                 batch[key] = (torch.rand_like(x) < x).to(x.dtype) if binarize else x
+        n_views = self.views_needed()
+        if n_views > 1 and "x" in batch:  # contrastive models: disturbed views of each image, drawn here
+            from genlab.data.augment import views
+
+            batch["views"] = views(self.trainer.lightning_module.disturb, batch["x"], n_views)  # (n, B, *shape)
         return batch
+
+    def views_needed(self) -> int:
+        """How many disturbed views of each image the trained model declares it needs (``Needs.views``, with
+        its ``disturb``); 1: none beyond the image."""
+        model = getattr(self.trainer, "lightning_module", None)
+        needs = getattr(type(model), "needs", None)
+        views = getattr(needs, "views", 1)
+        return views if views > 1 and callable(getattr(model, "disturb", None)) else 1
 
     def tensors(self, split: str) -> Split:
         """A whole split, scaled to float (for closed-form fits such as PCA and probes)."""

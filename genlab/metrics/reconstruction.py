@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
@@ -85,16 +86,39 @@ class Reconstruction(Metric):
 
 
 class Novelty(Metric):
-    """With ``data.holdout_class=K``: the AUROC of reconstruction error for telling test images of
-    class K, which training never saw, from those of the other classes."""
+    """With ``data.holdout_class=K``: how well a score tells test images of class K, which training never
+    saw, from those of the other classes (AUROC). test/novelty_auroc scores by reconstruction error (models
+    that reconstruct); test/novelty_auroc_codes by the mean distance of an image's code to its ``knn_k``
+    nearest training codes (models that encode: a code far from every training code is new)."""
 
-    columns = ("novelty_auroc",)
+    columns = ("novelty_auroc", "novelty_auroc_codes")
+
+    def __init__(self, knn_k: int = 5, max_train: int = 10000) -> None:
+        require("callbacks.evaluator.metrics.novelty.knn_k", knn_k, "int", ge=1)
+        require("callbacks.evaluator.metrics.novelty.max_train", max_train, "int", ge=1)
+        self.knn_k, self.max_train = knn_k, max_train
 
     def applies(self, ctx: Context) -> bool:
-        return (isinstance(ctx.model, CanReconstruct) and ctx.holdout_class is not None
+        return (isinstance(ctx.model, (CanReconstruct, CanEncode)) and ctx.holdout_class is not None
                 and ctx.split("test").y is not None)
 
     def compute(self, ctx: Context) -> dict[str, float]:
-        test_y = ctx.split("test").y
-        assert test_y is not None
-        return {"test/novelty_auroc": auroc(reconstruction_errors(ctx), test_y == ctx.holdout_class)}
+        test = ctx.split("test")
+        assert test.y is not None
+        novel = test.y == ctx.holdout_class
+        out = {}
+        if isinstance(ctx.model, CanReconstruct):
+            out["test/novelty_auroc"] = auroc(reconstruction_errors(ctx), novel)
+        if isinstance(ctx.model, CanEncode):
+            h_train = ctx.codes(ctx.split("train").pick(self.max_train), f"train:{self.max_train}")
+            h_test = ctx.codes(test, "test")
+            if h_train is not None and h_test is not None:
+                out["test/novelty_auroc_codes"] = auroc(knn_distance(h_test, h_train, self.knn_k), novel)
+        return out
+
+
+def knn_distance(queries: Tensor, reference: Tensor, k: int, chunk: int = 1024) -> Tensor:
+    """The mean Euclidean distance (N,) of each query code (N, d) to its k nearest reference codes (M, d)."""
+    k = min(k, reference.shape[0])
+    return torch.cat([torch.cdist(q.double(), reference.double()).topk(k, dim=1, largest=False).values.mean(1)
+                      for q in queries.split(chunk)]).float()

@@ -1,0 +1,534 @@
+"""Denoising diffusion models (Ho et al. 2020): ddpm, its class-conditional variant with classifier-free
+guidance (cddpm, Ho & Salimans 2021), and latent diffusion over a finished autoencoder's codes (latent_ddpm).
+
+The forward process adds Gaussian noise in T steps, q(x_t|x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I), so that
+q(x_t|x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I) with ᾱ_t = Π_{s≤t} (1−β_s) (ᾱ_0 = 1). A network learns to predict the
+noise ε of x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (or v = √ᾱ_t ε − √(1−ᾱ_t) x_0) with the simple loss ‖ε − ε̂‖²; the
+reverse process p(x_{t−1}|x_t) = N(μ̃(x_t, x̂_0), σ_t²) takes the posterior mean of q(x_{t−1}|x_t, x_0)
+at the predicted x̂_0. Samplers: ancestral (over all T steps or an evenly strided subsequence, whose
+β's follow from the ᾱ's it keeps) and DDIM (Song et al. 2021) with noise η.
+
+Images in [0, 1] are diffused as 2x − 1 in [−1, 1]; points (DataInfo.bounded False) as they are. Time
+steps t are 1..T; the schedule arrays are indexed by t, with index 0 holding ᾱ_0 = 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from genlab.capabilities import Budget, CanDecode, CanEncode, LikelihoodBound
+from genlab.data.base import Batch, DataInfo, TensorDataModule
+from genlab.errors import UserError
+from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.ema import ema_of
+
+LOG_2PI = math.log(2 * math.pi)
+MAX_ROWS = 2048  # network inputs per call of the bound: larger batches cost more per input on a CPU
+VAL_SEED = 0  # validation and test losses draw the same t and ε every epoch: val/loss ranks checkpoints
+NetFactory = Callable[..., nn.Module]  # genlab.nets.unet.denoiser: (in_shape, num_classes) -> net(x_t, t, y)
+
+
+# ---- schedules and Gaussian algebra (plain functions: the tests check them on their own) -----------------
+def beta_schedule(kind: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """β_1..β_T (T,) float64. ``linear``: evenly from β_start to β_end, both scaled by 1000/T (Nichol &
+    Dhariwal 2021), so that T = 1000 is Ho et al.'s schedule and a shorter chain still ends near pure
+    noise; ``cosine``: ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008 (Nichol & Dhariwal).
+    Both are clipped at 0.999 (the cosine's last steps, a linear schedule of very few steps)."""
+    if kind == "linear":
+        scale = 1000.0 / timesteps
+        betas = torch.linspace(beta_start * scale, beta_end * scale, timesteps, dtype=torch.float64)
+    elif kind == "cosine":
+        s = 0.008
+        steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    else:
+        raise UserError(f"model.schedule={kind!r} is not one of linear, cosine")
+    return betas.clamp(max=0.999)
+
+
+def alpha_bars(betas: Tensor) -> Tensor:
+    """ᾱ_0..ᾱ_T (T + 1,) from β_1..β_T, with ᾱ_0 = 1."""
+    return torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(1 - betas, 0)])
+
+
+def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) -> Tensor:
+    """KL(N(mean_q, var_q) ‖ N(mean_p, var_p)) per dimension, elementwise (nats)."""
+    return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1)
+
+
+def log_ndtr_diff(a: Tensor, b: Tensor) -> Tensor:
+    """log(Φ(a) − Φ(b)) for a > b, computed in whichever tail keeps the difference from cancelling."""
+    upper = a + b > 0  # both in the upper tail: Φ(a) − Φ(b) = Φ(−b) − Φ(−a)
+    hi = torch.where(upper, torch.special.log_ndtr(-b), torch.special.log_ndtr(a))
+    lo = torch.where(upper, torch.special.log_ndtr(-a), torch.special.log_ndtr(b))
+    return hi + torch.log1p(-torch.exp((lo - hi).clamp(max=0)).clamp(max=1 - 1e-15))
+
+
+def discretised_gaussian_log_likelihood(x: Tensor, mean: Tensor, std: Tensor, bins: int = 256) -> Tensor:
+    """log P(x) elementwise for x on a grid of ``bins`` values in [−1, 1] (8-bit pixels as 2k/255 − 1), under
+    N(mean, std²) integrated over x's bin of width 2/(bins − 1); the end bins reach out to ∓∞ (Ho et al.
+    2020, eq. 13). Values off the grid get the probability of the bin centred on them."""
+    half = 1.0 / (bins - 1)
+    upper = torch.where(x > 1 - half, torch.full_like(x, math.inf), (x + half - mean) / std)
+    lower = torch.where(x < -1 + half, torch.full_like(x, -math.inf), (x - half - mean) / std)
+    return log_ndtr_diff(upper, lower)
+
+
+class DDPM(GenerativeModel):
+    """Denoising diffusion probabilistic model over images (a U-Net) or vectors (an MLP); see the module
+    docstring. ``net``: a ``genlab.nets.unet.denoiser`` builder. ``timesteps`` T; ``schedule`` linear or
+    cosine; ``prediction`` eps or v; ``variance`` of the reverse steps, β_t (``beta``) or the posterior's
+    β̃_t (``posterior``); ``sampler`` ddpm (ancestral) or ddim with ``ddim_eta``, over ``sample_steps``
+    steps (None: all T) unless the evaluator sets a budget; ``ema``: the decay of the weights' moving
+    average, which samples and is validated and tested (None: the weights themselves); ``clip_denoised``:
+    images' predicted x_0 clipped to [−1, 1]."""
+
+    def __init__(
+        self, *, data_info: DataInfo, net: NetFactory, timesteps: int = 1000, schedule: str = "linear",
+        beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "eps", variance: str = "beta",
+        sampler: str = "ddim", sample_steps: int | None = 50, ddim_eta: float = 0.0, ema: float | None = 0.999,
+        clip_denoised: bool = True, optimizer: OptimizerFactory | None = None,
+        scheduler: Callable[..., Any] | None = None, compile: bool = False,
+    ) -> None:
+        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile)
+        choices = {"prediction": ("eps", "v"), "variance": ("beta", "posterior"), "sampler": ("ddpm", "ddim")}
+        for key, value in (("prediction", prediction), ("variance", variance), ("sampler", sampler)):
+            if value not in choices[key]:
+                raise UserError(f"model.{key}={value!r} is not one of {', '.join(choices[key])}")
+        if schedule == "linear" and beta_start >= beta_end:
+            raise UserError(f"model.beta_start={beta_start} must be below model.beta_end={beta_end}")
+        if timesteps < 1 or (sample_steps is not None and sample_steps < 1):
+            raise UserError("model.timesteps and model.sample_steps must be >= 1")
+        self.timesteps, self.prediction, self.variance = timesteps, prediction, variance
+        self.sampler_kind, self.sample_steps, self.ddim_eta = sampler, sample_steps, ddim_eta
+        self.clip_denoised = clip_denoised
+        self.num_classes = (data_info.num_classes or 0) if self.conditional else 0
+        betas = beta_schedule(schedule, timesteps, beta_start, beta_end)
+        # the schedule follows from the config: kept out of checkpoints, in float64 (ᾱ_T is tiny)
+        self.register_buffer("betas", torch.cat([torch.zeros(1, dtype=torch.float64), betas]), persistent=False)
+        self.register_buffer("alpha_bar", alpha_bars(betas), persistent=False)
+        self.net = net(in_shape=self.space_shape(), num_classes=self.num_classes)
+        self.ema = None if ema is None else ema_of(self.net, ema)
+
+    # ---- the space diffused: data (images at 2x − 1), or an autoencoder's codes (LatentDDPM) -----------
+    @property
+    def image_space(self) -> bool:
+        """Whether x_0 is a bounded image in [−1, 1] (clipped predictions, the discretised decoder)."""
+        return self.data_info.is_image and self.data_info.bounded
+
+    def space_shape(self) -> tuple[int, ...]:
+        return tuple(self.data_info.shape)
+
+    def to_space(self, x: Tensor) -> Tensor:
+        """Data x (B, *shape) -> x_0 (B, *space_shape)."""
+        return 2 * x - 1 if self.image_space else x
+
+    def from_space(self, z: Tensor) -> Tensor:
+        """x_0 (B, *space_shape) -> data (B, *shape)."""
+        return ((z + 1) / 2).clamp(0, 1) if self.image_space else z
+
+    # ---- the forward process and the network's predictions -------------------------------------------------
+    def at(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """values[t] (B,) shaped to broadcast over ``like`` (B, ...), in its dtype."""
+        return values[t].to(like.dtype).view(-1, *[1] * (like.dim() - 1))
+
+    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, a draw of q(x_t|x_0) for t (B,) in 1..T."""
+        ab = self.at(self.alpha_bar, t, x0)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        """What the network learns to output: ε, or v = √ᾱ_t ε − √(1−ᾱ_t) x_0."""
+        if self.prediction == "eps":
+            return eps
+        ab = self.at(self.alpha_bar, t, x0)
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    def eps_x0(self, x_t: Tensor, t: Tensor, out: Tensor, clip: bool | None = None) -> tuple[Tensor, Tensor]:
+        """(ε̂, x̂_0) from the network's output at x_t. Images' x̂_0 is clipped to [−1, 1] (``clip_denoised``)
+        and ε̂ then recomputed from it, so the two stay consistent: x_t = √ᾱ x̂_0 + √(1−ᾱ) ε̂."""
+        ab = self.at(self.alpha_bar, t, x_t)
+        if self.prediction == "eps":
+            eps, x0 = out, (x_t - (1 - ab).sqrt() * out) / ab.sqrt()
+        else:  # v: x_0 = √ᾱ x_t − √(1−ᾱ) v, ε = √(1−ᾱ) x_t + √ᾱ v
+            eps, x0 = (1 - ab).sqrt() * x_t + ab.sqrt() * out, ab.sqrt() * x_t - (1 - ab).sqrt() * out
+        if (self.clip_denoised and self.image_space) if clip is None else clip:
+            x0 = x0.clamp(-1, 1)
+            eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return eps, x0
+
+    @property
+    def denoiser(self) -> nn.Module:
+        """The network that samples, is validated and tested: the moving average when kept."""
+        return self.net if self.ema is None else self.ema
+
+    def predict(self, x_t: Tensor, t: Tensor, y: Tensor | None, net: nn.Module | None = None) -> Tensor:
+        """The network's output (B, *space_shape) at x_t for t (B,); y: classes of a conditional model."""
+        return (net or self.denoiser)(x_t, t, y)
+
+    # ---- conditioning (none here; ConditionalDDPM overrides) ---------------------------------------------
+    def condition(self, n: int, y: Tensor | None) -> Tensor | None:
+        """The classes (n,) that sampling asks the network for; None for unconditional models."""
+        return None
+
+    def train_labels(self, y: Tensor | None) -> Tensor | None:
+        """The classes a training batch's network call gets (with classifier-free dropout)."""
+        return None
+
+    def bound_labels(self, y: Tensor | None) -> Tensor | None:
+        """The classes the likelihood bound of −log p(x | y) is computed for."""
+        return None
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def diffusion_loss(self, x0: Tensor, y: Tensor | None, net: nn.Module) -> Tensor:
+        """The simple loss: ‖target − output‖² averaged over dimensions and the batch, at t ~ U{1..T}."""
+        t = torch.randint(1, self.timesteps + 1, (x0.shape[0],), device=x0.device)
+        eps = torch.randn_like(x0)
+        out = net(self.q_sample(x0, t, eps), t, y)
+        return (out - self.target(x0, eps, t)).pow(2).mean()
+
+    def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        """The simple loss; validation and test draw t and ε from a fixed seed, with the sampling network."""
+        x0 = self.to_space(batch["x"])
+        if stage == "train":
+            return {"loss": self.diffusion_loss(x0, self.train_labels(batch.get("y")), self.net)}
+        devices = [x0.device.index or 0] if x0.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(VAL_SEED)
+            return {"loss": self.diffusion_loss(x0, self.bound_labels(batch.get("y")), self.denoiser)}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:  # after the optimiser's step
+            self.ema.update_parameters(self.net)
+        super().on_train_batch_end(outputs, batch, batch_idx)
+
+    # ---- sampling ---------------------------------------------------------------------------------------
+    def step_times(self, steps: int | None) -> list[int]:
+        """The time steps a sampler visits (increasing): ``steps`` (None: sample_steps, else T) evenly
+        spaced in 1..T, always including T; all of 1..T when steps >= T."""
+        steps = self.sample_steps if steps is None else steps
+        steps = self.timesteps if steps is None else max(1, min(int(steps), self.timesteps))
+        times = torch.linspace(self.timesteps, 1, steps, dtype=torch.float64).round().long().flip(0)
+        return torch.unique_consecutive(times).tolist()
+
+    @torch.no_grad()
+    def reverse(self, x: Tensor, y: Tensor | None, steps: int | None = None, sampler: str | None = None,
+                eta: float | None = None, keep: set[int] | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Run the reverse process from x = x_T (n, *space_shape) to x_0. ``sampler`` ddpm: ancestral
+        steps between the visited times τ_{i−1} < τ_i with β = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, the posterior
+        mean at x̂_0 and variance β (or β̃); ddim: x_{τ_{i−1}} = √ᾱ' x̂_0 + √(1 − ᾱ' − σ²) ε̂ + σz with
+        σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ'). No noise is added on the last step. ``keep``: the loop
+        indices (0 is x_T, len(times) is x_0) whose x are returned as frames, each (n, *space_shape)."""
+        sampler = sampler or self.sampler_kind
+        eta = self.ddim_eta if eta is None else eta
+        times = self.step_times(steps)
+        alpha_bar = self.alpha_bar.tolist()  # one host copy: scalars for every step
+        frames = [x] if keep is not None and 0 in keep else []
+        for k, i in enumerate(reversed(range(len(times))), start=1):
+            t, t_prev = times[i], times[i - 1] if i > 0 else 0
+            ab, ab_prev = alpha_bar[t], alpha_bar[t_prev]
+            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            eps, x0 = self.eps_x0(x, tt, self.guided(x, tt, y))
+            if sampler == "ddim":
+                sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+                x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+                if i > 0 and sigma > 0:
+                    x = x + sigma * torch.randn_like(x)
+            else:
+                beta = 1 - ab / ab_prev
+                x = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
+                if i > 0:
+                    var = beta if self.variance == "beta" else (1 - ab_prev) / (1 - ab) * beta
+                    x = x + math.sqrt(var) * torch.randn_like(x)
+            if keep is not None and k in keep:
+                frames.append(x)
+        return x, frames
+
+    def guided(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        """The output the sampler uses: the network's (ConditionalDDPM guides it)."""
+        return self.predict(x, t, y)
+
+    def prior_noise(self, n: int) -> Tensor:
+        return torch.randn(n, *self.space_shape(), device=self.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
+        """n samples (n, *shape) in data space by the configured sampler from x_T ~ N(0, I), over
+        ``steps`` reverse steps (the evaluator's budget; None: ``sample_steps``, else all T)."""
+        return self.from_space(self.reverse(self.prior_noise(n), self.condition(n, y), steps)[0])
+
+    @torch.no_grad()
+    def trajectory(self, n: int, frames: int) -> Tensor:
+        """The denoising trajectory of n samples: x_T, intermediate x_t and x_0 in data space at ``frames``
+        evenly spaced points of the sampler's loop, (frames, n, *shape)."""
+        total = len(self.step_times(None))
+        keep = sorted({round(k * total / max(1, frames - 1)) for k in range(frames)})
+        _, kept = self.reverse(self.prior_noise(n), self.condition(n, None), None, keep=set(keep))
+        return torch.stack([self.from_space(f) for f in kept])
+
+    # ---- the variational bound -----------------------------------------------------------------------------
+    def reverse_variance(self, t: Tensor, like: Tensor) -> Tensor:
+        """σ_t² of p(x_{t−1}|x_t) for t (B,): β_t, or β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t with β̃_1 (which is 0)
+        replaced by β̃_2, as Ho et al. do, so that the decoder at t = 1 has a width."""
+        beta = self.at(self.betas, t, like)
+        if self.variance == "beta":
+            return beta
+        t2 = torch.where(t == 1, torch.full_like(t, min(2, self.timesteps)), t)
+        ab, ab_prev = self.at(self.alpha_bar, t2, like), self.at(self.alpha_bar, t2 - 1, like)
+        tilde = (1 - ab_prev) / (1 - ab) * self.at(self.betas, t2, like)
+        return torch.where(tilde > 0, tilde, beta)  # T = 1: no β̃_2 to borrow
+
+    def posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_{t−1}|x_t, x_0) for t (B,) >= 1 (variance 0 at t = 1)."""
+        ab, ab_prev, beta = (self.at(v, i, x0) for v, i in ((self.alpha_bar, t), (self.alpha_bar, t - 1),
+                                                              (self.betas, t)))
+        mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+        return mean, (1 - ab_prev) / (1 - ab) * beta
+
+    def bound_terms(self, x0: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        """L_{t−1} per sample (B,) in nats at one draw x_t ~ q(x_t|x_0), for t (B,) in 1..T: the KL of
+        q(x_{t−1}|x_t, x_0) from p(x_{t−1}|x_t) for t >= 2, and −log p(x_0|x_1) at t = 1 (the discretised
+        decoder for images, the Gaussian density for vectors). Computed in float64."""
+        x_t = self.q_sample(x0, t, torch.randn_like(x0))
+        out = self.predict(x_t, t, y)
+        x0, x_t = x0.double(), x_t.double()
+        _, x0_hat = self.eps_x0(x_t, t, out.double())
+        mean_p, _ = self.posterior(x0_hat, x_t, t)
+        var_p = self.reverse_variance(t, x0).expand_as(x0)
+        first = (t == 1).view(-1, *[1] * (x0.dim() - 1))
+        mean_q, var_q = self.posterior(x0, x_t, t)
+        kl = gaussian_kl(mean_q, torch.where(first, 1.0, var_q), mean_p, var_p)  # (var_q at t = 1 unused)
+        if self.image_space:
+            decoder = -discretised_gaussian_log_likelihood(x0, mean_p, var_p.sqrt())
+        else:
+            decoder = 0.5 * ((x0 - mean_p) ** 2 / var_p + var_p.log() + LOG_2PI)
+        return torch.where(first, decoder, kl).flatten(1).sum(1)
+
+    def prior_term(self, x0: Tensor) -> Tensor:
+        """L_T = KL(q(x_T|x_0) ‖ N(0, I)) per sample (B,) in nats."""
+        ab = float(self.alpha_bar[-1])
+        x0 = x0.double()
+        return gaussian_kl(math.sqrt(ab) * x0, torch.full_like(x0, 1 - ab), torch.zeros_like(x0),
+                           torch.ones_like(x0)).flatten(1).sum(1)
+
+    @torch.no_grad()
+    def nll_bound(self, x: Tensor, y: Tensor | None = None, samples: int = 100, chunk: int = 50) -> Tensor:
+        """The variational bound on −log p(x) per sample (B,) in nats: L_T + Σ_{t=2}^T L_{t−1} + L_0.
+        L_0 and L_T exactly (L_0 at one x_1 draw); the sum over t exactly when T − 1 <= ``samples``, else
+        estimated without bias by stratified sampling: {2..T} cut into K = ``samples`` runs of n_k steps,
+        one t_k uniform in each run per sample, Σ_k n_k L_{t_k − 1}. Evaluated ``chunk`` steps at a time,
+        and at most MAX_ROWS network inputs per call (larger batches run slower on a CPU)."""
+        x0 = self.to_space(x)
+        labels = self.bound_labels(y)
+        b, dev = x0.shape[0], x0.device
+        total = self.prior_term(x0) + self.bound_terms(x0, torch.ones(b, dtype=torch.long, device=dev), labels)
+        middle = self.timesteps - 1
+        if middle == 0:
+            return total
+        k = min(middle, samples)
+        edges = torch.linspace(2, self.timesteps + 1, k + 1, dtype=torch.float64).floor().long().to(dev)
+        sizes = edges[1:] - edges[:-1]  # (K,) steps per run, >= 1; all 1 when exact
+        ts = edges[:-1, None] + (torch.rand(k, b, device=dev) * sizes[:, None]).long()  # (K, B)
+        step = max(1, min(chunk, MAX_ROWS // max(1, b)))
+        for start in range(0, k, step):
+            part = ts[start:start + step]  # (m, B)
+            m = part.shape[0]
+            xs = x0.repeat(m, *[1] * (x0.dim() - 1))  # row j·B + i is sample i
+            ys = None if labels is None else labels.repeat(m)
+            terms = self.bound_terms(xs, part.reshape(-1), ys).view(m, b)
+            total = total + (terms * sizes[start:start + m, None]).sum(0)
+        return total
+
+    def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
+        """The variational bound: in bits per dimension for images (the discretised decoder, 256 levels),
+        in nats per sample for vectors (a Gaussian decoder at t = 1)."""
+        middle = self.timesteps - 1
+        how = (f"the sum over all {self.timesteps} steps" if middle <= budget.samples else
+               f"the sum over t = 2..{self.timesteps} estimated without bias from {budget.samples} steps per "
+               "sample, one in each of as many runs of steps (stratified sampling)")
+        if self.image_space:
+            scale = 1.0 / (self.data_info.dim * math.log(2))
+            return [LikelihoodBound("bpd", "bits/dim",
+                                    lambda x, y: scale * self.nll_bound(x, y, budget.samples, budget.chunk),
+                                    f"variational bound L_T + Σ L_t-1 + L_0 (discretised decoder), {how}")]
+        return [LikelihoodBound("neg_elbo", "nats", lambda x, y: self.nll_bound(x, y, budget.samples, budget.chunk),
+                                f"variational bound L_T + Σ L_t-1 + L_0 (Gaussian decoder), {how}")]
+
+
+class ConditionalDDPM(DDPM):
+    """Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2021): the network gets the
+    class as an embedding added to the time embedding; in training each label is replaced by the "no
+    class" token with probability ``label_dropout``, so the same network also predicts unconditionally;
+    sampling mixes the two outputs, ε̃ = ε_u + s(ε_c − ε_u) with s = ``guidance_scale`` (0: unconditional,
+    1: conditional, > 1: guided). ``sample(n, y)``; without y, uniformly random classes. The likelihood
+    bound is −log p(x | y) (unguided), or −log p(x) of the unconditional network without y."""
+
+    conditional = True
+
+    def __init__(self, *, label_dropout: float = 0.1, guidance_scale: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0 <= label_dropout < 1:
+            raise UserError(f"model.label_dropout={label_dropout} must be in [0, 1)")
+        if guidance_scale < 0:
+            raise UserError(f"model.guidance_scale={guidance_scale} must be >= 0")
+        self.label_dropout, self.guidance_scale = label_dropout, guidance_scale
+
+    def null(self, n: int) -> Tensor:
+        """The "no class" token (n,)."""
+        return torch.full((n,), self.num_classes, device=self.device, dtype=torch.long)
+
+    def condition(self, n: int, y: Tensor | None) -> Tensor:
+        if y is None:
+            y = torch.randint(self.num_classes, (n,), device=self.device)
+        if len(y) != n:
+            raise ValueError(f"{n} samples but {len(y)} labels")
+        return y.long().to(self.device)
+
+    def train_labels(self, y: Tensor | None) -> Tensor:
+        if y is None:
+            raise UserError("the ConditionalDDPM needs labelled batches (batch['y'])")
+        drop = torch.rand(len(y), device=y.device) < self.label_dropout
+        return torch.where(drop, torch.full_like(y, self.num_classes), y.long())
+
+    def bound_labels(self, y: Tensor | None) -> Tensor | None:
+        return None if y is None else y.long()
+
+    def guided(self, x: Tensor, t: Tensor, y: Tensor | None, scale: float | None = None) -> Tensor:
+        """ε_u + s(ε_c − ε_u) (or the same mix of v) at x_t for classes y; one network call for s = 0 or 1."""
+        s = self.guidance_scale if scale is None else scale
+        if y is None or s == 0:
+            return self.predict(x, t, self.null(x.shape[0]))
+        if s == 1:
+            return self.predict(x, t, y)
+        both = self.predict(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, self.null(x.shape[0])]))
+        cond, uncond = both.chunk(2)
+        return uncond + s * (cond - uncond)
+
+    @torch.no_grad()
+    def guidance_sweep(self, y: Tensor, scales: Sequence[float], steps: int | None = None) -> Tensor:
+        """Samples for the classes y (n,) at each guidance scale, (len(scales), n, *shape): every scale from
+        the same x_T and the same noise along the way (a seed drawn once), so only the guidance differs."""
+        y = self.condition(len(y), y)
+        seed = int(torch.randint(2**62, (1,)))
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        kept, out = self.guidance_scale, []
+        try:
+            for s in scales:
+                self.guidance_scale = float(s)
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    out.append(self.from_space(self.reverse(self.prior_noise(len(y)), y, steps)[0]))
+        finally:
+            self.guidance_scale = kept
+        return torch.stack(out)
+
+
+class LatentDDPM(DDPM):
+    """Latent diffusion (Rombach et al. 2022) over the codes of a finished autoencoder or VAE run
+    (``autoencoder``: its folder; the tested checkpoint is loaded, frozen): the codes of the training
+    images are standardised per dimension (their mean and standard deviation, computed when training
+    starts and kept in checkpoints) and diffused with the MLP denoiser; samples are decoded by the run's
+    decoder. It reports no likelihood bound: a deterministic decoder gives the codes' density no
+    density over images."""
+
+    def __init__(self, *, autoencoder: str, data_info: DataInfo, **kwargs: Any) -> None:
+        ae = load_autoencoder(autoencoder)
+        if tuple(ae.data_info.shape) != tuple(data_info.shape):
+            raise UserError(f"model.autoencoder={autoencoder} was trained on samples of shape "
+                            f"{tuple(ae.data_info.shape)}, but this data has {tuple(data_info.shape)}: "
+                            f"train on the run's data ({ae.data_info.name}).")
+        self.code_dim = int(ae.latent_dim or ae.encode(torch.zeros(1, *data_info.shape)).shape[1])
+        super().__init__(data_info=data_info, **kwargs)
+        self.autoencoder = ae.requires_grad_(False).eval()
+        self.register_buffer("code_mean", torch.zeros(self.code_dim))
+        self.register_buffer("code_std", torch.ones(self.code_dim))
+        self.register_buffer("code_stats_ready", torch.tensor(False))
+
+    @property
+    def image_space(self) -> bool:
+        return False
+
+    def space_shape(self) -> tuple[int, ...]:
+        return (self.code_dim,)
+
+    def train(self, mode: bool = True) -> LatentDDPM:
+        super().train(mode)
+        self.autoencoder.eval()  # frozen: its dropout and batch norm stay in evaluation mode
+        return self
+
+    def on_fit_start(self) -> None:
+        if bool(self.code_stats_ready):
+            return
+        dm = self.trainer.datamodule
+        if not isinstance(dm, TensorDataModule):
+            raise UserError("model=latent_ddpm needs one of genlab's datasets (a TensorDataModule) to standardise "
+                            "the codes")
+        self.fit_code_stats(dm.tensors("train").x, dm.options.eval_batch_size)
+
+    @torch.no_grad()
+    def fit_code_stats(self, x: Tensor, batch_size: int = 256) -> None:
+        """The per-dimension mean and standard deviation of the codes of x (N, *shape)."""
+        codes = torch.cat([self.encode_raw(x[i:i + batch_size].to(self.device)) for i in range(0, len(x), batch_size)])
+        self.code_mean.copy_(codes.mean(0))
+        self.code_std.copy_(codes.std(0).clamp_min(1e-6) if len(codes) > 1 else torch.ones_like(codes[0]))
+        self.code_stats_ready.fill_(True)
+
+    @torch.no_grad()
+    def encode_raw(self, x: Tensor) -> Tensor:
+        return self.autoencoder.encode(x).flatten(1).float()
+
+    def to_space(self, x: Tensor) -> Tensor:
+        return (self.encode_raw(x) - self.code_mean) / self.code_std
+
+    def from_space(self, z: Tensor) -> Tensor:
+        out = self.autoencoder.decode(z * self.code_std + self.code_mean)
+        return out.clamp(0, 1) if self.data_info.bounded else out
+
+    def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
+        return []
+
+
+def load_autoencoder(run_dir: str | Path) -> GenerativeModel:
+    """The tested model of a finished run folder (metrics.json's best_checkpoint, else checkpoints/last.ckpt),
+    rebuilt from the config its checkpoint carries; UserError when the folder, its checkpoint or its model's
+    encode/decode is missing."""
+    import json
+
+    from genlab.run import load_model
+
+    folder = Path(str(run_dir)).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"model.autoencoder={run_dir} is not a folder: give the folder of a finished autoencoder or "
+                        "VAE run (genlab-train model=ae ... prints it as 'run directory').")
+    record = folder / "metrics.json"
+    best = None
+    if record.is_file():
+        try:
+            best = json.loads(record.read_text()).get("best_checkpoint")
+        except (ValueError, AttributeError):
+            raise UserError(f"model.autoencoder={run_dir}: {record} is not a genlab metrics file.") from None
+    checkpoint = folder / best if best else folder / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise UserError(f"model.autoencoder={run_dir} has no finished run's checkpoint ({checkpoint} is missing): "
+                        "give the folder of an autoencoder or VAE run that has finished.")
+    model = load_model(None, checkpoint)
+    check_autoencoder(model, str(run_dir))
+    return model
+
+
+def check_autoencoder(model: Any, where: str) -> None:
+    """UserError unless ``model`` encodes and decodes (without labels) to a flat code."""
+    if not (isinstance(model, CanEncode) and isinstance(model, CanDecode)):
+        raise UserError(f"model.autoencoder={where} holds a {type(model).__name__}, which cannot both encode and "
+                        "decode: give the folder of an autoencoder or VAE run (model=ae, conv_ae, vae, ...).")
+    if getattr(model, "conditional", False):
+        raise UserError(f"model.autoencoder={where} holds a conditional {type(model).__name__}, whose codes depend "
+                        "on the class: give an unconditional autoencoder or VAE run.")

@@ -1,0 +1,401 @@
+"""The diffusion family (genlab/models/diffusion.py, genlab/nets/unet.py) against independent computations on
+tiny cases: the forward process against the step-by-step chain, the schedules against their formulas, ε and v
+against each other, DDIM against the ancestral sampler, the variational bound against a Monte-Carlo estimate
+over whole forward chains written out from the definitions, classifier-free guidance at its end points; then
+short runs through genlab-train's recipe (ddpm on toy2d and digits, latent_ddpm on a finished ae run)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, TINY
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import Tensor
+from torch.distributions import Normal
+
+from genlab.capabilities import Budget
+from genlab.config import validate
+from genlab.data.base import DataInfo
+from genlab.errors import UserError
+from genlab.models.diffusion import (
+    DDPM,
+    ConditionalDDPM,
+    LatentDDPM,
+    alpha_bars,
+    beta_schedule,
+    check_autoencoder,
+    discretised_gaussian_log_likelihood,
+    load_autoencoder,
+)
+from genlab.nets.unet import denoiser
+from genlab.run import build, load_model
+from genlab.train import train
+
+PTS = DataInfo("pts", (2,), num_classes=3, bounded=False)
+IMG = DataInfo("img", (1, 4, 4), num_classes=3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks on shared cores: threads would only wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(cls: type = DDPM, info: DataInfo = PTS, seed: int = 0, scale: float = 0.5, **kwargs) -> DDPM:
+    """A model with random weights everywhere (the denoisers' zero-initialised output layers too, so that
+    predictions differ from 0), in evaluation mode, without EMA."""
+    torch.manual_seed(seed)
+    net = functools.partial(denoiser, hidden=[16, 16], channels=[4, 8], emb_dim=8, groups=2)
+    kwargs = {"timesteps": 10, "beta_start": 1e-3, "beta_end": 4e-3,  # T = 10: β = 0.1 .. 0.4, ᾱ_T = 0.05
+              "ema": None, "sampler": "ddpm", "sample_steps": None, **kwargs}
+    model = cls(data_info=info, net=net, **kwargs)
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(scale * torch.randn_like(p) / math.sqrt(max(1, p[0].numel() if p.dim() > 1 else 1)))
+    return model.eval()
+
+
+# ---- the forward process and the schedules -----------------------------------------------------------
+def test_schedules_give_the_alpha_bars_of_their_formulas() -> None:
+    linear = beta_schedule("linear", 1000)
+    torch.testing.assert_close(alpha_bars(linear)[1:], torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000,
+                                                                                        dtype=torch.float64), 0))
+    assert alpha_bars(linear)[0] == 1 and alpha_bars(linear)[-1] < 1e-4  # ends near pure noise
+    short = alpha_bars(beta_schedule("linear", 100))  # β scaled by 1000/T: still ends near pure noise
+    assert short[-1] < 1e-3 and torch.all(short[1:] < short[:-1])
+    cosine = alpha_bars(beta_schedule("cosine", 50))
+    f = lambda t: math.cos((t / 50 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    expected = torch.tensor([f(t) / f(0) for t in range(50)], dtype=torch.float64)  # before the clipped end
+    torch.testing.assert_close(cosine[:50], expected)
+    assert cosine[-1] < 1e-4 and beta_schedule("cosine", 50).max() <= 0.999
+
+
+def test_q_sample_matches_the_step_by_step_chain() -> None:
+    model = tiny(timesteps=6, beta_start=6e-4, beta_end=1.8e-3)  # scaled by 1000/6: β = 0.1 .. 0.3
+    torch.manual_seed(1)
+    x0 = torch.tensor([[1.5, -0.5]]).expand(200000, 2)
+    x = x0.clone()
+    for t in range(1, 7):  # x_t = √(1 − β_t) x_{t−1} + √β_t z
+        beta = float(model.betas[t])
+        x = math.sqrt(1 - beta) * x + math.sqrt(beta) * torch.randn_like(x)
+        ab = float(model.alpha_bar[t])
+        se = math.sqrt((1 - ab) / len(x))
+        assert torch.allclose(x.mean(0), math.sqrt(ab) * x0[0], atol=5 * se), t
+        assert torch.allclose(x.var(0), torch.full((2,), 1 - ab), rtol=0.02), t
+    direct = model.q_sample(x0, torch.full((len(x0),), 6), torch.randn_like(x0))
+    assert torch.allclose(direct.mean(0), x.mean(0), atol=0.01) and torch.allclose(direct.var(0), x.var(0), rtol=0.02)
+
+
+def test_eps_and_v_predictions_convert_into_each_other() -> None:
+    torch.manual_seed(0)
+    x0, eps, t = torch.randn(64, 2), torch.randn(64, 2), torch.randint(1, 11, (64,))
+    for prediction in ("eps", "v"):
+        model = tiny(prediction=prediction)
+        x_t = model.q_sample(x0, t, eps)
+        target = model.target(x0, eps, t)  # what a perfect network outputs
+        got_eps, got_x0 = model.eps_x0(x_t, t, target)
+        torch.testing.assert_close(got_eps, eps, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(got_x0, x0, atol=2e-5, rtol=1e-4)
+    v_model, eps_model = tiny(prediction="v"), tiny(prediction="eps")
+    v = v_model.target(x0, eps, t)
+    ab = v_model.alpha_bar[t].float()[:, None]
+    torch.testing.assert_close(v, ab.sqrt() * eps - (1 - ab).sqrt() * x0)  # the definition
+    # the same x̂_0 from either parameterisation of the same prediction
+    x_t = eps_model.q_sample(x0, t, eps)
+    torch.testing.assert_close(v_model.eps_x0(x_t, t, v)[1], eps_model.eps_x0(x_t, t, eps)[1], atol=2e-5, rtol=1e-4)
+
+
+# ---- samplers ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("info", [PTS, IMG], ids=["points", "images-clipped"])
+@pytest.mark.parametrize("steps", [None, 4])
+def test_ddim_with_eta_1_is_the_ancestral_sampler_with_the_posterior_variance(info: DataInfo, steps) -> None:
+    model = tiny(info=info, variance="posterior", scale=2.0)
+    x_T = torch.randn(32, *info.shape)
+    torch.manual_seed(5)
+    ancestral, _ = model.reverse(x_T, None, steps, sampler="ddpm")
+    torch.manual_seed(5)
+    ddim, _ = model.reverse(x_T, None, steps, sampler="ddim", eta=1.0)
+    torch.testing.assert_close(ddim, ancestral, atol=1e-4, rtol=1e-4)
+    torch.manual_seed(6)  # other noise: another result, so the equality above is not trivial
+    assert not torch.allclose(model.reverse(x_T, None, steps, sampler="ddpm")[0], ancestral, atol=1e-3)
+
+
+def test_ddim_with_eta_0_is_deterministic_given_x_T() -> None:
+    model = tiny(scale=2.0)
+    x_T = torch.randn(16, 2)
+    torch.manual_seed(1)
+    a, _ = model.reverse(x_T, None, 5, sampler="ddim", eta=0.0)
+    torch.manual_seed(2)
+    b, _ = model.reverse(x_T, None, 5, sampler="ddim", eta=0.0)
+    torch.testing.assert_close(a, b)
+    assert model.step_times(5) == [1, 3, 6, 8, 10] and model.step_times(None) == list(range(1, 11))
+    assert model.step_times(1) == [10] and model.step_times(50) == list(range(1, 11))
+
+
+def test_samples_and_trajectory_are_in_data_space() -> None:
+    model = tiny(info=IMG, scale=2.0)
+    torch.manual_seed(3)
+    x = model.sample(6, steps=3)
+    assert x.shape == (6, 1, 4, 4) and x.min() >= 0 and x.max() <= 1
+    frames = model.trajectory(5, 4)  # x_T, two intermediate steps, x_0
+    assert frames.shape == (4, 5, 1, 4, 4) and frames.min() >= 0 and frames.max() <= 1
+    torch.manual_seed(4)
+    first = model.trajectory(5, 4)
+    torch.manual_seed(4)
+    again = model.sample(5)  # the same noise: the trajectory ends in the sample
+    torch.testing.assert_close(first[-1], again)
+
+
+@pytest.mark.parametrize("size", [8, 28, 32, 7])
+@pytest.mark.parametrize("channels", [[8, 16], [8, 16, 16]])
+def test_unet_keeps_sizes_that_do_not_halve_evenly(size: int, channels: list[int]) -> None:
+    net = denoiser(in_shape=(3, size, size), num_classes=4, channels=channels, emb_dim=16, groups=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, t = torch.randn(2, 3, size, size), torch.tensor([1, 500])
+    out = net(x, t, torch.tensor([0, 1]))
+    assert out.shape == x.shape
+    assert not torch.allclose(out, net(x, t, torch.tensor([2, 3])))  # the class reaches the output
+    assert not torch.allclose(out, net(x, torch.tensor([900, 2]), torch.tensor([0, 1])))  # so does the time
+
+
+# ---- the variational bound --------------------------------------------------------------------------------
+def chain_bound(model: DDPM, x0: Tensor, n: int) -> tuple[float, float]:
+    """−ELBO = E_q[log q(x_{1:T}|x_0) − log p(x_{0:T})] by Monte Carlo over n whole forward chains, each
+    density written out: q's Markov steps, p's prior and reverse steps with Ho et al.'s mean
+    μ = (x_t − β_t/√(1−ᾱ_t) ε̂)/√α_t and σ_t² = β_t. Returns the mean and its standard error (nats)."""
+    T, betas, ab = model.timesteps, model.betas.double(), model.alpha_bar.double()
+    xs = [x0.double().expand(n, -1)]
+    for t in range(1, T + 1):
+        xs.append((1 - betas[t]).sqrt() * xs[-1] + betas[t].sqrt() * torch.randn(n, x0.shape[1], dtype=torch.float64))
+    log_q = sum(Normal((1 - betas[t]).sqrt() * xs[t - 1], betas[t].sqrt()).log_prob(xs[t]).sum(1)
+                for t in range(1, T + 1))
+    log_p = Normal(0.0, 1.0).log_prob(xs[T]).sum(1)
+    for t in range(1, T + 1):
+        eps = model.net(xs[t].float(), torch.full((n,), t), None).double()
+        mean = (xs[t] - betas[t] / (1 - ab[t]).sqrt() * eps) / (1 - betas[t]).sqrt()
+        log_p = log_p + Normal(mean, betas[t].sqrt()).log_prob(xs[t - 1]).sum(1)
+    values = log_q - log_p
+    return values.mean().item(), values.std().item() / math.sqrt(n)
+
+
+@torch.no_grad()
+def test_bound_matches_a_monte_carlo_estimate_over_whole_forward_chains() -> None:
+    model = tiny(timesteps=4, beta_start=1e-3, beta_end=2e-3, scale=1.0)  # β = 0.25 .. 0.5, no clipping
+    x0 = torch.tensor([[0.7, -1.2]])
+    torch.manual_seed(0)
+    n = 40000
+    expected, se_chain = chain_bound(model, x0, n)
+    values = model.nll_bound(x0.expand(n, 2), None, samples=100)  # the sum over all T steps, analytic KLs
+    got, se = values.mean().item(), values.std().item() / math.sqrt(n)
+    assert abs(got - expected) < 5 * math.hypot(se, se_chain), (got, expected, se, se_chain)
+    assert se < se_chain  # analytic KLs: less noise than the chain's log-ratio
+    [bound] = model.likelihood_bounds(Budget(samples=100))
+    assert (bound.name, bound.unit) == ("neg_elbo", "nats") and "all 4 steps" in bound.description
+
+
+@torch.no_grad()
+def test_monte_carlo_sum_over_steps_is_unbiased() -> None:
+    model = tiny(timesteps=12, beta_start=1e-3, beta_end=5e-3, scale=1.0)
+    x0 = torch.tensor([[0.3, 0.9]]).expand(20000, 2)
+    torch.manual_seed(0)
+    exact = model.nll_bound(x0, samples=100)  # all 11 middle steps
+    estimate = model.nll_bound(x0, samples=2, chunk=1)  # 2 random steps each, from 2..6 and 7..12
+    se = math.hypot(exact.std().item(), estimate.std().item()) / math.sqrt(len(x0))
+    assert abs(exact.mean().item() - estimate.mean().item()) < 5 * se
+    assert estimate.std() > exact.std()  # the price of fewer steps
+    [bound] = model.likelihood_bounds(Budget(samples=2))
+    assert "2 steps per sample" in bound.description
+
+
+def test_discretised_decoder_is_a_distribution_over_the_pixel_grid() -> None:
+    grid = torch.arange(256, dtype=torch.float64) * 2 / 255 - 1  # every 8-bit value, in [−1, 1]
+    for mean, std in ((0.3, 0.01), (-1.2, 0.2), (0.999, 1e-3), (0.0, 3.0)):
+        log_p = discretised_gaussian_log_likelihood(grid, torch.tensor(mean, dtype=torch.float64),
+                                                    torch.tensor(std, dtype=torch.float64))
+        assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+    inner = discretised_gaussian_log_likelihood(grid[100:101], torch.tensor(0.0, dtype=torch.float64),
+                                                torch.tensor(0.1, dtype=torch.float64))
+    normal = Normal(0.0, 0.1)
+    lo, hi = grid[100] - 1 / 255, grid[100] + 1 / 255
+    assert inner.exp().item() == pytest.approx((normal.cdf(hi) - normal.cdf(lo)).item(), rel=1e-9)
+
+
+@torch.no_grad()
+def test_image_bound_is_in_bits_per_dim() -> None:
+    model = tiny(info=IMG, timesteps=6)
+    x = torch.randint(0, 256, (5, 1, 4, 4)).float() / 255
+    [bound] = model.likelihood_bounds(Budget(samples=100))
+    assert (bound.name, bound.unit) == ("bpd", "bits/dim")
+    torch.manual_seed(0)
+    bits = bound.per_sample(x, None)
+    torch.manual_seed(0)
+    nats = model.nll_bound(x)
+    torch.testing.assert_close(bits, (nats / (16 * math.log(2))).double())
+    assert torch.all(bits > 0)  # a discrete distribution: −log P >= 0
+
+
+# ---- classifier-free guidance -----------------------------------------------------------------------------
+def test_guidance_scale_0_and_1_give_the_unconditional_and_conditional_predictions() -> None:
+    model = tiny(ConditionalDDPM, info=IMG, label_dropout=0.5, guidance_scale=3.0, scale=2.0)
+    assert model.conditional and model.num_classes == 3
+    x, t, y = torch.randn(4, 1, 4, 4), torch.tensor([1, 3, 5, 9]), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        cond, uncond = model.predict(x, t, y), model.predict(x, t, torch.full((4,), 3))
+        torch.testing.assert_close(model.guided(x, t, y, scale=0.0), uncond)
+        torch.testing.assert_close(model.guided(x, t, y, scale=1.0), cond)
+        torch.testing.assert_close(model.guided(x, t, y), uncond + 3.0 * (cond - uncond), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(cond, uncond)
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (20000,))
+    given = model.train_labels(labels)
+    dropped = given == 3  # the "no class" token
+    assert dropped.float().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert torch.equal(given[~dropped], labels[~dropped])
+    with pytest.raises(UserError, match="label_dropout"):
+        tiny(ConditionalDDPM, info=IMG, label_dropout=1.0)
+
+
+def test_guidance_sweep_changes_only_the_guidance() -> None:
+    model = tiny(ConditionalDDPM, info=IMG, guidance_scale=2.0, scale=2.0)
+    torch.manual_seed(0)
+    a = model.guidance_sweep(torch.tensor([0, 1, 2]), [0.0, 1.0, 1.0, 3.0])
+    torch.manual_seed(0)
+    b = model.guidance_sweep(torch.tensor([2, 2, 0]), [0.0, 1.0])
+    assert a.shape == (4, 3, 1, 4, 4) and model.guidance_scale == 2.0  # the model's own scale is kept
+    torch.testing.assert_close(a[1], a[2])  # the same noise for every scale
+    torch.testing.assert_close(a[0], b[0])  # scale 0 is unconditional: the classes do not matter
+    assert not torch.allclose(a[1], b[1]) and not torch.allclose(a[1], a[3])
+
+
+def test_a_short_training_puts_the_samples_on_the_ring() -> None:
+    """400 Adam steps of the simple loss on ring8 (radius 2): an untrained denoiser's DDIM samples are nowhere
+    near the ring; the trained one's mostly lie within 0.3 of it, spread over all 8 sectors."""
+    from genlab.data.builtin import toy_modes
+
+    modes = toy_modes("ring8")
+    torch.manual_seed(0)
+    net = functools.partial(denoiser, hidden=[64, 64], emb_dim=32)
+    model = DDPM(data_info=DataInfo("ring", (2,), bounded=False), net=net, timesteps=100, ema=None,
+                 sampler="ddim", sample_steps=20)
+
+    def on_ring(x: Tensor) -> tuple[float, float]:
+        near = ((x.norm(dim=1) - 2).abs() < 0.3).float().mean().item()
+        sector = (torch.atan2(x[:, 1], x[:, 0]) / (math.pi / 4)).round().long() % 8  # the nearest mode's
+        return near, (torch.bincount(sector, minlength=8).float() / len(x)).min().item()
+
+    assert on_ring(model.eval().sample(800))[0] < 0.1
+    opt = torch.optim.Adam(model.train().parameters(), lr=3e-3)
+    for _ in range(400):
+        x = modes[torch.randint(8, (256,))] + 0.05 * torch.randn(256, 2)
+        loss = model.loss_terms({"x": x}, "train")["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    near, least = on_ring(model.eval().sample(800))
+    assert near > 0.5 and least > 0.03, (near, least)
+
+
+# ---- runs through genlab-train -----------------------------------------------------------------------------
+SHORT = ["model.timesteps=50", "callbacks.evaluator.sample_steps=10",
+         "callbacks.evaluator.metrics.likelihood.samples=8", "trainer.limit_test_batches=1.0"]
+
+
+def test_ddpm_trains_on_points_and_reports_its_bound_and_mode_coverage(make_cfg) -> None:
+    cfg = make_cfg("model=ddpm", "data=toy2d", *TINY["toy2d"], *FAST, *SHORT, "model.net.hidden=[32,32]")
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["units"]["test/neg_elbo"] == "nats" and "test/bpd" not in metrics
+    assert math.isfinite(metrics["test/neg_elbo"]) and math.isfinite(metrics["test/mmd2"])
+    assert 0 <= metrics["test/modes_covered"] <= 8 and metrics["test/sample_steps"] == 10
+    assert (out / "images" / "samples.png").is_file()
+
+
+def test_ddpm_and_cddpm_train_on_digits_and_report_bits_per_dim(make_cfg) -> None:
+    for model in ("ddpm", "cddpm"):
+        cfg = make_cfg(f"model={model}", "data=digits", *TINY["digits"], *FAST, *SHORT, "model.net.channels=[8,16]",
+                       "callbacks.evaluator.metrics.sample_classes.per_class=4")
+        metrics = train(cfg)
+        out = Path(cfg.paths.output_dir)
+        written = json.loads((out / "metrics.json").read_text())
+        assert written["units"]["test/bpd"] == "bits/dim"
+        assert 0 < metrics["test/bpd"] < 64  # a bound on 8-bit data: far below 8 bits/dim unless broken
+        for name in ("fid", "kid", "precision", "recall"):
+            assert math.isfinite(metrics[f"test/{name}"]), name
+        assert (out / "images" / "samples.png").is_file() and (out / "images" / "trajectory.png").is_file()
+        assert (out / "images" / "guidance_sweep.png").is_file() == (model == "cddpm")
+        if model == "cddpm":
+            assert 0 <= metrics["test/sample_class_acc"] <= 1
+
+
+def test_latent_ddpm_diffuses_the_codes_of_a_finished_autoencoder_run(make_cfg, tmp_path: Path) -> None:
+    ae_cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST, "model.latent_dim=4",
+                      "model.net.hidden=[32]")
+    OmegaConf.update(ae_cfg, "paths.output_dir", str(tmp_path / "ae"))
+    train(ae_cfg)
+    ae_dir = tmp_path / "ae"
+    cfg = make_cfg("model=latent_ddpm", f"model.autoencoder={ae_dir}", "data=digits", *TINY["digits"], *FAST, *SHORT,
+                   "model.net.hidden=[32,32]")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["test/fid"]) and "test/bpd" not in metrics  # codes: no bound on images
+    out = Path(cfg.paths.output_dir)
+    assert (out / "images" / "samples.png").is_file()
+    # the codes were standardised with the training codes' statistics, and the autoencoder stayed frozen
+    model = load_model(None, out / json.loads((out / "metrics.json").read_text())["best_checkpoint"])
+    assert isinstance(model, LatentDDPM) and bool(model.code_stats_ready)
+    ae = load_autoencoder(ae_dir)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    codes = ae.encode(dm.tensors("train").x).detach()
+    torch.testing.assert_close(model.code_mean, codes.mean(0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.code_std, codes.std(0), atol=1e-5, rtol=1e-4)
+    for name, weight in ae.state_dict().items():
+        torch.testing.assert_close(model.autoencoder.state_dict()[name], weight)
+    x = model.eval().sample(3, steps=4)
+    assert x.shape == (3, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
+
+
+def test_latent_ddpm_refuses_a_folder_that_is_not_a_finished_autoencoder_run(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="is not a folder"):
+        load_autoencoder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no finished run's checkpoint"):
+        load_autoencoder(tmp_path / "empty")
+    with pytest.raises(UserError, match="cannot both encode and decode"):
+        check_autoencoder(tiny(), "runs/ddpm")
+    with pytest.raises(UserError, match="is not a folder"):
+        LatentDDPM(autoencoder=str(tmp_path / "nope"), data_info=IMG,
+                   net=functools.partial(denoiser), optimizer=None)
+
+
+# ---- configs -------------------------------------------------------------------------------------------------
+def test_conditional_and_latent_configs_keep_the_ddpm_settings(make_cfg) -> None:
+    base = OmegaConf.to_container(make_cfg("model=ddpm").model)
+    for name, extra in (("cddpm", []), ("latent_ddpm", ["model.autoencoder=x"])):
+        cfg = OmegaConf.to_container(make_cfg(f"model={name}", *extra).model)
+        differ = {k for k in base if k not in ("_target_", "net") and cfg[k] != base[k]}
+        assert not differ, (name, differ)
+        assert cfg["net"]["emb_dim"] == base["net"]["emb_dim"]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.timesteps=0", "model.timesteps"), ("model.schedule=nope", "model.schedule"),
+    ("model.net.kind=nope", "model.net.kind"), ("model.ddim_eta=-1", "model.ddim_eta"),
+    ("model.beta_start=0.5", "model.beta_start"),
+])
+def test_bad_settings_are_clear_errors(make_cfg, override: str, key: str) -> None:
+    cfg = make_cfg("model=ddpm", "data=digits", override)
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        validate(cfg)
+        build(cfg.model, data_info=instantiate(cfg.data).info)
