@@ -216,6 +216,27 @@ class CanZeroShot(Protocol):
 
 
 @runtime_checkable
+class CanEmbedText(Protocol):
+    """Text encoders whose embeddings condition other models (CLIP for the caption-to-image diffusion)."""
+
+    def embed_texts(self, texts: Sequence[str]) -> Tensor:
+        """Free texts -> (n, D) unit vectors; words the encoder never saw count as unknown."""
+        ...
+
+    def training_captions(self) -> tuple[Tensor, Tensor]:
+        """Every training caption, embedded: (N, D) unit vectors and their classes (N,)."""
+        ...
+
+    def held_out_captions(self) -> tuple[Tensor, Tensor]:
+        """As CanZeroShot's: the captions of the templates training never saw, (M, D) and (M,)."""
+        ...
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` the encoder has no embedding for (they read as <unk>)."""
+        ...
+
+
+@runtime_checkable
 class CanPlotState(Protocol):
     """Models that draw their own training state (the toy GAN) every ``state_every`` training batches."""
 

@@ -41,6 +41,8 @@ def route_framework_logs() -> None:
     # torch.compile (model.compile=true) on a machine without CUDA says so at every start
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # frozen parts (latent_ddpm's autoencoder, caption_ddpm's CLIP) stay in eval mode by design
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     lightning = logging.getLogger("pytorch_lightning")
     if not lightning.propagate:  # Lightning imported before Hydra set up logging keeps to its own handler
         for handler in logging.getLogger().handlers:  # Hydra's job logging: console and <run>/<task>.log

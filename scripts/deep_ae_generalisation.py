@@ -48,6 +48,10 @@ VARIANTS = {  # each on top of FROM_SCRATCH with model=ae unless it names a mode
     "pretrain_15": ["model=stacked_ae", "model.pretrain_epochs=15"],
     "pretrain_10_long": ["model=stacked_ae", "model.pretrain_epochs=10", "trainer.max_epochs=90"],
     "pretrain_10_dropout": ["model=stacked_ae", "model.pretrain_epochs=10", "model.net.dropout=0.1"],
+    # experiment=mnist_dbn_ae's network: a stack of RBMs (Hinton & Salakhutdinov 2006), sigmoid units
+    "rbm_pretrain": ["model=stacked_ae", "model.pretrain=rbm", "model.net.activation=sigmoid",
+                     "model.code_activation=none", "model.rbm_epochs=5", "model.rbm_lr=0.1",
+                     "model.rbm_code_lr=1e-3", "model.rbm_cd_k=1"],
 }
 # the preset before this study: the same network and data settings, trained from scratch for 60 epochs
 FROM_SCRATCH = ["data=mnist", "data.batch_size=128", "data.val_fraction=0.05", "model.latent_dim=30",

@@ -7,6 +7,8 @@
     python scripts/rbm_vs_sklearn.py --threads 1                      # both libraries on one thread
     python scripts/rbm_vs_sklearn.py --autograd                       # genlab's update by autograd of its surrogate
     python scripts/rbm_vs_sklearn.py --no-train-recon                 # genlab without train/recon (monitoring)
+    python scripts/rbm_vs_sklearn.py --updates-per-batch 1            # one Lightning step per update
+    python scripts/rbm_vs_sklearn.py --visible-chains                 # genlab's default PCD chain state
 
 Both train a Bernoulli–Bernoulli RBM with the same hidden size, learning rate, batch size and number of
 epochs, in this one process, on the same binary data: the images (mnist10k's 8000 training and 2000 test
@@ -18,9 +20,13 @@ per update and as many persistent chains as the batch size (sklearn keeps batch-
 plain SGD without momentum or weight decay, the learning rate applied to the batch's *mean* gradient
 (sklearn's update is lr / batch_size times the summed statistics). genlab therefore runs
 ``model=rbm model.persistent=true model.cd_k=1 model.n_chains=<batch size> model.weight_decay=0
-model.optimizer.momentum=0 model.optimizer.lr=<lr>``. Differences left: sklearn visits the batches in
-the same order every epoch and starts its chains from all-zero hidden states; genlab shuffles the batches
-and starts its chains from the first batch's images.
+model.optimizer.momentum=0 model.optimizer.lr=<lr> model.chain_state=hidden``: the chains keep hidden
+states, sampled from the last update's p(h | v_model), as sklearn's do. genlab's loader hands over
+``--updates-per-batch`` minibatches at once (``model.updates_per_batch``, default 10 here) and the model
+updates on each in turn: the same sequence of minibatch updates, with Lightning's per-step cost spread
+over 10 of them. Differences left: sklearn visits the batches in the same order every epoch and starts
+its chains from all-zero hidden states; genlab shuffles the images every epoch and starts its chains from
+the first batch's images.
 
 genlab trains through its own config (hydra compose of conf/train.yaml), model (genlab.run.build),
 datamodule (a TensorDataModule holding these tensors) and Lightning Trainer, without validation,
@@ -90,6 +96,8 @@ def genlab_config(args: argparse.Namespace) -> Any:
         f"model.n_chains={args.batch_size}", "model.weight_decay=0", "model.optimizer.momentum=0",
         f"model.optimizer.lr={args.lr}", f"model.ais_runs={args.ais_runs}", f"model.ais_betas={args.ais_betas}",
         f"model.direct_gradients={not args.autograd}", f"model.train_recon={not args.no_train_recon}",
+        f"model.chain_state={'visible' if args.visible_chains else 'hidden'}",
+        f"model.updates_per_batch={args.updates_per_batch}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=overrides)
@@ -119,7 +127,8 @@ def genlab_train(cfg: Any, train: Tensor, test: Tensor, args: argparse.Namespace
             self.seconds += time.perf_counter() - self.start
 
     pl.seed_everything(args.seed, verbose=False)
-    dm = InMemory(batch_size=args.batch_size, binarize=False, seed=args.seed)
+    # the loader hands over updates_per_batch minibatches at a time; the model updates on each in turn
+    dm = InMemory(batch_size=args.batch_size * args.updates_per_batch, binarize=False, seed=args.seed)
     dm.setup("fit")
     model = build(cfg.model, data_info=dm.info)
     timer = Timer()
@@ -198,9 +207,17 @@ def main() -> None:
                    help="genlab's update by autograd of the free-energy surrogate instead of the closed-form gradient")
     p.add_argument("--no-train-recon", action="store_true",
                    help="genlab without its train/recon term (a monitoring product sklearn does not compute)")
+    p.add_argument("--updates-per-batch", type=int, default=10,
+                   help="genlab's SGD updates per loader batch (model.updates_per_batch), each on a minibatch of "
+                        "--batch-size; 1 with --autograd")
+    p.add_argument("--visible-chains", action="store_true",
+                   help="genlab's PCD keeps the chains' visible states (model.chain_state=visible) instead of "
+                        "sklearn's hidden states: one product more per update")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of torch and of numpy's BLAS alike (default: each library's own)")
     args = p.parse_args()
+    if args.autograd:  # several updates per batch need genlab's own update loop
+        args.updates_per_batch = 1
     if args.threads is not None:  # the same for both: torch's intra-op pool and the BLAS sklearn calls
         from threadpoolctl import threadpool_limits
 
@@ -211,7 +228,8 @@ def main() -> None:
     n = len(train)
     print(f"data {name}: {n} train / {len(test)} test binary images {tuple(train.shape[1:])}; "
           f"RBM {train[0].numel()}-{args.hidden}, PCD-1, {args.batch_size} chains, SGD lr {args.lr} (no momentum), "
-          f"batch {args.batch_size}, {args.epochs} epochs; AIS {args.ais_runs} runs x {args.ais_betas} temperatures; "
+          f"batch {args.batch_size} (genlab: {args.updates_per_batch} per loader batch), {args.epochs} epochs; "
+          f"AIS {args.ais_runs} runs x {args.ais_betas} temperatures; "
           f"torch threads {torch.get_num_threads()}, BLAS threads {blas_threads()}")
     cfg = genlab_config(args)
     sk, sk_s = sklearn_train(train, args)

@@ -312,9 +312,17 @@ SHORT = ["model.timesteps=50", "callbacks.evaluator.sample_steps=10",
 
 
 def test_ddpm_trains_on_points_and_reports_its_bound_and_mode_coverage(make_cfg) -> None:
-    cfg = make_cfg("model=ddpm", "data=toy2d", *TINY["toy2d"], *FAST, *SHORT, "model.net.hidden=[32,32]")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_cfg("model=ddpm", "data=toy2d", *TINY["toy2d"], *FAST, *SHORT, "model.net.hidden=[32,32]",
+                   "logger=tensorboard")
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
+    # the particles' way from noise: a TensorBoard image sequence (one step per frame) and a row of panels
+    (folder,) = {p.parent for p in out.rglob("events.out.tfevents.*")}
+    events = EventAccumulator(str(folder), size_guidance={"images": 0}).Reload()
+    assert [e.step for e in events.Images("test/trajectory")] == list(range(8))
+    assert (out / "images" / "trajectory.png").is_file()
     written = json.loads((out / "metrics.json").read_text())
     assert written["units"]["test/neg_elbo"] == "nats" and "test/bpd" not in metrics
     assert math.isfinite(metrics["test/neg_elbo"]) and math.isfinite(metrics["test/mmd2"])
@@ -382,7 +390,7 @@ def test_latent_ddpm_refuses_a_folder_that_is_not_a_finished_autoencoder_run(tmp
 # ---- configs -------------------------------------------------------------------------------------------------
 def test_conditional_and_latent_configs_keep_the_ddpm_settings(make_cfg) -> None:
     base = OmegaConf.to_container(make_cfg("model=ddpm").model)
-    for name, extra in (("cddpm", []), ("latent_ddpm", ["model.autoencoder=x"])):
+    for name, extra in (("cddpm", []), ("latent_ddpm", ["model.autoencoder=x"]), ("caption_ddpm", ["model.clip=x"])):
         cfg = OmegaConf.to_container(make_cfg(f"model={name}", *extra).model)
         differ = {k for k in base if k not in ("_target_", "net") and cfg[k] != base[k]}
         assert not differ, (name, differ)
@@ -399,3 +407,96 @@ def test_bad_settings_are_clear_errors(make_cfg, override: str, key: str) -> Non
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         validate(cfg)
         build(cfg.model, data_info=instantiate(cfg.data).info)
+
+
+# ---- caption to image (the small DALLE-2) ---------------------------------------------------------------------
+def test_vector_conditioning_reads_the_zero_vector_as_no_condition() -> None:
+    torch.manual_seed(0)
+    net = denoiser(in_shape=(1, 8, 8), cond_dim=5, channels=[4, 8], emb_dim=8, groups=2)
+    with torch.no_grad():  # the zero-initialised output layers would hide the condition
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([1, 5, 9])
+    torch.testing.assert_close(net(x, t, None), net(x, t, torch.zeros(3, 5)))
+    assert not torch.allclose(net(x, t, torch.randn(3, 5)), net(x, t, None))
+    with pytest.raises(ValueError, match=r"expected \(B, 5\)"):
+        net(x, t, torch.randn(3, 4))
+    with pytest.raises(ValueError, match="not both"):
+        denoiser(in_shape=(2,), num_classes=3, cond_dim=5)
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short CLIP run on the digits, trained once for the caption tests."""
+    from conftest import CACHE, CONF
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    folder = tmp_path_factory.mktemp("clip")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["model=clip", "data=digits", *TINY["digits"], *FAST,
+                                          "model.net.hidden=[32]", "model.proj_dim=16"])
+    with open_dict(cfg):
+        cfg.paths.output_dir, cfg.paths.log_dir, cfg.paths.cache_dir = str(folder), str(folder / "logs"), str(CACHE)
+    train(cfg)
+    return folder
+
+
+def test_caption_ddpm_learns_from_clip_captions_and_samples_from_free_text(make_cfg, clip_run: Path,
+                                                                         tmp_path: Path, capsys) -> None:
+    from genlab.models.caption_diffusion import CaptionDDPM
+    from genlab.sample import main as sample_main
+
+    cfg = make_cfg("model=caption_ddpm", f"model.clip={clip_run}", "data=digits", *TINY["digits"], *FAST, *SHORT,
+                   "model.net.channels=[8,16]", "callbacks.evaluator.metrics.sample_classes.per_class=4")
+    metrics = train(cfg)
+    assert 0 <= metrics["test/sample_class_acc"] <= 1 and math.isfinite(metrics["test/fid"])
+    assert 0 < metrics["test/bpd"] < 64
+    out = Path(cfg.paths.output_dir)
+    assert (out / "images" / "guidance_sweep.png").is_file()
+    model = load_model(None, out / json.loads((out / "metrics.json").read_text())["best_checkpoint"]).eval()
+    assert isinstance(model, CaptionDDPM)
+    # the conditions are the frozen CLIP run's embeddings of captions of the label's own class
+    clip = load_model(None, clip_run / json.loads((clip_run / "metrics.json").read_text())["best_checkpoint"]).eval()
+    vectors, classes = clip.training_captions()
+    y = torch.arange(10).repeat(5)
+    picked = model.captions(y, "train")  # (50, D), each must be a row of its class
+    match = (picked[:, None, :] - vectors[None]).abs().amax(2) < 1e-5  # (50, N)
+    assert bool(match.any(1).all()) and bool((match & (classes[None] == y[:, None])).any(1).all())
+    held = model.condition(50, y)
+    test_vectors, test_classes = clip.held_out_captions()
+    hit = (held[:, None, :] - test_vectors[None]).abs().amax(2) < 1e-5
+    assert bool((hit & (test_classes[None] == y[:, None])).any(1).all())
+    dropped = model.train_labels(torch.zeros(400, dtype=torch.long))
+    share = float((dropped.abs().sum(1) == 0).float().mean())
+    assert abs(share - model.label_dropout) < 0.06, share
+    # free text: genlab-sample --prompt, one row per caption; an all-unknown prompt is refused
+    x = model.sample_texts(["a picture of a 7", "a 3"], 2, steps=3)  # the digits' class names are 0..9
+    assert x.shape == (4, 1, 8, 8) and 0 <= float(x.min()) and float(x.max()) <= 1
+    grid = tmp_path / "prompt.png"
+    (out / ".hydra").mkdir()
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # what genlab-train's Hydra app writes
+    sample_main([str(out), "--prompt", "a picture of a 7", "--prompt", "a zebra 3", "-n", "2",
+                 "--steps", "3", "--out", str(grid)])
+    assert grid.is_file() and "unknown words ['zebra']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main([str(out), "--prompt", "zebra giraffe", "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code != 0 and "none of its words" in capsys.readouterr().err
+
+
+def test_caption_ddpm_refuses_a_run_without_a_text_encoder_or_of_other_data(make_cfg, clip_run: Path,
+                                                                          tmp_path: Path) -> None:
+    from genlab.errors import IncompatibleError
+    from genlab.models.caption_diffusion import CaptionDDPM
+
+    net = functools.partial(denoiser, channels=[4, 8], emb_dim=8, groups=2)
+    with pytest.raises(UserError, match="model.clip=.* is not a folder"):
+        CaptionDDPM(clip=str(tmp_path / "nope"), data_info=IMG, net=net)
+    with pytest.raises(IncompatibleError, match="captions name the classes"):
+        CaptionDDPM(clip=str(clip_run), data_info=IMG, net=net)  # 4x4 images of 3 classes
+    ae_cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST, "model.latent_dim=4", "model.net.hidden=[16]")
+    OmegaConf.update(ae_cfg, "paths.output_dir", str(tmp_path / "ae"))
+    train(ae_cfg)
+    digits = DataInfo("digits", (1, 8, 8), num_classes=10)
+    with pytest.raises(UserError, match="no text encoder"):
+        CaptionDDPM(clip=str(tmp_path / "ae"), data_info=digits, net=net)

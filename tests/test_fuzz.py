@@ -50,7 +50,8 @@ class Case:
 
 # ---- the cases ------------------------------------------------------------------------------------
 def schema_cases() -> list[Case]:
-    """For every schema field with a range or choices: values just outside them, and one of the wrong type."""
+    """For every schema field with a range or choices: values just outside them; and for every schema, a value
+    of the wrong type for one field of each type it has."""
     from genlab.config import adversarial, autoencoders, callbacks, contrastive, core, data, diffusion, rbm, vae
 
     where = [  # (schema, its key in the config, overrides that select it)
@@ -112,9 +113,12 @@ def schema_cases() -> list[Case]:
                 if ident not in seen:
                     seen.add(ident)
                     cases.append(Case(f"range:{key}={text}:{'+'.join(select)}", (*select, f"{key}={text}"), (key,)))
+            # a wrong type is refused by the schema's type, the same check for every field of one type:
+            # one case per schema and field type (the range cases above cover every field)
             wrong = "[1]" if "str" in kind and not is_list else "abc"
-            if (key, tuple(select), wrong) not in seen:
+            if (key, tuple(select), wrong) not in seen and (schema, kind) not in seen:
                 seen.add((key, tuple(select), wrong))
+                seen.add((schema, kind))
                 cases.append(Case(f"type:{key}={wrong}:{'+'.join(select)}", (*select, f"{key}={wrong}"), (key,)))
     return cases
 

@@ -22,6 +22,7 @@ from genlab.capabilities import (
     CanShowFilters,
 )
 from genlab.data.base import DataInfo
+from genlab.errors import UserError
 from genlab.models.rbm import RBM
 
 
@@ -74,7 +75,7 @@ def test_cd_surrogate_gradient_is_the_positive_minus_the_negative_phase() -> Non
     torch.manual_seed(1)
     v_data = torch.rand(7, 5, dtype=torch.float64)
     v_model = torch.bernoulli(torch.full((9, 5), 0.5, dtype=torch.float64))  # fixed negative samples
-    model.negative_samples = lambda v, stage: v_model  # the chain's output, held fixed
+    model.negative_samples = lambda v, stage: (v_model, None)  # the chain's output, held fixed
     terms = model.loss_terms({"x": v_data.view(7, 1, 1, 5)}, "train")
     model.zero_grad()
     terms["loss"].backward()
@@ -92,7 +93,7 @@ def test_cd_surrogate_gradient_is_the_positive_minus_the_negative_phase() -> Non
 def test_weight_decay_and_sparsity_add_their_gradients() -> None:
     model = tiny_rbm(5, 3, weight_decay=0.1, sparsity_target=0.1, sparsity_cost=0.5)
     v_data = torch.rand(4, 5, dtype=torch.float64)
-    model.negative_samples = lambda v, stage: v  # negative phase = positive phase: only the penalties remain
+    model.negative_samples = lambda v, stage: (v, None)  # negative phase = positive phase: only the penalties remain
     terms = model.loss_terms({"x": v_data.view(4, 1, 1, 5)}, "train")
     model.zero_grad()
     terms["loss"].backward()
@@ -184,6 +185,8 @@ PATH_CASES = [
     {"weight_decay": 0.1, "sparsity_target": 0.1, "sparsity_cost": 0.5},
     {"persistent": True, "n_chains": 9, "cd_k": 2},
     {"train_recon": False},
+    {"persistent": True, "n_chains": 9, "chain_state": "hidden"},
+    {"persistent": True, "n_chains": 4, "cd_k": 2, "chain_state": "hidden"},
 ]
 
 
@@ -211,6 +214,7 @@ def test_direct_gradients_equal_the_surrogates_autograd(kwargs: dict) -> None:
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], msg=name)
     torch.testing.assert_close(model.chains, chains)
+    assert model.hidden_chains.numel() == (kwargs["n_chains"] * 3 if kwargs.get("chain_state") == "hidden" else 0)
     assert ("recon" in terms) == model.train_recon and "recon" in model.loss_terms({"x": x}, "val")
 
 
@@ -221,7 +225,7 @@ def test_linear_hidden_rbm_takes_its_own_free_energy_in_the_positive_phase() -> 
     model = LinearHiddenRBM(data_info=DataInfo(name="tiny", shape=(1, 1, 5)), n_hidden=3, init_std=0.3).double()
     v_data = torch.rand(4, 5, dtype=torch.float64).round()
     v_model = torch.rand(6, 5, dtype=torch.float64).round()
-    model.negative_samples = lambda v, stage: v_model
+    model.negative_samples = lambda v, stage: (v_model, None)
     terms = model.loss_terms({"x": v_data.view(4, 1, 1, 5)}, "train")
     model.zero_grad()
     terms["loss"].backward()
@@ -256,7 +260,27 @@ def test_the_training_path_follows_the_trainers_options() -> None:
     assert tiny_rbm(5, 3, direct_gradients=False).train_path(trainer_options()) == "autograd"
 
 
-def fit_tiny(path_options: dict, trainer_kw: dict, ckpt_path: str | None = None,
+def test_hidden_chain_states_follow_sklearns_persistent_sweep() -> None:
+    """PCD keeping hidden states (Tieleman 2008; scikit-learn's BernoulliRBM): each update samples the chains'
+    visible units from the kept h, then keeps h' ~ p(h | v) for the next update; written out by hand."""
+    model = tiny_rbm(5, 3, persistent=True, n_chains=4, chain_state="hidden")
+    x = torch.rand(4, 1, 1, 5, dtype=torch.float64).round()
+    model.negative_samples(model.flat(x), "train")  # starts the chains
+    W, a, b = model.W.detach(), model.visible_bias.detach(), model.hidden_bias.detach()
+    h = model.hidden_chains.clone()
+    torch.manual_seed(5)
+    v_model, s_model = model.negative_samples(model.flat(x), "train")
+    torch.manual_seed(5)
+    p_v = torch.sigmoid(a + h @ W.T)
+    v_hand = (torch.rand_like(p_v) < p_v).double()
+    q = torch.sigmoid(b + v_hand @ W)
+    h_hand = (torch.rand_like(q) < q).double()
+    torch.testing.assert_close(v_model, v_hand)
+    torch.testing.assert_close(s_model, b + v_hand @ W)
+    torch.testing.assert_close(model.hidden_chains, h_hand)
+
+
+def fit_tiny(path_options: dict, trainer_kw: dict, ckpt_path: str | None = None, batch_size: int = 10,
              **model_kw: object) -> tuple[RBM, str, int]:
     """A few epochs of a 16-8 RBM on 60 binary vectors through a Lightning Trainer (from ``ckpt_path`` when
     given): (model, path, global step)."""
@@ -276,7 +300,7 @@ def fit_tiny(path_options: dict, trainer_kw: dict, ckpt_path: str | None = None,
             return Splits(train=Split(data[:60]), val=Split(data[60:]), test=Split(data[60:]))
 
     pl.seed_everything(0, verbose=False)
-    dm = Tiny(batch_size=10, binarize=False, seed=0)
+    dm = Tiny(batch_size=batch_size, binarize=False, seed=0)
     dm.setup("fit")
     model = RBM(data_info=dm.info, n_hidden=8, init_std=0.1, **path_options, **model_kw,
                 optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.5))
@@ -302,6 +326,21 @@ def test_closed_form_training_follows_the_autograd_trajectory(trainer_kw: dict) 
     assert {k for k in logged if k.startswith("train/")} == {k for k in slow_logged if k.startswith("train/")}
     for k in ("train/loss", "train/cd", "train/recon", "train/free_energy", "train/weight_decay"):
         torch.testing.assert_close(logged[k], slow_logged[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_several_updates_per_batch_are_the_run_of_the_smaller_batches() -> None:
+    """A loader batch of 20 cut into 2 updates follows the run with batches of 10 (the same permutation each
+    epoch), update for update: the same weights, chains, optimiser steps and epoch means."""
+    model_kw = {"persistent": True, "n_chains": 10, "chain_state": "hidden"}
+    small, _, steps = fit_tiny({}, {}, **model_kw)
+    split, path, split_steps = fit_tiny({}, {}, batch_size=20, updates_per_batch=2, **model_kw)
+    assert path == "manual" and steps == split_steps == 18 and split.trained_batches == 9
+    for (name, a), b in zip(small.state_dict().items(), split.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    for k in ("train/loss", "train/recon", "train/free_energy"):
+        torch.testing.assert_close(small.trainer.callback_metrics[k], split.trainer.callback_metrics[k], msg=k)
+    with pytest.raises(UserError, match="updates_per_batch=2 needs genlab's own update loop"):
+        fit_tiny({}, {"gradient_clip_val": 0.05}, batch_size=20, updates_per_batch=2)
 
 
 def test_a_manual_run_resumed_from_a_checkpoint_ends_where_the_uninterrupted_one_does(tmp_path: Path) -> None:

@@ -73,6 +73,22 @@ def skip_if_it_needs_a_run(model_cfg: DictConfig) -> None:
         pytest.skip(f"{missing[0]} must be given (its family's tests do)")
 
 
+def cheap_evaluation(cfg: DictConfig) -> None:
+    """A smoke run's evaluation at a small budget where the config has the keys: 5 sampler steps, 8 draws of
+    a likelihood bound, 5 conditional samples a class (a diffusion model's default budget is what dominates
+    these runs, not what they check)."""
+    evaluator = cfg.get("callbacks", {}).get("evaluator")
+    if evaluator is None:
+        return
+    with open_dict(cfg):
+        evaluator.sample_steps = 5
+        metrics = evaluator.get("metrics") or {}
+        if "likelihood" in metrics:
+            metrics.likelihood.samples = 8
+        if "sample_classes" in metrics:
+            metrics.sample_classes.per_class = 5
+
+
 def smoke_data(model: str, make_cfg) -> str:
     """The first built-in dataset the model serves on: digits, else 2-D points, else two domains."""
     needs = declared_needs(make_cfg(f"model={model}").model)
@@ -89,6 +105,7 @@ def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> No
     # translation accuracy needs two classifiers trained: test_cyclegan.py covers it; cycles here
     extra = ["callbacks.evaluator.classifier_cache=null"] if data == "digits_inverted" else []
     cfg = make_cfg(f"model={model}", f"data={data}", *SMOKE_TINY[data], *FAST, *extra)
+    cheap_evaluation(cfg)
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     written = json.loads((out / "metrics.json").read_text())
@@ -114,12 +131,14 @@ def test_every_experiment_preset_composes_and_smoke_trains(make_cfg, fake_mnist,
     """Every conf/experiment/*.yaml, as a user would run it with debug=fast; presets made for MNIST
     read tiny MNIST files written by the test."""
     cfg = make_cfg(f"experiment={experiment}", "debug=fast", "trainer.enable_progress_bar=false")
+    skip_if_it_needs_a_run(cfg.model)  # mnist_caption_to_image: a CLIP run (test_diffusion.py trains one)
     assert cfg.trainer.max_epochs == 1 and cfg.trainer.limit_train_batches == 2  # debug=fast wins over the preset
     with open_dict(cfg):
         cfg.data.root = str(fake_mnist)
         cfg.data.max_train = 64
         if "n_samples" in cfg.data:
             cfg.data.n_samples = min(cfg.data.n_samples, 400)
+    cheap_evaluation(cfg)
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     assert math.isfinite(metrics["test/loss"]) and (out / "metrics.json").is_file()

@@ -47,6 +47,7 @@ from genlab.models.base import GenerativeModel
 
 GRID_COLUMNS = 8
 GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0)  # the rows of guidance_sweep.png
+TRAJECTORY_FRAMES = 8  # frames of a 2-D sampler's particles (TensorBoard steps, trajectory.png panels)
 
 
 def _xy(x: Tensor) -> Tensor:
@@ -150,8 +151,11 @@ class ImageLogger(pl.Callback):
                 self.emit(trainer, "test/code_traversals", "code_traversals.png", make)
             if isinstance(pl_module, CanRunChains) and dm.info.is_image:  # a chain's way from the data
                 self.chain_picture(trainer, pl_module, dm)
-            if isinstance(pl_module, CanShowTrajectory) and dm.info.is_image:  # a sampler's way from noise
-                self.trajectory_picture(trainer, pl_module, dm.info)
+            if isinstance(pl_module, CanShowTrajectory):  # a sampler's way from noise
+                if dm.info.is_image:
+                    self.trajectory_picture(trainer, pl_module, dm.info)
+                elif dm.info.dim == 2:
+                    self.particles_picture(trainer, pl_module, dm)
             if isinstance(pl_module, CanSweepGuidance) and dm.info.is_image and dm.info.num_classes:
                 self.guidance_picture(trainer, pl_module, dm.info)
             if isinstance(pl_module, CanShowFilters) and dm.info.is_image:  # each unit's weights as an image
@@ -185,6 +189,47 @@ class ImageLogger(pl.Callback):
         title = "sampling trajectories: each row one sample's way from pure noise (left) to the sample (right)"
         make = lambda: labelled_grid(images, frames.shape[0], (), title, columns, info=info)  # noqa: E731
         self.emit(trainer, "test/trajectory", "trajectory.png", make)
+
+    def particles_picture(self, trainer: pl.Trainer, model: CanShowTrajectory, dm: TensorDataModule) -> None:
+        """2-D points moving from noise to samples: n_points particles at TRAJECTORY_FRAMES points of the
+        sampler's loop, over the test data in grey, on fixed axes. TensorBoard gets them as an image sequence
+        (``test/trajectory`` at steps 0..frames−1: its slider plays the motion), the PNG as a row of panels."""
+        with seeded(getattr(model, "device", torch.device("cpu")), self.seed):
+            frames = model.trajectory(self.n_points, TRAJECTORY_FRAMES).float().cpu()  # (frames, n, 2)
+        data = dm.splits["test"].pick(self.n_points, self.seed).x.float().flatten(1).cpu()
+        both = torch.cat([frames[-1], data])
+        centre = both.mean(0)
+        half = float((both - centre).abs().amax()) * 1.15 + 1e-6  # the data and the samples in view; noise may leave
+        last = len(frames) - 1
+
+        def panel(ax: Axes, k: int) -> None:
+            ax.scatter(data[:, 0], data[:, 1], s=2, c="0.75")
+            ax.scatter(frames[k, :, 0], frames[k, :, 1], s=1, c="C0", alpha=0.5)
+            ax.set_xlim(float(centre[0]) - half, float(centre[0]) + half)
+            ax.set_ylim(float(centre[1]) - half, float(centre[1]) + half)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title("noise" if k == 0 else "sample" if k == last else f"frame {k}", fontsize=8)
+
+        def one(k: int) -> Figure:
+            fig, ax = _figure()
+            panel(ax, k)
+            fig.tight_layout()
+            return fig
+
+        def row() -> Figure:
+            fig = Figure(figsize=(1.6 * len(frames), 2.0), dpi=100)
+            FigureCanvasAgg(fig)
+            for k in range(len(frames)):
+                panel(fig.add_subplot(1, len(frames), k + 1), k)
+            fig.suptitle("particles from pure noise (left) to samples (right); test data in grey", fontsize=9)
+            fig.tight_layout()
+            return fig
+
+        for k in range(len(frames)):  # TensorBoard's step slider over the frames
+            self.emit(trainer, "test/trajectory", None, lambda k=k: one(k), step=k)
+        self.emit(trainer, "test/trajectory_panels", "trajectory.png", row)
 
     def guidance_picture(self, trainer: pl.Trainer, model: CanSweepGuidance, info: DataInfo) -> None:
         """One sample of each class (columns, at most 10) at each of GUIDANCE_SCALES (rows), all rows from the same

@@ -55,7 +55,13 @@ class LatentDDPMConfig(DDPMConfig):
     autoencoder: str = MISSING  # a finished autoencoder or VAE run folder, frozen
 
 
+@dataclass
+class CaptionDDPMConfig(ConditionalDDPMConfig):
+    clip: str = MISSING  # a finished CLIP run folder on the same data, frozen: its text embedding conditions
+
+
 SCHEMAS = {
-    "model": {"ddpm": DDPMConfig, "cddpm": ConditionalDDPMConfig, "latent_ddpm": LatentDDPMConfig},
+    "model": {"ddpm": DDPMConfig, "cddpm": ConditionalDDPMConfig, "latent_ddpm": LatentDDPMConfig,
+              "caption_ddpm": CaptionDDPMConfig},
     "net": {"denoiser": DenoiserNetConfig},
 }

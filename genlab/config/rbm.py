@@ -29,6 +29,13 @@ class RBMConfig(ModelConfig):
     # train/recon, the reconstruction error of the training batches: one more product per step (about a
     # tenth of a step); val/recon and test/recon are reported regardless
     train_recon: bool = True
+    # PCD's chain state kept between updates: visible (the chains' images, resampled through h under the new
+    # weights) or hidden (h sampled from the last update's p(h | v_model), as scikit-learn's BernoulliRBM and
+    # Tieleman 2008: one product fewer per update)
+    chain_state: str = opt("visible", choices=("visible", "hidden"))
+    # SGD updates per loader batch: the batch is cut into this many minibatches, one update each, in order
+    # (data.batch_size = updates x the minibatch); spreads the per-batch cost of the training loop
+    updates_per_batch: int = opt(1, ge=1)
 
 
 SCHEMAS = {"model": {"rbm": RBMConfig}}

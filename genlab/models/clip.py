@@ -86,7 +86,13 @@ class CLIP(ContrastiveModel):
         """Free texts ("a handwritten seven") -> (n, proj_dim) unit vectors; unknown words are <unk>."""
         return self.embed_tokens(self.vocab.encode(list(texts), self.length).to(self.device))
 
+    def unknown_words(self, text: str) -> list[str]:
+        return [w for w in words(text) if w not in self.vocab.ids]
+
     # ---- capabilities ----------------------------------------------------------------------
+    def training_captions(self) -> tuple[Tensor, Tensor]:
+        return self.embed_tokens(self.train_tokens), self.train_captions.classes.to(self.device)
+
     def caption_embeddings(self, y: Tensor) -> Tensor:
         return self.embed_tokens(self.caption_tokens(self.pick_captions(y, "test"), "test"))
 

@@ -115,8 +115,13 @@ class DDPM(GenerativeModel):
         # the schedule follows from the config: kept out of checkpoints, in float64 (ᾱ_T is tiny)
         self.register_buffer("betas", torch.cat([torch.zeros(1, dtype=torch.float64), betas]), persistent=False)
         self.register_buffer("alpha_bar", alpha_bars(betas), persistent=False)
-        self.net = net(in_shape=self.space_shape(), num_classes=self.num_classes)
+        self.net = net(in_shape=self.space_shape(), **self.net_conditioning())
         self.ema = None if ema is None else ema_of(self.net, ema)
+
+    def net_conditioning(self) -> dict[str, int]:
+        """What the denoiser is conditioned on: a class embedding of num_classes (0: none) here; a
+        projection of condition vectors (``cond_dim``) in CaptionDDPM."""
+        return {"num_classes": self.num_classes}
 
     # ---- the space diffused: data (images at 2x − 1), or an autoencoder's codes (LatentDDPM) -----------
     @property
@@ -342,7 +347,7 @@ class DDPM(GenerativeModel):
             part = ts[start:start + step]  # (m, B)
             m = part.shape[0]
             xs = x0.repeat(m, *[1] * (x0.dim() - 1))  # row j·B + i is sample i
-            ys = None if labels is None else labels.repeat(m)
+            ys = None if labels is None else labels.repeat(m, *[1] * (labels.dim() - 1))  # classes or vectors
             terms = self.bound_terms(xs, part.reshape(-1), ys).view(m, b)
             total = total + (terms * sizes[start:start + m, None]).sum(0)
         return total
@@ -496,30 +501,35 @@ class LatentDDPM(DDPM):
         return []
 
 
-def load_autoencoder(run_dir: str | Path) -> GenerativeModel:
+def load_finished_run(run_dir: str | Path, key: str, what: str) -> GenerativeModel:
     """The tested model of a finished run folder (metrics.json's best_checkpoint, else checkpoints/last.ckpt),
-    rebuilt from the config its checkpoint carries; UserError when the folder, its checkpoint or its model's
-    encode/decode is missing."""
+    rebuilt from the config its checkpoint carries; UserError naming ``key`` (the setting that gave the
+    folder) and ``what`` (the kind of run wanted) when the folder or its checkpoint is missing."""
     import json
 
     from genlab.run import load_model
 
     folder = Path(str(run_dir)).expanduser()
     if not folder.is_dir():
-        raise UserError(f"model.autoencoder={run_dir} is not a folder: give the folder of a finished autoencoder or "
-                        "VAE run (genlab-train model=ae ... prints it as 'run directory').")
+        raise UserError(f"{key}={run_dir} is not a folder: give the folder of a finished {what} run "
+                        "(genlab-train prints it as 'run directory').")
     record = folder / "metrics.json"
     best = None
     if record.is_file():
         try:
             best = json.loads(record.read_text()).get("best_checkpoint")
         except (ValueError, AttributeError):
-            raise UserError(f"model.autoencoder={run_dir}: {record} is not a genlab metrics file.") from None
+            raise UserError(f"{key}={run_dir}: {record} is not a genlab metrics file.") from None
     checkpoint = folder / best if best else folder / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
-        raise UserError(f"model.autoencoder={run_dir} has no finished run's checkpoint ({checkpoint} is missing): "
-                        "give the folder of an autoencoder or VAE run that has finished.")
-    model = load_model(None, checkpoint)
+        raise UserError(f"{key}={run_dir} has no finished run's checkpoint ({checkpoint} is missing): "
+                        f"give the folder of a {what} run that has finished.")
+    return load_model(None, checkpoint)
+
+
+def load_autoencoder(run_dir: str | Path) -> GenerativeModel:
+    """The frozen autoencoder of LatentDDPM: a finished run's model that encodes and decodes."""
+    model = load_finished_run(run_dir, "model.autoencoder", "autoencoder or VAE")
     check_autoencoder(model, str(run_dir))
     return model
 

@@ -53,7 +53,11 @@ class RBM(GenerativeModel):
     training writes the CD gradient in closed form (``cd_gradients``) instead of back-propagating the
     surrogate, where the Trainer allows it (``train_path``); the same update in less time. ``train_recon``:
     the training terms include the reconstruction error (train/recon), one more (B, H) x (H, D) product per
-    step, about a tenth of it; validation and test report it regardless.
+    step, about a tenth of it; validation and test report it regardless. ``chain_state``: what PCD keeps
+    between updates, the chains' visible states (resampled through h under the updated weights) or their
+    hidden states, sampled from the previous update's p(h | v_model) as Tieleman (2008) and scikit-learn do
+    (one product fewer). ``updates_per_batch``: the loader's batch is cut into that many minibatches, one
+    SGD update each, in order, where genlab writes the gradient itself (``train_path`` "manual").
     """
 
     needs: ClassVar[Needs] = Needs(image=True)  # bounded images (C, H, W), flattened here
@@ -64,13 +68,18 @@ class RBM(GenerativeModel):
         persistent: bool = False, n_chains: int = 100, weight_decay: float = 0.0, sparsity_target: float | None = None,
         sparsity_cost: float = 0.0, ais_runs: int | None = 100, ais_betas: int = 1000, sample_steps: int = 1000,
         init_std: float = 0.01, direct_gradients: bool = True, train_recon: bool = True,
-        optimizer: OptimizerFactory | None = None, scheduler: Callable[..., Any] | None = None, compile: bool = False,
+        chain_state: str = "visible", updates_per_batch: int = 1, optimizer: OptimizerFactory | None = None,
+        scheduler: Callable[..., Any] | None = None, compile: bool = False,
     ) -> None:
         super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, compile=compile)
         if visible not in ("bernoulli", "gaussian"):
             raise UserError(f"model.visible={visible!r} is not one of bernoulli, gaussian")
         if visible == "bernoulli" and not data_info.bounded:
             raise UserError(f"model.visible=bernoulli needs data in [0, 1]; '{data_info.name}' holds unbounded values.")
+        if chain_state not in ("visible", "hidden"):
+            raise UserError(f"model.chain_state={chain_state!r} is not one of visible, hidden")
+        if updates_per_batch < 1:
+            raise UserError(f"model.updates_per_batch={updates_per_batch} must be >= 1")
         self.n_hidden, self.visible, self.cd_k, self.persistent = n_hidden, visible, cd_k, persistent
         self.weight_decay, self.sparsity_target, self.sparsity_cost = weight_decay, sparsity_target, sparsity_cost
         self.ais_runs, self.ais_betas, self.sample_steps = ais_runs, ais_betas, sample_steps
@@ -82,6 +91,9 @@ class RBM(GenerativeModel):
         # PCD's persistent visible states, started from the first training batch (chains_started) and kept in
         # checkpoints, so a resumed run takes them up
         self.register_buffer("chains", torch.zeros(n_chains if persistent else 0, d))
+        self.chain_state, self.updates_per_batch = chain_state, updates_per_batch
+        hidden_chains = persistent and chain_state == "hidden"
+        self.register_buffer("hidden_chains", torch.zeros(n_chains if hidden_chains else 0, n_hidden))
         self.register_buffer("chains_started", torch.tensor(False))
         self.last_log_z: tuple[float, float] | None = None  # the latest AIS estimate of log Z and its standard error
         self.direct_gradients, self.train_recon = direct_gradients, train_recon
@@ -256,29 +268,42 @@ class RBM(GenerativeModel):
         return log_z0 + float(log_mean_w), se
 
     # ---- training ---------------------------------------------------------------------------
-    def negative_samples(self, v_data: Tensor, stage: str) -> Tensor:
-        """The model's samples for the negative phase: ``cd_k`` Gibbs sweeps from the data (CD-k) or,
-        in training with ``persistent``, from the persistent chains (which keep the result)."""
+    def negative_samples(self, v_data: Tensor, stage: str) -> tuple[Tensor, Tensor | None]:
+        """The model's samples v_model (N, D) for the negative phase: ``cd_k`` Gibbs sweeps from the data
+        (CD-k) or, in training with ``persistent``, from the persistent chains (which keep the result), and
+        with hidden chain states their hidden inputs b + v_model W (N, H) (else None): the new hidden
+        states are sampled from them here, so both training paths draw the same numbers in the same order."""
         with torch.no_grad():
             if self.persistent and stage == "train":
                 if not bool(self.chains_started):  # the chains start from the first batch's images (repeated)
                     idx = torch.arange(self.chains.shape[0], device=v_data.device) % v_data.shape[0]
                     start = v_data.detach()[idx]
                     self.chains.copy_(bernoulli(start) if self.visible == "bernoulli" else start)
+                    if self.hidden_chains.numel():
+                        self.hidden_chains.copy_(bernoulli(self.p_h(self.chains)))
                     self.chains_started.fill_(True)
+                if self.hidden_chains.numel():  # h -> v -> h, k times: the visible sample and its hidden input
+                    h, s_model = self.hidden_chains, None
+                    for _ in range(self.cd_k):
+                        v_model = self.sample_visible(self.visible_mean(h))
+                        s_model = self.hidden_input(v_model)
+                        h = bernoulli(torch.sigmoid(s_model))
+                    self.hidden_chains.copy_(h)
+                    self.chains.copy_(v_model)
+                    return v_model, s_model
                 v_model, _ = self.gibbs(self.chains, self.cd_k)
                 self.chains.copy_(v_model)
             else:
                 start = bernoulli(v_data) if self.visible == "bernoulli" else v_data
                 v_model, _ = self.gibbs(start, self.cd_k)
-        return v_model.detach()
+        return v_model.detach(), None
 
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
         """The CD surrogate F(v_data).mean() − F(v_model).mean() (its gradient is the CD update) plus
         the weight decay and sparsity penalties; the data's free energy and the reconstruction error
         (squared error of one mean-field Gibbs step, per image) are logged beside it."""
         v = self.flat(batch["x"])
-        v_model = self.negative_samples(v, stage)
+        v_model, _ = self.negative_samples(v, stage)
         s = self.hidden_input(v)  # (B, H), shared by the free energy, the reconstruction and the sparsity term
         if self.binary_hidden():
             f_data = (-self.visible_term(v) - F.softplus(s).sum(1)).mean()
@@ -313,9 +338,11 @@ class RBM(GenerativeModel):
           da = mean(v_m) − mean(v)       (D,)  (for gaussian units too: the a of −(v − a) cancels)
         Replaces ``.grad`` (no accumulation): the caller steps the optimiser on it."""
         v = self.flat(batch["x"])  # (B, D)
-        v_model = self.negative_samples(v, "train")  # (N, D), held fixed as in the surrogate
+        v_model, s_model = self.negative_samples(v, "train")  # (N, D), held fixed as in the surrogate
         n_data, n_model = v.shape[0], v_model.shape[0]
-        s, s_model = self.hidden_input(v), self.hidden_input(v_model)  # (B, H), (N, H)
+        s = self.hidden_input(v)  # (B, H)
+        if s_model is None:  # (N, H); hidden chain states computed it already
+            s_model = self.hidden_input(v_model)
         q, q_model = torch.sigmoid(s), torch.sigmoid(s_model)
         a = self.visible_bias
         v_mean, v_model_mean = v.mean(0).to(a.dtype), v_model.mean(0).to(a.dtype)  # (D,): da, and aᵀv's mean
@@ -387,17 +414,28 @@ class RBM(GenerativeModel):
         optimisation mode, so the training path is chosen here."""
         self.training_path = self.train_path(self.trainer)
         self.automatic_optimization = self.training_path != "manual"
+        if self.updates_per_batch > 1 and self.training_path != "manual":
+            raise UserError(f"model.updates_per_batch={self.updates_per_batch} needs genlab's own update loop, "
+                            "which this run cannot use (DDP, gradient clipping, a learning-rate scheduler, "
+                            "gradient accumulation, fp16, model.compile or model.direct_gradients=false): "
+                            "set model.updates_per_batch=1 and data.batch_size to the minibatch.")
         return []
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.training_path == "autograd":
             return super().training_step(batch, batch_idx)
-        terms = self.cd_gradients(batch)  # .grad written
-        row = self.track_train_terms(terms, batch["x"].shape[0])
-        # before the step, as in automatic optimisation, so the weights (and the checkpoints) stay finite
-        check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
-        if self.training_path == "manual":
-            self.optimizers().step()
+        k = self.updates_per_batch
+        parts = [batch] if k == 1 else [dict(zip(batch, rows)) for rows in  # k minibatches, in order
+                                        zip(*(v.tensor_split(k) for v in batch.values()))]
+        for i, part in enumerate(parts):
+            terms = self.cd_gradients(part)  # .grad written
+            size = part["x"].shape[0]
+            # the epoch means take every minibatch; the step log the last (one value per key and step)
+            row = self.track_train_terms(terms, size) if i == len(parts) - 1 else self.train_terms.add(terms, size)
+            # before the step, as in automatic optimisation, so the weights (and the checkpoints) stay finite
+            check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
+            if self.training_path == "manual":
+                self.optimizers().step()
         return terms["loss"]
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:

@@ -7,9 +7,11 @@ back a network
 
     net(x_t (B, *shape), t (B,) time steps in 1..T, y (B,) classes or None) -> (B, *shape)
 
-that predicts the noise ε (or v). ``y`` takes values 0..num_classes, where ``num_classes`` is the
-"no class" token that classifier-free guidance trains with and samples from; the class embedding is
-added to the time embedding. Unconditional networks (num_classes = 0) ignore y.
+that predicts the noise ε (or v). For class-conditional networks ``y`` takes values 0..num_classes, where
+``num_classes`` is the "no class" token that classifier-free guidance trains with and samples from; the
+class embedding is added to the time embedding. Vector-conditional networks (``cond_dim`` > 0: a CLIP
+text embedding, another run's code) take y (B, cond_dim) float, projected and added the same way; the
+zero vector is their "no condition". Unconditional networks (neither) ignore y.
 """
 
 from __future__ import annotations
@@ -35,14 +37,24 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 class Conditioning(nn.Module):
-    """The time step (and class) as one embedding e (B, emb_dim): an MLP over the sinusoids, plus a
-    learned embedding of the class (row num_classes is "no class") for conditional networks."""
+    """The time step (and condition) as one embedding e (B, emb_dim): an MLP over the sinusoids, plus a
+    learned embedding of the class (row num_classes is "no class") for class-conditional networks, or a
+    learned linear map of a condition vector (B, cond_dim) of about unit norm for vector-conditional ones."""
 
-    def __init__(self, emb_dim: int, num_classes: int = 0) -> None:
+    def __init__(self, emb_dim: int, num_classes: int = 0, cond_dim: int = 0) -> None:
         super().__init__()
-        self.emb_dim, self.num_classes = emb_dim, num_classes
+        if num_classes and cond_dim:
+            raise ValueError("a denoiser is conditioned on a class or on a vector, not both")
+        self.emb_dim, self.num_classes, self.cond_dim = emb_dim, num_classes, cond_dim
         self.time = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        # a linear map of the condition vector, without bias so that the zero vector adds nothing; its weights
+        # start N(0, 1), so a unit vector (a CLIP embedding) starts as strong as a class embedding does
+        # (N(0, 1) entries); a linear map can still give each of a few near-orthogonal class directions
+        # its own embedding, as the lookup does (PyTorch's default init would start 10x weaker)
+        self.vector = nn.Linear(cond_dim, emb_dim, bias=False) if cond_dim else None
+        if self.vector is not None:
+            nn.init.normal_(self.vector.weight)
 
     def forward(self, t: Tensor, y: Tensor | None) -> Tensor:
         e = self.time(timestep_embedding(t, self.emb_dim))
@@ -50,6 +62,12 @@ class Conditioning(nn.Module):
             if y is None:  # no class asked for: the unconditional token
                 y = torch.full((len(t),), self.num_classes, device=t.device, dtype=torch.long)
             e = e + self.label(y.long())
+        elif self.vector is not None:
+            if y is None:  # no condition: the zero vector, as classifier-free training drops to
+                y = torch.zeros(len(t), self.cond_dim, device=t.device)
+            if y.dim() != 2 or y.shape[1] != self.cond_dim:
+                raise ValueError(f"condition vectors of shape {tuple(y.shape)}, expected (B, {self.cond_dim})")
+            e = e + self.vector(y.to(e.dtype))
         return e
 
 
@@ -120,10 +138,10 @@ class UNet(nn.Module):
     are zero-padded up to a multiple of 2^(levels−1) and the output is cropped back."""
 
     def __init__(self, in_channels: int, channels: list[int], blocks: int, attention: bool, emb_dim: int,
-                 num_classes: int, dropout: float, groups: int) -> None:
+                 num_classes: int, dropout: float, groups: int, cond_dim: int = 0) -> None:
         super().__init__()
         self.multiple = 2 ** (len(channels) - 1)
-        self.cond = Conditioning(emb_dim, num_classes)
+        self.cond = Conditioning(emb_dim, num_classes, cond_dim)
         last = len(channels) - 1
         self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.down = nn.ModuleList()
@@ -173,9 +191,10 @@ class MLPDenoiser(nn.Module):
     """For vectors (2-D points, codes) (B, D): Linear layers of widths ``hidden``, each followed by the
     embedding's own projection added and SiLU, then a Linear back to D (zero-initialised)."""
 
-    def __init__(self, dim: int, hidden: list[int], emb_dim: int, num_classes: int, dropout: float) -> None:
+    def __init__(self, dim: int, hidden: list[int], emb_dim: int, num_classes: int, dropout: float,
+                 cond_dim: int = 0) -> None:
         super().__init__()
-        self.cond = Conditioning(emb_dim, num_classes)
+        self.cond = Conditioning(emb_dim, num_classes, cond_dim)
         sizes = [dim, *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.emb = nn.ModuleList(nn.Linear(emb_dim, b) for b in hidden)
@@ -193,7 +212,7 @@ class MLPDenoiser(nn.Module):
 
 
 def denoiser(
-    *, in_shape: tuple[int, ...], num_classes: int = 0,  # what the model supplies
+    *, in_shape: tuple[int, ...], num_classes: int = 0, cond_dim: int = 0,  # what the model supplies
     kind: str = "auto", channels: list[int] = (32, 64), blocks: int = 1, attention: bool = True,  # type: ignore[assignment]
     hidden: list[int] = (256, 256, 256), emb_dim: int = 128, dropout: float = 0.0, groups: int = 8,  # type: ignore[assignment]
 ) -> nn.Module:
@@ -201,7 +220,8 @@ def denoiser(
     MLP for vectors; ``unet`` or ``mlp`` force one (the MLP flattens images). U-Net options: ``channels``
     per level, ``blocks`` residual blocks per level, ``attention`` at the lowest resolution, ``groups``
     of GroupNorm (fewer where they do not divide the channels); MLP: ``hidden`` widths. Both:
-    ``emb_dim`` of the time (and class) embedding, ``dropout`` in every block."""
+    ``emb_dim`` of the time (and class) embedding, ``dropout`` in every block. ``num_classes`` (a class
+    embedding) or ``cond_dim`` (a projection of condition vectors) come from the model."""
     key = "model.net"
     if kind not in ("auto", "unet", "mlp"):
         raise UserError(f"{key}.kind={kind!r} is not one of auto, unet, mlp")
@@ -217,5 +237,5 @@ def denoiser(
         raise IncompatibleError(f"model.net.kind=unet needs images (C, H, W), but the samples have shape "
                                 f"{tuple(in_shape)}; use kind=mlp (or auto)", "the U-Net")
     if image and kind != "mlp":
-        return UNet(in_shape[0], list(channels), blocks, attention, emb_dim, num_classes, dropout, groups)
-    return MLPDenoiser(math.prod(in_shape), list(hidden), emb_dim, num_classes, dropout)
+        return UNet(in_shape[0], list(channels), blocks, attention, emb_dim, num_classes, dropout, groups, cond_dim)
+    return MLPDenoiser(math.prod(in_shape), list(hidden), emb_dim, num_classes, dropout, cond_dim)
