@@ -355,3 +355,40 @@ def test_a_manual_run_resumed_from_a_checkpoint_ends_where_the_uninterrupted_one
     assert path == resumed_path == "manual" and steps == resumed_steps == 18
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_stop_asked_for_on_the_last_batch_waits_for_the_epochs_end(tmp_path: Path) -> None:
+    """Lightning resumes a checkpoint taken at the end of an epoch's last batch as a finished epoch, without
+    the epoch's end (its train means, validation, checkpoints): a stop asked for there is made at the end of
+    the epoch instead, and the resumed run ends where the uninterrupted one does, train means included."""
+    import signal
+
+    import pytorch_lightning as pl
+
+    from genlab.callbacks.interrupt import GracefulStop, Interrupted
+
+    class AskAt(pl.Callback):  # a SIGTERM as it would arrive during the last batch of epoch 1 (6 batches an epoch)
+        def __init__(self, stop: GracefulStop) -> None:
+            self.stop = stop
+
+        def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
+                                 batch_idx: int) -> None:
+            if trainer.current_epoch == 1 and batch_idx == 5:
+                self.stop.requested = signal.SIGTERM
+
+    model_kw = {"persistent": True, "n_chains": 10}
+    whole, _, steps = fit_tiny({}, {}, **model_kw)
+    stop = GracefulStop()
+    with pytest.raises(Interrupted):
+        fit_tiny({}, {"callbacks": [stop, AskAt(stop)], "default_root_dir": str(tmp_path),
+                      "enable_checkpointing": True}, **model_kw)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["global_step"] == 12  # the whole of epoch 1, its end included
+    resumed, _, resumed_steps = fit_tiny({}, {"callbacks": [GracefulStop()], "enable_checkpointing": True},
+                                         ckpt_path=str(ckpt), **model_kw)
+    assert resumed_steps == steps == 18
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    for k in ("train/loss", "train/recon", "train/free_energy"):  # the last epoch's means, of its batches alone
+        torch.testing.assert_close(resumed.trainer.callback_metrics[k], whole.trainer.callback_metrics[k], msg=k)

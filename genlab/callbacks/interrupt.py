@@ -77,6 +77,10 @@ class GracefulStop(Checkpoint):
             if trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
                 self.requested = self.requested or signal.SIGTERM
         if self.requested is not None:
+            if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                # Lightning resumes a checkpoint taken at the last batch's end as a finished epoch and skips
+                # the epoch's end (validation, the train means, checkpoints, schedulers): stop there instead
+                return
             # callbacks' batch-end hooks run before the model's: finish its bookkeeping for this batch
             # (the batch count) so the checkpoint holds the batch as done
             pl_module.on_train_batch_end(outputs, batch, batch_idx)
