@@ -117,17 +117,22 @@ def test_binarize_fixed_on_eval_splits_and_per_batch_on_train() -> None:
         ready(Toy2dDataModule(binarize=True, n_samples=50))
 
 
-def test_training_binarisation_draws_what_torch_bernoulli_draws() -> None:
-    """U < p, genlab's per-batch binarisation, takes the very draws of torch.bernoulli (three times
-    slower on a CPU) from the same stream: a run binarises as it did with torch.bernoulli."""
-    dm = ready(DigitsDataModule(binarize=True))
+def test_training_binarisation_draws_four_pixels_from_each_random_word() -> None:
+    """The per-batch binarisation (genlab.draws.bernoulli16) written out by hand: pixel i is 1 when the i-th
+    16-bit lane k of the generator's 64-bit words satisfies (k + 2^15 + 1/2) / 2^16 < p."""
+    dm = ready(DigitsDataModule(binarize=True, batch_size=64))
     batch = next(iter(dm.train_dataloader()))
     dm.trainer = SimpleNamespace(training=True)
     p = dm.scale(batch["x"].clone())
+    assert p.numel() >= 4096  # the 16-bit path (smaller tensors take U < p)
     torch.manual_seed(11)
     out = dm.on_after_batch_transfer({"x": batch["x"].clone()}, 0)["x"]
     torch.manual_seed(11)
-    assert torch.equal(out, torch.bernoulli(p))
+    words = torch.empty((p.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    lanes = [(int(w) >> (16 * j)) & 0xFFFF for w in words.tolist() for j in range(4)]  # little-endian lanes
+    u = (torch.tensor(lanes[: p.numel()], dtype=torch.float64).view(p.shape) + 0.5) / 65536  # lane + 2^15, as unsigned
+    u = (u + 0.5) % 1.0  # the signed lane k is the unsigned one less 2^15
+    assert out.dtype == p.dtype and torch.equal(out, (u < p.double()).to(p.dtype))
 
 
 def test_shuffled_loader_covers_every_index_once() -> None:

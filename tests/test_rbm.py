@@ -184,7 +184,7 @@ PATH_CASES = [
     {"visible": "gaussian", "weight_decay": 0.05},
     {"weight_decay": 0.1, "sparsity_target": 0.1, "sparsity_cost": 0.5},
     {"persistent": True, "n_chains": 9, "cd_k": 2},
-    {"train_recon": False},
+    {"train_recon": True},
     {"persistent": True, "n_chains": 9, "chain_state": "hidden"},
     {"persistent": True, "n_chains": 4, "cd_k": 2, "chain_state": "hidden"},
 ]
@@ -222,7 +222,8 @@ def test_linear_hidden_rbm_takes_its_own_free_energy_in_the_positive_phase() -> 
     from genlab.models.stacked import LinearHiddenRBM
 
     torch.manual_seed(0)
-    model = LinearHiddenRBM(data_info=DataInfo(name="tiny", shape=(1, 1, 5)), n_hidden=3, init_std=0.3).double()
+    model = LinearHiddenRBM(data_info=DataInfo(name="tiny", shape=(1, 1, 5)), n_hidden=3, init_std=0.3,
+                            train_recon=True).double()
     v_data = torch.rand(4, 5, dtype=torch.float64).round()
     v_model = torch.rand(6, 5, dtype=torch.float64).round()
     model.negative_samples = lambda v, stage: (v_model, None)
@@ -302,7 +303,7 @@ def fit_tiny(path_options: dict, trainer_kw: dict, ckpt_path: str | None = None,
     pl.seed_everything(0, verbose=False)
     dm = Tiny(batch_size=batch_size, binarize=False, seed=0)
     dm.setup("fit")
-    model = RBM(data_info=dm.info, n_hidden=8, init_std=0.1, **path_options, **model_kw,
+    model = RBM(data_info=dm.info, n_hidden=8, init_std=0.1, **path_options, **{"train_recon": True, **model_kw},
                 optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.5))
     trainer = pl.Trainer(accelerator="cpu", devices=1, limit_val_batches=0, num_sanity_val_steps=0,
                          enable_progress_bar=False, enable_model_summary=False,

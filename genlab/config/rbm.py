@@ -26,9 +26,10 @@ class RBMConfig(ModelConfig):
     # training writes the CD gradient in closed form (no autograd graph) where the Trainer allows it; false:
     # back-propagation of the free-energy surrogate (the same update, slower)
     direct_gradients: bool = True
-    # train/recon, the reconstruction error of the training batches: one more product per step (about a
-    # tenth of a step); val/recon and test/recon are reported regardless
-    train_recon: bool = True
+    # train/recon, the reconstruction error of the training batches: one more (B, H) x (H, D) product per
+    # update, a sixth of a 784-500 update, so off by default; val/recon and test/recon are reported regardless,
+    # and train/ and val/free_energy are the usual overfitting watch (Hinton's practical guide, section 6)
+    train_recon: bool = False
     # PCD's chain state kept between updates: visible (the chains' images, resampled through h under the new
     # weights) or hidden (h sampled from the last update's p(h | v_model), as scikit-learn's BernoulliRBM and
     # Tieleman 2008: one product fewer per update)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from genlab.capabilities import Budget, LikelihoodBound, Needs
 from genlab.data.base import Batch, DataInfo
+from genlab.draws import bernoulli16
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel, OptimizerFactory, check_finite
 
@@ -53,11 +54,12 @@ class RBM(GenerativeModel):
     training writes the CD gradient in closed form (``cd_gradients``) instead of back-propagating the
     surrogate, where the Trainer allows it (``train_path``); the same update in less time. ``train_recon``:
     the training terms include the reconstruction error (train/recon), one more (B, H) x (H, D) product per
-    step, about a tenth of it; validation and test report it regardless. ``chain_state``: what PCD keeps
-    between updates, the chains' visible states (resampled through h under the updated weights) or their
-    hidden states, sampled from the previous update's p(h | v_model) as Tieleman (2008) and scikit-learn do
-    (one product fewer). ``updates_per_batch``: the loader's batch is cut into that many minibatches, one
-    SGD update each, in order, where genlab writes the gradient itself (``train_path`` "manual").
+    update (a sixth of a 784-500 update; off by default); validation and test report it regardless.
+    ``chain_state``: what PCD keeps between updates, the chains' visible states (resampled through h under the
+    updated weights) or their hidden states, sampled from the previous update's p(h | v_model) as Tieleman
+    (2008) and scikit-learn do (one product fewer). ``updates_per_batch``: the loader's batch is cut into that
+    many minibatches, one SGD update each, in order, where genlab writes the gradient itself (``train_path``
+    "manual").
     """
 
     needs: ClassVar[Needs] = Needs(image=True)  # bounded images (C, H, W), flattened here
@@ -67,7 +69,7 @@ class RBM(GenerativeModel):
         self, *, data_info: DataInfo, n_hidden: int = 64, visible: str = "bernoulli", cd_k: int = 1,
         persistent: bool = False, n_chains: int = 100, weight_decay: float = 0.0, sparsity_target: float | None = None,
         sparsity_cost: float = 0.0, ais_runs: int | None = 100, ais_betas: int = 1000, sample_steps: int = 1000,
-        init_std: float = 0.01, direct_gradients: bool = True, train_recon: bool = True,
+        init_std: float = 0.01, direct_gradients: bool = True, train_recon: bool = False,
         chain_state: str = "visible", updates_per_batch: int = 1, optimizer: OptimizerFactory | None = None,
         scheduler: Callable[..., Any] | None = None, compile: bool = False,
     ) -> None:
@@ -130,16 +132,17 @@ class RBM(GenerativeModel):
             field = beta * field + (1 - beta) * (self.visible_bias if base is None else base)
         return torch.sigmoid(field) if self.visible == "bernoulli" else field
 
-    def sample_visible(self, mean: Tensor) -> Tensor:
-        return bernoulli(mean) if self.visible == "bernoulli" else mean + torch.randn_like(mean)
+    def sample_visible(self, mean: Tensor, draw: Callable[[Tensor], Tensor] = bernoulli) -> Tensor:
+        return draw(mean) if self.visible == "bernoulli" else mean + torch.randn_like(mean)
 
-    def gibbs(self, v: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-        """``steps`` Gibbs sweeps v → h → v from v (B, D): the last visible sample and its mean."""
+    def gibbs(self, v: Tensor, steps: int, draw: Callable[[Tensor], Tensor] = bernoulli) -> tuple[Tensor, Tensor]:
+        """``steps`` Gibbs sweeps v → h → v from v (B, D): the last visible sample and its mean; ``draw``
+        samples the binary units (``bernoulli16`` in training)."""
         mean = v
         for _ in range(steps):
-            h = bernoulli(self.p_h(v))
+            h = draw(self.p_h(v))
             mean = self.visible_mean(h)
-            v = self.sample_visible(mean)
+            v = self.sample_visible(mean, draw)
         return v, mean
 
     # ---- capabilities ------------------------------------------------------------------
@@ -272,30 +275,31 @@ class RBM(GenerativeModel):
         """The model's samples v_model (N, D) for the negative phase: ``cd_k`` Gibbs sweeps from the data
         (CD-k) or, in training with ``persistent``, from the persistent chains (which keep the result), and
         with hidden chain states their hidden inputs b + v_model W (N, H) (else None): the new hidden
-        states are sampled from them here, so both training paths draw the same numbers in the same order."""
+        states are sampled from them here, so both training paths draw the same numbers in the same order.
+        Binary units are drawn by ``bernoulli16``: this is training's hot path."""
         with torch.no_grad():
             if self.persistent and stage == "train":
                 if not bool(self.chains_started):  # the chains start from the first batch's images (repeated)
                     idx = torch.arange(self.chains.shape[0], device=v_data.device) % v_data.shape[0]
                     start = v_data.detach()[idx]
-                    self.chains.copy_(bernoulli(start) if self.visible == "bernoulli" else start)
+                    self.chains.copy_(bernoulli16(start) if self.visible == "bernoulli" else start)
                     if self.hidden_chains.numel():
-                        self.hidden_chains.copy_(bernoulli(self.p_h(self.chains)))
+                        self.hidden_chains.copy_(bernoulli16(self.p_h(self.chains)))
                     self.chains_started.fill_(True)
                 if self.hidden_chains.numel():  # h -> v -> h, k times: the visible sample and its hidden input
                     h, s_model = self.hidden_chains, None
                     for _ in range(self.cd_k):
-                        v_model = self.sample_visible(self.visible_mean(h))
+                        v_model = self.sample_visible(self.visible_mean(h), bernoulli16)
                         s_model = self.hidden_input(v_model)
-                        h = bernoulli(torch.sigmoid(s_model))
+                        h = bernoulli16(torch.sigmoid(s_model))
                     self.hidden_chains.copy_(h)
                     self.chains.copy_(v_model)
                     return v_model, s_model
-                v_model, _ = self.gibbs(self.chains, self.cd_k)
+                v_model, _ = self.gibbs(self.chains, self.cd_k, bernoulli16)
                 self.chains.copy_(v_model)
             else:
-                start = bernoulli(v_data) if self.visible == "bernoulli" else v_data
-                v_model, _ = self.gibbs(start, self.cd_k)
+                start = bernoulli16(v_data) if self.visible == "bernoulli" else v_data
+                v_model, _ = self.gibbs(start, self.cd_k, bernoulli16)
         return v_model.detach(), None
 
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
@@ -345,33 +349,37 @@ class RBM(GenerativeModel):
             s_model = self.hidden_input(v_model)
         q, q_model = torch.sigmoid(s), torch.sigmoid(s_model)
         a = self.visible_bias
-        v_mean, v_model_mean = v.mean(0).to(a.dtype), v_model.mean(0).to(a.dtype)  # (D,): da, and aᵀv's mean
+        # column sums rather than means (a mean costs two passes): da, and the mean of aᵀv
+        v_sum, v_model_sum = v.sum(0).to(a.dtype), v_model.sum(0).to(a.dtype)  # (D,)
         if self.visible == "bernoulli":  # the mean of aᵀv is aᵀ(the mean of v): a dot product, not (B, D) products
-            vis, vis_model = torch.dot(v_mean, a), torch.dot(v_model_mean, a)
+            vis, vis_model = torch.dot(v_sum, a), torch.dot(v_model_sum, a)  # B and N times the means
         else:
-            vis, vis_model = self.visible_term(v).mean(), self.visible_term(v_model).mean()
-        f_data = -vis - F.softplus(s).sum() / n_data  # the mean free energy: −mean(visible term) − mean(Σ softplus)
-        f_model = -vis_model - F.softplus(s_model).sum() / n_model
+            vis, vis_model = self.visible_term(v).sum(), self.visible_term(v_model).sum()
+        # the mean free energies −(Σ visible term + Σ softplus(s)) / B, and the model's over N
+        f_data = (vis + F.softplus(s).sum()).mul_(-1.0 / n_data)
+        f_model = (vis_model + F.softplus(s_model).sum()).mul_(-1.0 / n_model)
         terms = {"free_energy": f_data, "cd": f_data - f_model}
         if self.train_recon:
             terms["recon"] = self.recon_error(q, v)
-        g = q * (-1.0 / n_data)  # (B, H): the CD term's dLoss/ds
         if self.weight_decay > 0:
             terms["weight_decay"] = 0.5 * self.weight_decay * self.W.pow(2).sum()
-        if self.sparsity_target is not None and self.sparsity_cost > 0:
+        sparse = self.sparsity_target is not None and self.sparsity_cost > 0
+        if sparse:
             rho, cost = self.sparsity_target, self.sparsity_cost
             ce = F.binary_cross_entropy_with_logits(s, torch.full_like(s, rho), reduction="none")
             entropy = -(rho * math.log(rho) + (1 - rho) * math.log(1 - rho)) if 0 < rho < 1 else 0.0
             terms["sparsity"] = cost * (ce.sum(1).mean() - self.n_hidden * entropy)
-            g = g + (cost / n_data) * (q - rho)
+            g = (q * (-1.0 / n_data)).add_(q - rho, alpha=cost / n_data)  # (B, H): dLoss/ds on the data
+            grad_w = torch.addmm(torch.mm(v_model.t(), q_model), v.t(), g, beta=1.0 / n_model)  # (D, H)
+            grad_b = q_model.sum(0).mul_(1.0 / n_model).add_(g.sum(0))
+        else:  # g = −q/B: the scale goes into the products' own alpha and beta
+            grad_w = torch.addmm(torch.mm(v_model.t(), q_model), v.t(), q, beta=1.0 / n_model, alpha=-1.0 / n_data)
+            grad_b = q_model.sum(0).mul_(1.0 / n_model).sub_(q.sum(0), alpha=1.0 / n_data)
         penalties = [terms[k] for k in ("weight_decay", "sparsity") if k in terms]
         terms["loss"] = terms["cd"] + sum(penalties) if penalties else terms["cd"]
-        grad_w = torch.mm(v.t(), g)  # (D, H): the data's part, then the model's added in place
-        grad_w.addmm_(v_model.t(), q_model, alpha=1.0 / n_model)
         if self.weight_decay > 0:
             grad_w.add_(self.W, alpha=self.weight_decay)
-        grad_b = g.sum(0).add_(q_model.mean(0))
-        grad_a = v_model_mean - v_mean
+        grad_a = v_model_sum.mul_(1.0 / n_model).sub_(v_sum, alpha=1.0 / n_data)
         for param, grad in ((self.W, grad_w), (self.visible_bias, grad_a), (self.hidden_bias, grad_b)):
             param.grad = grad.to(param.dtype)  # under bf16 autocast the products are bf16; .grad is the parameter's
         return terms
@@ -427,6 +435,7 @@ class RBM(GenerativeModel):
         k = self.updates_per_batch
         parts = [batch] if k == 1 else [dict(zip(batch, rows)) for rows in  # k minibatches, in order
                                         zip(*(v.tensor_split(k) for v in batch.values()))]
+        step = self.sgd_steps(len(parts)) if self.training_path == "manual" else None
         for i, part in enumerate(parts):
             terms = self.cd_gradients(part)  # .grad written
             size = part["x"].shape[0]
@@ -434,9 +443,31 @@ class RBM(GenerativeModel):
             row = self.track_train_terms(terms, size) if i == len(parts) - 1 else self.train_terms.add(terms, size)
             # before the step, as in automatic optimisation, so the weights (and the checkpoints) stay finite
             check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
-            if self.training_path == "manual":
-                self.optimizers().step()
+            if step is not None:
+                step(i)
         return terms["loss"]
+
+    def sgd_steps(self, n: int) -> Callable[[int], None]:
+        """The optimiser's step for update i of the n of a loader batch, on the gradient ``cd_gradients``
+        wrote. The last goes through Lightning's optimiser wrapper (its hooks, profiler and step count); the
+        ones before it call the torch optimiser itself and only advance Lightning's step count, so that
+        ``global_step`` (and ``trainer.max_steps``, the checkpoints' step) still counts updates: the wrapper
+        costs 0.2 ms a call, a tenth of a 784-25 update. Callbacks' ``on_before_optimizer_step`` see one
+        update per loader batch."""
+        opt = self.optimizers()
+        loop = getattr(self.trainer.fit_loop.epoch_loop, "manual_optimization", None)
+        progress = getattr(loop, "optim_step_progress", None)
+        raw = opt.optimizer
+
+        def step(i: int) -> None:
+            if i == n - 1 or progress is None:  # a Lightning without the counter: the wrapper for every update
+                opt.step()
+                return
+            progress.increment_ready()
+            raw.step()
+            progress.increment_completed()
+
+        return step
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         if self.training_path == "autograd":

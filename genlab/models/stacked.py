@@ -5,6 +5,7 @@ or, as in the paper, as a restricted Boltzmann machine (``pretrain=rbm``), or no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from genlab.capabilities import Budget, LikelihoodBound
 from genlab.data.base import Batch, DataInfo, TensorDataModule
 from genlab.errors import UserError
 from genlab.models.autoencoder import Autoencoder, recon_nll
-from genlab.models.rbm import RBM
+from genlab.models.rbm import RBM, bernoulli
 
 PRETRAIN = ("none", "ae", "rbm")
 
@@ -33,13 +34,13 @@ class LinearHiddenRBM(RBM):
         s = self.hidden_input(v)
         return -self.visible_term(v) - 0.5 * (s.pow(2) - self.hidden_bias.pow(2)).sum(1)
 
-    def gibbs(self, v: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    def gibbs(self, v: Tensor, steps: int, draw: Callable[[Tensor], Tensor] = bernoulli) -> tuple[Tensor, Tensor]:
         mean = v
         for _ in range(steps):
             h = self.p_h(v)
             h = h + torch.randn_like(h)
             mean = self.visible_mean(h)
-            v = self.sample_visible(mean)
+            v = self.sample_visible(mean, draw)
         return v, mean
 
     def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
@@ -149,7 +150,8 @@ class StackedAutoencoder(Autoencoder):
         visible = "bernoulli" if i > 1 or self.likelihood == "bernoulli" else "gaussian"
         cls = LinearHiddenRBM if linear else RBM
         return cls(data_info=info, n_hidden=lin.out_features, visible=visible, cd_k=self.rbm_cd_k,
-                   weight_decay=self.rbm_weight_decay, init_std=0.1 if linear else 0.01).to(self.device)
+                   weight_decay=self.rbm_weight_decay, init_std=0.1 if linear else 0.01,
+                   train_recon=True).to(self.device)  # pretrain_rbms logs each epoch's reconstruction error
 
     @torch.no_grad()
     def unroll(self, rbms: list[RBM]) -> None:
