@@ -5,6 +5,7 @@
     python scripts/benchmark.py vae --precision 32-true bf16-mixed --device cuda
     python scripts/benchmark.py dcgan --epochs 2 --repeats 3 --precision 32-true
     python scripts/benchmark.py vae --compile                         # adds the torch.compile'd loops
+    python scripts/benchmark.py vae --updates 16                      # genlab, 16 updates per loader batch
     python scripts/benchmark.py scaling                               # epoch time at 1x, 4x, 16x the data
     python scripts/benchmark.py ddp                                   # 1 process vs 2 (gloo), same global batch
 
@@ -204,9 +205,11 @@ class EpochTimer:
 def genlab_fit(
     model_name: str, train: Tensor, epochs: int, precision: str, device: str, seed: int,
     batch_size: int, binarize: bool, compile: bool = False, strategy: str = "auto", devices: int = 1,
+    updates: int = 1,
 ) -> tuple[object, float]:
     """Train conf/model/<model_name>.yaml through genlab's datamodule, model and Lightning Trainer.
-    Returns the model and the seconds of epochs 2..epochs (all of it for one epoch)."""
+    ``updates``: model.updates_per_batch, with loader batches of updates x batch_size (the same minibatches
+    in the same order). Returns the model and the seconds of epochs 2..epochs (all of it for one epoch)."""
     import pytorch_lightning as pl
     from hydra import compose, initialize_config_dir
 
@@ -222,9 +225,12 @@ def genlab_fit(
 
     setup_hydra()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model_name}", f"seed={seed}", f"model.compile={compile}"])
+        overrides = [f"model={model_name}", f"seed={seed}", f"model.compile={compile}"]
+        if updates > 1:
+            overrides.append(f"model.updates_per_batch={updates}")
+        cfg = compose("train", overrides=overrides)
     pl.seed_everything(seed, verbose=False)
-    dm = InMemory(batch_size=batch_size, binarize=binarize, seed=seed)
+    dm = InMemory(batch_size=batch_size * updates, binarize=binarize, seed=seed)
     dm.setup("fit")
     model = build(cfg.model, data_info=dm.info)
     out = tempfile.mkdtemp(prefix="genlab-bench-")
@@ -240,9 +246,10 @@ def genlab_fit(
 
 
 def genlab_train(train: Tensor, epochs: int, precision: str, device: str, seed: int,
-                 compile: bool = False) -> tuple[object, float]:
-    """The VAE of conf/model/vae.yaml, batch 128, dynamic binarisation."""
-    return genlab_fit("vae", train, epochs, precision, device, seed, batch_size=128, binarize=True, compile=compile)
+                 compile: bool = False, updates: int = 1) -> tuple[object, float]:
+    """The VAE of conf/model/vae.yaml, batch 128, dynamic binarisation; ``updates`` per loader batch."""
+    return genlab_fit("vae", train, epochs, precision, device, seed, batch_size=128, binarize=True, compile=compile,
+                      updates=updates)
 
 
 def _mnist_info():
@@ -266,10 +273,10 @@ def _sync(device: str) -> None:
 # Three loops per precision: the hand loop with torch's default Adam (what a hand-written loop
 # gets), the hand loop with Adam(fused=True) (what genlab's models build by default; see
 # genlab.models.base.make_optimizer), and genlab; with --compile also the hand loop with its loss
-# torch.compile'd and genlab with model.compile=true. Their runs alternate and the best of each is
+# torch.compile'd and genlab with model.compile=true; with --updates K > 1 also genlab with
+# model.updates_per_batch=K (loader batches of K x 128 cut into the same minibatches of 128, so
+# Lightning's per-step cost is paid once per K updates). Their runs alternate and the best of each is
 # kept: other processes on a shared machine slow single runs down, never up.
-LOOPS = ("hand, torch's default Adam", "hand, Adam(fused=True)", "genlab (fused Adam)")
-COMPILED_LOOPS = ("hand compiled, fused Adam", "genlab model.compile=true")
 
 
 def best_times(runs: list, repeats: int) -> list[tuple[object, float]]:
@@ -301,26 +308,41 @@ def bench_vae(args: argparse.Namespace) -> None:
     hand_train(train[:1024], 2, "32-true", args.device, args.seed, fused=True)
     genlab_train(train[:1024], 2, "32-true", args.device, args.seed)
     rows, hand_fp32, fused_fp32 = [], math.nan, math.nan
+    k = args.updates
     for prec in args.precision:
-        runs = [
-            partial(hand_train, train, args.epochs, prec, args.device, args.seed),
-            partial(hand_train, train, args.epochs, prec, args.device, args.seed, fused=True),
-            partial(genlab_train, train, args.epochs, prec, args.device, args.seed),
+        loops = [  # (label, run, how its test -ELBO is taken)
+            ("hand, torch's default Adam", partial(hand_train, train, args.epochs, prec, args.device, args.seed),
+             hand_test_nelbo),
+            ("hand, Adam(fused=True)",
+             partial(hand_train, train, args.epochs, prec, args.device, args.seed, fused=True), hand_test_nelbo),
+            ("genlab (fused Adam)", partial(genlab_train, train, args.epochs, prec, args.device, args.seed),
+             genlab_test_nelbo),
         ]
+        if k > 1:
+            loops.append((f"genlab, {k} updates/batch",
+                          partial(genlab_train, train, args.epochs, prec, args.device, args.seed, updates=k),
+                          genlab_test_nelbo))
         if args.compile:
-            runs += [partial(hand_train, train, args.epochs, prec, args.device, args.seed, fused=True, compiled=True),
-                     partial(genlab_train, train, args.epochs, prec, args.device, args.seed, compile=True)]
-        best = best_times(runs, args.repeats)
+            loops += [("hand compiled, fused Adam", partial(hand_train, train, args.epochs, prec, args.device,
+                                                            args.seed, fused=True, compiled=True), hand_test_nelbo),
+                      ("genlab model.compile=true", partial(genlab_train, train, args.epochs, prec, args.device,
+                                                            args.seed, compile=True), genlab_test_nelbo)]
+            if k > 1:
+                loops.append((f"genlab compiled, {k} upd/b", partial(genlab_train, train, args.epochs, prec,
+                                                                    args.device, args.seed, compile=True, updates=k),
+                              genlab_test_nelbo))
+        best = best_times([run for _, run, _ in loops], args.repeats)
         if prec.startswith("32"):
             hand_fp32, fused_fp32 = n / best[0][1], n / best[1][1]
-        loops = LOOPS + (COMPILED_LOOPS if args.compile else ())
-        tests = (hand_test_nelbo, hand_test_nelbo, genlab_test_nelbo, hand_test_nelbo, genlab_test_nelbo)
-        for loop, (model, secs), nelbo in zip(loops, best, tests):
+        for (loop, _, nelbo), (model, secs) in zip(loops, best):
             rows.append((prec, loop, n / secs, f"test -ELBO {nelbo(model, test_bin, args.device):.2f}"))
         print(f"{prec}: genlab / hand = {best[0][1] / best[2][1]:.3f} (torch's default Adam), "
               f"{best[1][1] / best[2][1]:.3f} (fused Adam in both)"
-              + (f"; compiled: genlab / hand {best[3][1] / best[4][1]:.3f}" if args.compile else ""))
+              + (f"; with {k} updates/batch {best[1][1] / best[3][1]:.3f}" if k > 1 else ""))
     print_table(rows, hand_fp32, fused_fp32)
+
+
+DCGAN_LOOPS = ("hand, torch's default Adam", "hand, Adam(fused=True)", "genlab (fused Adam)")
 
 
 def bench_dcgan(args: argparse.Namespace) -> None:
@@ -343,7 +365,7 @@ def bench_dcgan(args: argparse.Namespace) -> None:
         ], args.repeats)
         if prec.startswith("32"):
             hand_fp32, fused_fp32 = n / best[0][1], n / best[1][1]
-        for loop, (out, secs) in zip(LOOPS, best):
+        for loop, (out, secs) in zip(DCGAN_LOOPS, best):
             if isinstance(out, dict):
                 d_loss, g_loss = out["d_loss"], out["g_loss"]
             else:  # genlab's epoch means of the last epoch
@@ -425,6 +447,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", choices=["vae", "dcgan", "scaling", "ddp", "ddp-run"])
     p.add_argument("--compile", action="store_true", help="vae: also the torch.compile'd hand loop and genlab")
+    p.add_argument("--updates", type=int, default=8,
+                   help="vae: also genlab with model.updates_per_batch=UPDATES (1: leave that row out)")
     p.add_argument("--devices", type=int, default=2, help="ddp: the processes to compare with one")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--data", choices=["auto", "mnist10k", "synthetic"], default="auto")

@@ -16,6 +16,10 @@ class ModelConfig:
     optimizer: Any = MISSING
     scheduler: Any = None
     compile: bool = False  # torch.compile the networks for training (CPU and GPU; the first steps compile)
+    # optimiser steps per loader batch, each on its next 1/n slice (set data.batch_size to n x the minibatch):
+    # the same updates with Lightning's per-step cost paid once per n (not with DDP, gradient clipping or
+    # accumulation, fp16, a scheduler, or views)
+    updates_per_batch: int = opt(1, ge=1)
 
 
 @dataclass

@@ -34,9 +34,6 @@ class RBMConfig(ModelConfig):
     # weights) or hidden (h sampled from the last update's p(h | v_model), as scikit-learn's BernoulliRBM and
     # Tieleman 2008: one product fewer per update)
     chain_state: str = opt("visible", choices=("visible", "hidden"))
-    # SGD updates per loader batch: the batch is cut into this many minibatches, one update each, in order
-    # (data.batch_size = updates x the minibatch); spreads the per-batch cost of the training loop
-    updates_per_batch: int = opt(1, ge=1)
 
 
 SCHEMAS = {"model": {"rbm": RBMConfig}}

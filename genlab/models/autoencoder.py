@@ -49,8 +49,10 @@ class CodeModel(GenerativeModel):
     def __init__(
         self, *, data_info: DataInfo, net: NetFactory, latent_dim: int, likelihood: str = "auto",
         optimizer: OptimizerFactory | None = None, scheduler: Callable[..., Any] | None = None, compile: bool = False,
+        updates_per_batch: int = 1,
     ) -> None:
-        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile)
+        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile,
+                         updates_per_batch=updates_per_batch)
         self.latent_dim = latent_dim
         self.likelihood = resolve_likelihood(likelihood, data_info)
 

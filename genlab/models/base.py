@@ -24,7 +24,7 @@ from torch import Tensor
 from genlab.capabilities import Needs, needs_of
 from genlab.checkpoints import rng_states, set_rng_states
 from genlab.data.base import Batch, DataInfo
-from genlab.errors import NonFiniteLoss
+from genlab.errors import NonFiniteLoss, UserError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 ADVICE = "Lower the learning rate (model.optimizer.lr), or roll back and halve it: trainer.nan_retries=2."
@@ -108,11 +108,16 @@ class GenerativeModel(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         builders: Iterable[object] = (),
         compile: bool = False,
+        updates_per_batch: int = 1,
     ) -> None:
         """``builders``: the network builders the model will call; what they declare they need
         (``genlab.nets.layers.needs``) is checked with the model's own needs, before any is built.
-        ``compile``: torch.compile the networks while training (``compiled_networks``)."""
+        ``compile``: torch.compile the networks while training (``compiled_networks``).
+        ``updates_per_batch``: optimiser steps per loader batch, each on its next slice (``training_step``)."""
         super().__init__()
+        if updates_per_batch < 1:
+            raise UserError(f"model.updates_per_batch={updates_per_batch} must be >= 1")
+        self.updates_per_batch = updates_per_batch
         self.compile_networks = compile
         self.compiled_loss: Callable[[Batch, str], dict[str, Tensor]] | None = None  # model.compile: training's
         needs = type(self).needs | needs_of(builders) | Needs(labels=self.conditional)
@@ -136,13 +141,14 @@ class GenerativeModel(pl.LightningModule):
         raise NotImplementedError
 
     # ---- Lightning plumbing shared by all models -------------------------------------
-    def step(self, batch: Batch, stage: str) -> Tensor:
-        """The loss terms of a batch, logged for ``stage``; returns the total."""
+    def step(self, batch: Batch, stage: str, log_step: bool = True) -> Tensor:
+        """The loss terms of a batch, logged for ``stage``; returns the total. ``log_step``: training
+        terms also go to the step log (else to the epoch means only: one value per key and step)."""
         compiled = self.compiled_loss if stage == "train" else None
         terms = (compiled or self.loss_terms)(batch, stage)
         bs = batch["x"].shape[0]
         if stage == "train":
-            row = self.track_train_terms(terms, bs)
+            row = self.track_train_terms(terms, bs) if log_step else self.train_terms.add(terms, bs)
             check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
         else:  # a few large evaluation batches: Lightning's own epoch means are cheap here
             logged = {f"{stage}/{k}": v.detach() for k, v in terms.items() if k != "loss"}
@@ -162,7 +168,11 @@ class GenerativeModel(pl.LightningModule):
         return row
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.after_update()  # the batch's (last) optimiser step is done
         self.trained_batches += 1
+
+    def after_update(self) -> None:
+        """Called after every optimiser step of training (an EMA of the weights follows them here)."""
 
     def on_train_epoch_end(self) -> None:
         means = self.train_terms.pop_means()
@@ -247,7 +257,76 @@ class GenerativeModel(pl.LightningModule):
             torch.manual_seed(branch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self.step(batch, "train")
+        if self.automatic_optimization:
+            return self.step(batch, "train")
+        # model.updates_per_batch = k > 1: k updates, one per slice, in order (manual optimisation)
+        parts = split_batch(batch, self.updates_per_batch)
+        opt, step = self.optimizers(), self.optimizer_steps(len(parts))
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            loss = self.step(part, "train", log_step=last)  # terms tracked and checked before the step
+            opt.zero_grad(set_to_none=True)
+            if last:  # through Lightning's hooks once per loader batch, as the optimiser step below
+                self.manual_backward(loss)
+            else:
+                loss.backward()
+            step(i)
+            if not last:
+                self.after_update()  # the last one's comes from on_train_batch_end
+        return loss
+
+    # ---- several updates per loader batch (model.updates_per_batch) -----------------------------
+    def split_refusal(self, trainer: Any) -> str | None:
+        """Why ``trainer`` cannot run several updates per loader batch (genlab's own update loop under
+        Lightning's manual optimisation), or None."""
+        if trainer.world_size > 1:
+            return "several processes (DDP reduces the gradients once per forward of its wrapped model)"
+        if trainer.gradient_clip_val:
+            return f"gradient clipping (trainer.gradient_clip_val={trainer.gradient_clip_val})"
+        if trainer.accumulate_grad_batches != 1:
+            return "gradient accumulation (trainer.accumulate_grad_batches)"
+        if str(trainer.precision).startswith("16"):
+            return "fp16 mixed precision (its loss scaler works per Lightning step)"
+        if self.scheduler_factory is not None:
+            return "a learning-rate scheduler (model.scheduler: Lightning steps it only under its own loop)"
+        if type(self).needs.views > 1:
+            return "disturbed views (drawn per loader batch, and a contrastive loss needs the whole batch)"
+        return None
+
+    def configure_callbacks(self) -> list:
+        """No callbacks. Lightning calls this hook before it checks the Trainer's options against the
+        model's optimisation mode, so the training loop is chosen here: several updates per loader batch
+        run under manual optimisation, where the run allows it."""
+        if self.updates_per_batch > 1:
+            why = self.split_refusal(self.trainer)
+            if why is not None:
+                raise UserError(f"model.updates_per_batch={self.updates_per_batch} needs genlab's own update loop, "
+                                f"which this run cannot use: {why}. Set model.updates_per_batch=1 and "
+                                "data.batch_size to the minibatch.")
+            self.automatic_optimization = False
+        return []
+
+    def optimizer_steps(self, n: int) -> Callable[[int], None]:
+        """The optimiser's step for update i of the n of a loader batch (manual optimisation). The last
+        goes through Lightning's optimiser wrapper (its hooks, profiler and step count); the ones before it
+        call the torch optimiser itself and only advance Lightning's step count, so that ``global_step``
+        (``trainer.max_steps``, the checkpoints' step) counts updates. The wrapper costs about 0.2 ms a call
+        on a CPU. Callbacks' ``on_before_optimizer_step`` see one update per loader batch."""
+        opt = self.optimizers()
+        loop = getattr(self.trainer.fit_loop.epoch_loop, "manual_optimization", None)
+        progress = getattr(loop, "optim_step_progress", None)
+        raw = opt.optimizer
+
+        def step(i: int) -> None:
+            if i == n - 1 or progress is None:  # a Lightning without the counter: the wrapper for every update
+                opt.step()
+                return
+            progress.increment_ready()
+            raw.step()
+            progress.increment_completed()
+
+        return step
+
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.step(batch, "val")
@@ -263,6 +342,14 @@ class GenerativeModel(pl.LightningModule):
         if self.scheduler_factory is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt)}}
+
+
+def split_batch(batch: Batch, k: int) -> list[Batch]:
+    """A loader batch as k minibatches, in order: every entry cut along its first (batch) dimension by
+    ``Tensor.tensor_split`` (sizes differ by at most one, so a short last batch gives k shorter ones)."""
+    if k == 1:
+        return [batch]
+    return [dict(zip(batch, rows)) for rows in zip(*(v.tensor_split(k) for v in batch.values()))]
 
 
 def make_optimizer(factory: OptimizerFactory, params: Iterable[torch.nn.Parameter],

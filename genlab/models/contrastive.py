@@ -116,9 +116,10 @@ class ContrastiveModel(GenerativeModel):
         self, *, data_info: DataInfo, net: NetFactory, rep_dim: int = 128, proj_hidden: int = 256,
         proj_dim: int = 64, similarity: str = "cosine", temperature: float = 0.5, learn_temperature: bool = False,
         loss_chunk: int | None = None, optimizer: OptimizerFactory | None = None,
-        scheduler: Callable[..., Any] | None = None, compile: bool = False,
+        scheduler: Callable[..., Any] | None = None, compile: bool = False, updates_per_batch: int = 1,
     ) -> None:
-        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile)
+        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile,
+                         updates_per_batch=updates_per_batch)
         if similarity not in ("cosine", "dot"):
             raise UserError(f"model.similarity={similarity!r} is not one of cosine, dot")
         self.latent_dim = rep_dim

@@ -96,9 +96,10 @@ class DDPM(GenerativeModel):
         beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "eps", variance: str = "beta",
         sampler: str = "ddim", sample_steps: int | None = 50, ddim_eta: float = 0.0, ema: float | None = 0.999,
         clip_denoised: bool = True, optimizer: OptimizerFactory | None = None,
-        scheduler: Callable[..., Any] | None = None, compile: bool = False,
+        scheduler: Callable[..., Any] | None = None, compile: bool = False, updates_per_batch: int = 1,
     ) -> None:
-        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile)
+        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile,
+                         updates_per_batch=updates_per_batch)
         choices = {"prediction": ("eps", "v"), "variance": ("beta", "posterior"), "sampler": ("ddpm", "ddim")}
         for key, value in (("prediction", prediction), ("variance", variance), ("sampler", sampler)):
             if value not in choices[key]:
@@ -210,10 +211,9 @@ class DDPM(GenerativeModel):
             torch.manual_seed(VAL_SEED)
             return {"loss": self.diffusion_loss(x0, self.bound_labels(batch.get("y")), self.denoiser)}
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:  # after the optimiser's step
+    def after_update(self) -> None:
+        if self.ema is not None:  # after every optimiser step
             self.ema.update_parameters(self.net)
-        super().on_train_batch_end(outputs, batch, batch_idx)
 
     # ---- sampling ---------------------------------------------------------------------------------------
     def step_times(self, steps: int | None) -> list[int]:

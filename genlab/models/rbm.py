@@ -28,7 +28,7 @@ from genlab.capabilities import Budget, LikelihoodBound, Needs
 from genlab.data.base import Batch, DataInfo
 from genlab.draws import bernoulli16
 from genlab.errors import UserError
-from genlab.models.base import GenerativeModel, OptimizerFactory, check_finite
+from genlab.models.base import GenerativeModel, OptimizerFactory, check_finite, split_batch
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_EXACT_HIDDEN = 20  # log Z by enumeration over 2^H hidden states up to this many hidden units
@@ -73,15 +73,14 @@ class RBM(GenerativeModel):
         chain_state: str = "visible", updates_per_batch: int = 1, optimizer: OptimizerFactory | None = None,
         scheduler: Callable[..., Any] | None = None, compile: bool = False,
     ) -> None:
-        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, compile=compile)
+        super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, compile=compile,
+                         updates_per_batch=updates_per_batch)
         if visible not in ("bernoulli", "gaussian"):
             raise UserError(f"model.visible={visible!r} is not one of bernoulli, gaussian")
         if visible == "bernoulli" and not data_info.bounded:
             raise UserError(f"model.visible=bernoulli needs data in [0, 1]; '{data_info.name}' holds unbounded values.")
         if chain_state not in ("visible", "hidden"):
             raise UserError(f"model.chain_state={chain_state!r} is not one of visible, hidden")
-        if updates_per_batch < 1:
-            raise UserError(f"model.updates_per_batch={updates_per_batch} must be >= 1")
         self.n_hidden, self.visible, self.cd_k, self.persistent = n_hidden, visible, cd_k, persistent
         self.weight_decay, self.sparsity_target, self.sparsity_cost = weight_decay, sparsity_target, sparsity_cost
         self.ais_runs, self.ais_betas, self.sample_steps = ais_runs, ais_betas, sample_steps
@@ -93,7 +92,7 @@ class RBM(GenerativeModel):
         # PCD's persistent visible states, started from the first training batch (chains_started) and kept in
         # checkpoints, so a resumed run takes them up
         self.register_buffer("chains", torch.zeros(n_chains if persistent else 0, d))
-        self.chain_state, self.updates_per_batch = chain_state, updates_per_batch
+        self.chain_state = chain_state
         hidden_chains = persistent and chain_state == "hidden"
         self.register_buffer("hidden_chains", torch.zeros(n_chains if hidden_chains else 0, n_hidden))
         self.register_buffer("chains_started", torch.tensor(False))
@@ -432,10 +431,8 @@ class RBM(GenerativeModel):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.training_path == "autograd":
             return super().training_step(batch, batch_idx)
-        k = self.updates_per_batch
-        parts = [batch] if k == 1 else [dict(zip(batch, rows)) for rows in  # k minibatches, in order
-                                        zip(*(v.tensor_split(k) for v in batch.values()))]
-        step = self.sgd_steps(len(parts)) if self.training_path == "manual" else None
+        parts = split_batch(batch, self.updates_per_batch)  # k minibatches, in order
+        step = self.optimizer_steps(len(parts)) if self.training_path == "manual" else None
         for i, part in enumerate(parts):
             terms = self.cd_gradients(part)  # .grad written
             size = part["x"].shape[0]
@@ -446,28 +443,6 @@ class RBM(GenerativeModel):
             if step is not None:
                 step(i)
         return terms["loss"]
-
-    def sgd_steps(self, n: int) -> Callable[[int], None]:
-        """The optimiser's step for update i of the n of a loader batch, on the gradient ``cd_gradients``
-        wrote. The last goes through Lightning's optimiser wrapper (its hooks, profiler and step count); the
-        ones before it call the torch optimiser itself and only advance Lightning's step count, so that
-        ``global_step`` (and ``trainer.max_steps``, the checkpoints' step) still counts updates: the wrapper
-        costs 0.2 ms a call, a tenth of a 784-25 update. Callbacks' ``on_before_optimizer_step`` see one
-        update per loader batch."""
-        opt = self.optimizers()
-        loop = getattr(self.trainer.fit_loop.epoch_loop, "manual_optimization", None)
-        progress = getattr(loop, "optim_step_progress", None)
-        raw = opt.optimizer
-
-        def step(i: int) -> None:
-            if i == n - 1 or progress is None:  # a Lightning without the counter: the wrapper for every update
-                opt.step()
-                return
-            progress.increment_ready()
-            raw.step()
-            progress.increment_completed()
-
-        return step
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         if self.training_path == "autograd":
