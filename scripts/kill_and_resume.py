@@ -25,6 +25,9 @@ from pathlib import Path
 
 RUNS = {  # small runs on the built-in digits
     "ae": ["model=ae", "data=digits", "trainer.max_epochs=20"],
+    # four updates per loader batch (genlab's own update loop under manual optimisation)
+    "ae_split": ["model=ae", "data=digits", "trainer.max_epochs=20", "model.updates_per_batch=4",
+                 "data.batch_size=256"],
     "vae": ["model=vae", "data=digits", "trainer.max_epochs=20", "data.binarize=true"],
     "gan": ["model=gan", "data=digits", "trainer.max_epochs=20", "model.ema=0.9"],
     "cyclegan": ["experiment=cyclegan_digits", "trainer.max_epochs=4", "data.max_train=300"],
