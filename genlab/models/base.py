@@ -148,8 +148,7 @@ class GenerativeModel(pl.LightningModule):
         terms = (compiled or self.loss_terms)(batch, stage)
         bs = batch["x"].shape[0]
         if stage == "train":
-            row = self.track_train_terms(terms, bs) if log_step else self.train_terms.add(terms, bs)
-            check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
+            self.record_train_terms(terms, bs, log_step)
         else:  # a few large evaluation batches: Lightning's own epoch means are cheap here
             logged = {f"{stage}/{k}": v.detach() for k, v in terms.items() if k != "loss"}
             if logged:
@@ -157,6 +156,13 @@ class GenerativeModel(pl.LightningModule):
             self.log(f"{stage}/loss", terms["loss"].detach(), on_epoch=True, prog_bar=True, batch_size=bs,
                      sync_dist=True)
         return terms["loss"]
+
+    def record_train_terms(self, terms: dict[str, Tensor], batch_size: int, log_step: bool = True) -> None:
+        """A training update's terms into the epoch means (and with ``log_step`` the step log: one value per
+        key and Lightning step), then checked: before the optimiser's step, so the weights (and the
+        checkpoints) stay finite."""
+        row = self.track_train_terms(terms, batch_size) if log_step else self.train_terms.add(terms, batch_size)
+        check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
 
     def track_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> Tensor:
         """Add the training terms to the epoch means (``train/<term>``, logged at epoch end), and

@@ -28,7 +28,7 @@ from genlab.capabilities import Budget, LikelihoodBound, Needs
 from genlab.data.base import Batch, DataInfo
 from genlab.draws import bernoulli16
 from genlab.errors import UserError
-from genlab.models.base import GenerativeModel, OptimizerFactory, check_finite, split_batch
+from genlab.models.base import GenerativeModel, OptimizerFactory, split_batch
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_EXACT_HIDDEN = 20  # log Z by enumeration over 2^H hidden states up to this many hidden units
@@ -435,11 +435,7 @@ class RBM(GenerativeModel):
         step = self.optimizer_steps(len(parts)) if self.training_path == "manual" else None
         for i, part in enumerate(parts):
             terms = self.cd_gradients(part)  # .grad written
-            size = part["x"].shape[0]
-            # the epoch means take every minibatch; the step log the last (one value per key and step)
-            row = self.track_train_terms(terms, size) if i == len(parts) - 1 else self.train_terms.add(terms, size)
-            # before the step, as in automatic optimisation, so the weights (and the checkpoints) stay finite
-            check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
+            self.record_train_terms(terms, part["x"].shape[0], log_step=i == len(parts) - 1)
             if step is not None:
                 step(i)
         return terms["loss"]
