@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 import time
 from functools import partial
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST10K = ROOT.parent / "shared" / "data" / "mnist10k"
+# mnist10k beside the checkout, or where GENLAB_MNIST10K says (scripts/gpu_checks.sh carries a copy to a GPU machine)
+MNIST10K = Path(os.environ.get("GENLAB_MNIST10K", ROOT.parent / "shared" / "data" / "mnist10k"))
 
 
 # ---- data ---------------------------------------------------------------------------------

@@ -30,7 +30,16 @@ TINY = {
 }
 FAST = ["trainer=debug", "trainer.enable_progress_bar=false", "logger=csv"]
 
-CACHE = Path(tempfile.mkdtemp(prefix="genlab-test-cache-"))
+# one classifier cache for the whole session: pytest-xdist's workers inherit it from the controller that
+# imported this file first (genlab writes cache files atomically, so workers may fill it at once)
+CACHE = Path(os.environ.setdefault("GENLAB_TEST_CACHE", tempfile.mkdtemp(prefix="genlab-test-cache-")))
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # several workers share the cores: one torch thread each, for the runs they start too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 setup_hydra()
 

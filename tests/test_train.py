@@ -74,9 +74,16 @@ def skip_if_it_needs_a_run(model_cfg: DictConfig) -> None:
 
 
 def cheap_evaluation(cfg: DictConfig) -> None:
-    """A smoke run's evaluation at a small budget where the config has the keys: 5 sampler steps, 8 draws of
-    a likelihood bound, 5 conditional samples a class (a diffusion model's default budget is what dominates
-    these runs, not what they check)."""
+    """A smoke run's evaluation and pictures at a small budget where the config has the keys: 5 sampler steps
+    (the evaluator's and the model's own, which the pictures use), 8 draws of a likelihood bound, 5 conditional
+    samples a class, 200 points in the scatters (a diffusion model's default budget is what dominates these
+    runs, not what they check)."""
+    with open_dict(cfg):
+        if cfg.model.get("sample_steps"):
+            cfg.model.sample_steps = min(cfg.model.sample_steps, 5)
+        logger = cfg.get("callbacks", {}).get("image_logger")
+        if logger is not None and "n_points" in logger:
+            logger.n_points = min(logger.n_points, 200)
     evaluator = cfg.get("callbacks", {}).get("evaluator")
     if evaluator is None:
         return

@@ -42,6 +42,8 @@ def check_finite(terms: dict[str, Tensor], who: str, step: int, advice: str = AD
     name, value = next((k, v) for k, v in terms.items() if not torch.isfinite(v).all())
     raise NonFiniteLoss(f"{who}'s loss term '{name}' is {value.float().mean().item()} at global step {step}: "
                         f"training diverged. {advice}")
+
+
 FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimiser kernels run
 
 
