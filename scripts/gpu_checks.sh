@@ -63,7 +63,7 @@ pl.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name
     local epochs=5 dcgan_epochs=4 precisions="${PRECISIONS:-32-true bf16-mixed}"
     [ "$device" = cpu ] && epochs=2 dcgan_epochs=2 precisions="${PRECISIONS:-32-true}"  # a dry run
 
-    echo "== 1. VAE benchmark on $device: fp32, bf16-mixed, compiled, 8 updates per loader batch"
+    echo "== 1. VAE benchmark on $device ($precisions): eager, compiled, 8 updates per loader batch"
     timeout 250 python3 scripts/benchmark.py vae --device "$device" --epochs "$epochs" --repeats 2 \
         --precision $precisions --compile --updates 8 2>&1 | grep -v "available\|LOCAL_RANK\|Tip\|stopped" \
         | tee "$out/vae.log"
