@@ -75,7 +75,10 @@ def write_summary(sweep_dir: Path, runs: Sequence[Run], metric: str | None, dire
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
 
     console = Console(highlight=False, width=max(Console().width, 160))
-    table = Table(title=f"sweep {sweep_dir} ({len(runs)} jobs)", title_justify="left")
+    # the folder on a line of its own, not as the table's title: rich wraps a title to the table's width,
+    # which would break a long path in two
+    print(f"sweep {sweep_dir} ({len(runs)} jobs)")
+    table = Table()
     for col in header:
         table.add_column(col, justify="right" if col.startswith(("test/", "val/", "train/")) else "left",
                          overflow="fold")

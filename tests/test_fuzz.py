@@ -12,7 +12,9 @@ run code when unpickled.
 Speed: this file is also the driver. ``python tests/test_fuzz.py CASES RESULTS SLOT...`` imports torch,
 Lightning, Hydra and genlab once, then forks a fresh child per case, one per slot (a folder with its own
 copy of the existing run) at a time: a case costs what genlab's own checks do and never sees another
-case's state, which in-process runs of Hydra apps would share.
+case's state, which in-process runs of Hydra apps would share. The range and type cases all take one path
+through genlab-train (Hydra's merge of the override, then ``validate``): one case of each kind of check runs
+the command; all of them go through that merge and ``validate`` in-process, without a process each.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Case:
     args: tuple[str, ...]
     expect: tuple[str, ...]  # each must appear in the output
     tool: str = "train"  # train | resume (genlab-train without the short-run overrides) | eval | report
+    check: str = ""  # schema cases: the kind of check (the bound or wrong type, and the field's type)
 
 
 # ---- the cases ------------------------------------------------------------------------------------
@@ -102,25 +105,37 @@ def schema_cases() -> list[Case]:
             for op, step in (("ge", -1), ("gt", 0), ("lt", 0), ("le", 1)):
                 if op in meta:
                     bound = meta[op]
-                    bad.append(bound + step if is_int or op in ("gt", "lt") else bound + step * 1e-3)
+                    bad.append((op, bound + step if is_int or op in ("gt", "lt") else bound + step * 1e-3))
             if "choices" in meta:
                 numbers = [c for c in meta["choices"] if isinstance(c, int)]
-                bad.append(max(numbers) + 2 if numbers and all(isinstance(c, int) for c in meta["choices"])
-                           else "64-true" if f.name == "precision" else "nope")
-            for value in bad:
+                bad.append(("choices", max(numbers) + 2 if numbers and all(isinstance(c, int) for c in meta["choices"])
+                            else "64-true" if f.name == "precision" else "nope"))
+            for op, value in bad:
                 text = f"[{value}]" if is_list and not isinstance(value, str) else str(value)
                 ident = (key, tuple(select), text)
                 if ident not in seen:
                     seen.add(ident)
-                    cases.append(Case(f"range:{key}={text}:{'+'.join(select)}", (*select, f"{key}={text}"), (key,)))
+                    cases.append(Case(f"range:{key}={text}:{'+'.join(select)}", (*select, f"{key}={text}"), (key,),
+                                      check=f"{op} {kind}"))
             # a wrong type is refused by the schema's type, the same check for every field of one type:
             # one case per schema and field type (the range cases above cover every field)
             wrong = "[1]" if "str" in kind and not is_list else "abc"
             if (key, tuple(select), wrong) not in seen and (schema, kind) not in seen:
                 seen.add((key, tuple(select), wrong))
                 seen.add((schema, kind))
-                cases.append(Case(f"type:{key}={wrong}:{'+'.join(select)}", (*select, f"{key}={wrong}"), (key,)))
+                cases.append(Case(f"type:{key}={wrong}:{'+'.join(select)}", (*select, f"{key}={wrong}"), (key,),
+                                  check=f"type {kind}"))
     return cases
+
+
+def one_per_check(cases: list[Case]) -> list[Case]:
+    """The first schema case of each kind of check: these run genlab-train; every schema case is also checked
+    in-process (``test_every_schema_field_refuses_values_outside_its_range_naming_it``), through the
+    same Hydra merge and ``validate``, at a fraction of the cost of a process each."""
+    first: dict[str, Case] = {}
+    for case in cases:
+        first.setdefault(case.check, case)
+    return list(first.values())
 
 
 def group_cases() -> list[Case]:
@@ -384,8 +399,8 @@ RESUME_CASES = [Case(f"resume:{name}", (f"resume={path}", *extra), expect, "resu
 
 
 def all_cases() -> list[Case]:
-    return [*schema_cases(), *group_cases(), *HAND_CASES, *data_cases(), *tool_cases(), *CHECKPOINT_CASE_LIST,
-            *RESUME_CASES]
+    return [*one_per_check(schema_cases()), *group_cases(), *HAND_CASES, *data_cases(), *tool_cases(),
+            *CHECKPOINT_CASE_LIST, *RESUME_CASES]
 
 
 # ---- the files the cases read -------------------------------------------------------------------
@@ -704,8 +719,55 @@ def test_bad_input_fails_cleanly(fuzz_results: dict[str, dict], case: Case) -> N
     assert not result["modified"], "the existing run was modified"
 
 
+SCHEMA_CASES = schema_cases()
+_composed: dict[tuple[str, ...], object] = {}
+
+
+def composed(select: tuple[str, ...], tmp: Path):
+    """The config a run with these overrides gets (composed once per selection), with its folders set."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from genlab.config import conf_dir, validate
+
+    if select not in _composed:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=[*BASE_ARGS, *select])
+        with open_dict(cfg):
+            cfg.paths.output_dir, cfg.paths.log_dir = str(tmp / "run"), str(tmp / "logs")
+        validate(cfg)  # the selection alone is valid: the case's override is what is refused
+        _composed[select] = cfg
+    return _composed[select]
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in SCHEMA_CASES])
+def test_every_schema_field_refuses_values_outside_its_range_naming_it(case: Case, tmp_path_factory) -> None:
+    """Every range and type case, through what genlab-train does with it after composing: Hydra merges the
+    override into the composed config (a wrong type fails there) and ``validate`` checks ranges and choices.
+    The full command line (short error, exit code, no folder left) is run for one case of each kind above."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException
+
+    from genlab.config import validate
+    from genlab.errors import UserError
+
+    tmp = tmp_path_factory.getbasetemp() / "schema-cases"
+    *select, override = (a.replace("{data}", str(tmp / "data")) for a in case.args)
+    cfg = copy.deepcopy(composed(tuple(select), tmp))
+    with pytest.raises((UserError, ConfigCompositionException)) as refused:
+        ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides([override]), cfg)
+        validate(cfg)
+    message = str(refused.value)
+    for text in case.expect:
+        assert text in message, (text, message)
+
+
 def test_fuzz_covers_enough_cases_in_time(fuzz_results: dict[str, dict]) -> None:
     assert len(CASES) >= 200 and len({case.id for case in CASES}) == len(CASES)
+    assert len(SCHEMA_CASES) >= 250 and len({case.id for case in SCHEMA_CASES}) == len(SCHEMA_CASES)
     assert not fuzz_results["_meta"]["pwned"], "a checkpoint's pickle ran code"
     assert fuzz_results["_meta"]["seconds"] < 600
 
