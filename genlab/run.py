@@ -12,7 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
@@ -324,6 +324,43 @@ def print_summary(result: dict[str, Any], out_dir: Path, loggers: list[Logger]) 
 
 
 # ---- the fit -----------------------------------------------------------------------------------
+SMOKE_STEPS, SMOKE_IMAGES, SMOKE_DRAWS, SMOKE_PER_CLASS, SMOKE_TEMPERATURES = 5, 100, 8, 5, 100
+
+
+def smoke_budget(cfg: DictConfig) -> None:
+    """A smoke run (``smoke=true``, set by debug=fast) checks that the whole pipeline runs, not its figures:
+    the evaluation and the pictures get a token budget wherever the config has the key, so a diffusion
+    model's 1000-step sampler or a 2000-image FID does not outlast two batches of training. Samplers take
+    at most 5 steps (the evaluator's budget and the model's own, which the pictures use), the metrics score
+    100 test images (and as many samples), a likelihood bound 8 draws (an RBM's AIS 8 runs of 100
+    temperatures), conditional samplers 5 a class, the scatters 100 points. The dataset classifier is
+    trained as usual: its cache serves real runs too."""
+    if not cfg.get("smoke"):
+        return
+
+    def cap(key: str, most: int, none_is_unbounded: bool = False) -> None:
+        node, _, name = key.rpartition(".")
+        parent = OmegaConf.select(cfg, node)
+        if not isinstance(parent, DictConfig) or name not in parent:
+            return
+        value = parent[name]
+        if value is None and not none_is_unbounded:
+            return
+        with open_dict(parent):
+            parent[name] = most if value is None else min(value, most)
+
+    cap("model.sample_steps", SMOKE_STEPS, none_is_unbounded=True)  # null: all T steps
+    cap("callbacks.image_logger.n_points", SMOKE_IMAGES)
+    cap("callbacks.image_logger.latent.embedding_points", SMOKE_IMAGES)
+    cap("callbacks.evaluator.sample_steps", SMOKE_STEPS, none_is_unbounded=True)  # null: the model's own
+    cap("callbacks.evaluator.max_test", SMOKE_IMAGES, none_is_unbounded=True)  # null: the whole test set
+    cap("callbacks.evaluator.metrics.likelihood.samples", SMOKE_DRAWS)
+    cap("callbacks.evaluator.metrics.likelihood.chunk", SMOKE_DRAWS)
+    cap("callbacks.evaluator.metrics.sample_classes.per_class", SMOKE_PER_CLASS)
+    cap("model.ais_runs", SMOKE_DRAWS)  # an RBM's log Z: 8 annealing runs of 100 temperatures
+    cap("model.ais_betas", SMOKE_TEMPERATURES)
+
+
 def new_model(cfg: DictConfig, info: Any) -> Any:
     """The model of ``cfg.model`` for data ``info``, carrying its config as plain data (checkpoints keep it)."""
     model = build(cfg.model, data_info=info)  # checks the model/data pair

@@ -35,6 +35,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)  # types were checked while composing; ranges and choices here
     if cfg.get("resume"):  # the run's own config, from its last checkpoint
         cfg = run.resumed_config(cfg)
+    run.smoke_budget(cfg)  # debug=fast: a token evaluation too
     run.route_framework_logs()
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

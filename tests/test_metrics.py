@@ -229,6 +229,25 @@ def test_evaluator_pca_model_matches_baseline(tmp_path) -> None:
     assert 0.5 < m["test/novelty_auroc_codes"] <= 1  # the unseen class's codes lie away from the training codes
 
 
+def test_max_test_scores_the_model_and_its_pca_baseline_on_the_same_fixed_subset() -> None:
+    dm = TinyImages(eval_batch_size=64)
+    dm.setup()
+    # a model whose subspace differs from the baseline's (fitted on test images, not training images)
+    model = PCAModel(dm.info, P.fit_pca(dm.tensors("test").x, 2))
+    subset = dm.splits["test"].pick(40, seed=0)  # the evaluator's seed
+    x = TensorDataModule.scale(subset.x)
+    by_hand = M.squared_error_per_image(x, model.reconstruct(x)).mean().item()
+    baseline = P.fit_pca(dm.tensors("train").x, 2)
+    pca_by_hand = M.squared_error_per_image(x, P.pca_reconstruct(baseline, x)).mean().item()
+    scores = configured_evaluator(overrides=["max_test=40"]).evaluate(model, dm)
+    assert scores["test/sq_err_per_image"] == pytest.approx(by_hand, rel=1e-5)
+    assert scores["test/pca_sq_err_per_image"] == pytest.approx(pca_by_hand, rel=1e-5)
+    whole = configured_evaluator().evaluate(model, dm)  # all 150 test images: other figures
+    assert whole["test/sq_err_per_image"] != pytest.approx(by_hand, rel=1e-3)
+    with pytest.raises(UserError, match="max_test"):
+        configured_evaluator(overrides=["max_test=0"])
+
+
 def test_evaluator_perfect_model_and_samples(tmp_path) -> None:
     dm = TinyImages(eval_batch_size=64, holdout_class=2)
     trainer = _trainer(tmp_path)

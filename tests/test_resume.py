@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,41 @@ def test_a_run_stopped_in_the_middle_and_resumed_ends_bit_identical(uninterrupte
     # what the CSV logger wrote before the stop is kept; the resumed part is beside it
     first, rest = (run / "csv" / "metrics.csv").read_text(), (run / "csv" / "resumed-1" / "metrics.csv").read_text()
     assert "train/loss" in first and "test/loss" in rest and "test/loss" not in first
+
+
+def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tmp_path: Path) -> None:
+    """The test of a diffusion model sampling 1000 steps would run for minutes after a SIGTERM: it stops at
+    once, with the scheduler's code, the record and the resume= command."""
+    proc = start(tmp_path, "model=ddpm", "data=digits", "data.max_train=64", "trainer.max_epochs=1", "logger=csv",
+                 "trainer.enable_progress_bar=false", "model.sample_steps=1000")
+    deadline = time.time() + 120
+    while not any("Restoring states" in f.read_text() for f in (tmp_path / "train" / "runs").glob("*/*.log")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    time.sleep(3)  # into the test's first batches (the test's own handler is set at its start); it samples for minutes
+    signalled = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    run = the_run(tmp_path)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert time.time() - signalled < 30  # not the rest of the test
+    assert "during the test" in err and f"resume={run}" in err
+    record = json.loads((run / "interrupted.json").read_text())
+    assert record["stage"] == "test" and record["signal"] == "SIGTERM"
+    assert record["checkpoint"] == "checkpoints/last.ckpt" and not (run / "metrics.json").exists()
+
+
+def test_a_run_stopped_in_its_test_resumes_to_the_same_metrics(uninterrupted: Path, tmp_path: Path) -> None:
+    """What a stop during the test leaves (training done, no metrics.json, the record): resume= tests the
+    same checkpoint under the same seed, so the metrics are those of the run that was never stopped."""
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    (run / "metrics.json").unlink()
+    (run / "interrupted.json").write_text(json.dumps({"signal": "SIGTERM", "stage": "test"}))
+    r = run_cli(f"resume={run}", f"paths.log_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (run / "interrupted.json").exists()
+    assert metrics_of(run)["metrics"] == metrics_of(uninterrupted)["metrics"]
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(uninterrupted: Path, tmp_path: Path) -> None:

@@ -73,29 +73,6 @@ def skip_if_it_needs_a_run(model_cfg: DictConfig) -> None:
         pytest.skip(f"{missing[0]} must be given (its family's tests do)")
 
 
-def cheap_evaluation(cfg: DictConfig) -> None:
-    """A smoke run's evaluation and pictures at a small budget where the config has the keys: 5 sampler steps
-    (the evaluator's and the model's own, which the pictures use), 8 draws of a likelihood bound, 5 conditional
-    samples a class, 200 points in the scatters (a diffusion model's default budget is what dominates these
-    runs, not what they check)."""
-    with open_dict(cfg):
-        if cfg.model.get("sample_steps"):
-            cfg.model.sample_steps = min(cfg.model.sample_steps, 5)
-        logger = cfg.get("callbacks", {}).get("image_logger")
-        if logger is not None and "n_points" in logger:
-            logger.n_points = min(logger.n_points, 200)
-    evaluator = cfg.get("callbacks", {}).get("evaluator")
-    if evaluator is None:
-        return
-    with open_dict(cfg):
-        evaluator.sample_steps = 5
-        metrics = evaluator.get("metrics") or {}
-        if "likelihood" in metrics:
-            metrics.likelihood.samples = 8
-        if "sample_classes" in metrics:
-            metrics.sample_classes.per_class = 5
-
-
 def smoke_data(model: str, make_cfg) -> str:
     """The first built-in dataset the model serves on: digits, else 2-D points, else two domains."""
     needs = declared_needs(make_cfg(f"model={model}").model)
@@ -111,8 +88,7 @@ def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> No
     data = smoke_data(model, make_cfg)
     # translation accuracy needs two classifiers trained: test_cyclegan.py covers it; cycles here
     extra = ["callbacks.evaluator.classifier_cache=null"] if data == "digits_inverted" else []
-    cfg = make_cfg(f"model={model}", f"data={data}", *SMOKE_TINY[data], *FAST, *extra)
-    cheap_evaluation(cfg)
+    cfg = make_cfg(f"model={model}", f"data={data}", *SMOKE_TINY[data], *FAST, *extra, "smoke=true")
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     written = json.loads((out / "metrics.json").read_text())
@@ -133,6 +109,25 @@ def test_every_model_trains_tests_and_writes_its_run(make_cfg, model: str) -> No
     assert (out / written["best_checkpoint"]).is_file()
 
 
+def test_a_smoke_run_caps_the_evaluation_budget_where_the_config_has_the_keys(make_cfg) -> None:
+    from genlab.run import smoke_budget
+
+    cfg = make_cfg("experiment=ring8_ddpm", "debug=fast", "callbacks.evaluator.metrics.likelihood.samples=3")
+    smoke_budget(cfg)
+    assert cfg.model.sample_steps == 5 and cfg.callbacks.evaluator.sample_steps == 5  # both were null (all T steps)
+    assert cfg.callbacks.evaluator.max_test == 100 and cfg.callbacks.image_logger.n_points == 100
+    assert cfg.callbacks.evaluator.metrics.likelihood.samples == 3  # already below the cap: kept
+    rbm = make_cfg("model=rbm", "debug=fast", "model.ais_runs=null")
+    smoke_budget(rbm)
+    assert (rbm.model.sample_steps, rbm.model.ais_betas, rbm.model.ais_runs) == (5, 100, None)  # null: the budget's
+    bare = make_cfg("model=ae", "debug=fast", "callbacks=none")
+    smoke_budget(bare)
+    assert not bare.get("callbacks") and "sample_steps" not in bare.model  # nothing added where no key was
+    full = make_cfg("experiment=ring8_ddpm")
+    smoke_budget(full)  # smoke=false: untouched
+    assert full.model.sample_steps is None and full.callbacks.evaluator.max_test is None  # all T steps
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_preset_composes_and_smoke_trains(make_cfg, fake_mnist, experiment: str) -> None:
     """Every conf/experiment/*.yaml, as a user would run it with debug=fast; presets made for MNIST
@@ -140,12 +135,12 @@ def test_every_experiment_preset_composes_and_smoke_trains(make_cfg, fake_mnist,
     cfg = make_cfg(f"experiment={experiment}", "debug=fast", "trainer.enable_progress_bar=false")
     skip_if_it_needs_a_run(cfg.model)  # mnist_caption_to_image: a CLIP run (test_diffusion.py trains one)
     assert cfg.trainer.max_epochs == 1 and cfg.trainer.limit_train_batches == 2  # debug=fast wins over the preset
+    assert cfg.smoke  # and gives the evaluation a token budget (genlab.run.smoke_budget)
     with open_dict(cfg):
         cfg.data.root = str(fake_mnist)
         cfg.data.max_train = 64
         if "n_samples" in cfg.data:
             cfg.data.n_samples = min(cfg.data.n_samples, 400)
-    cheap_evaluation(cfg)
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     assert math.isfinite(metrics["test/loss"]) and (out / "metrics.json").is_file()

@@ -38,11 +38,12 @@ class Evaluator(pl.Callback):
     draw of the evaluation (Monte-Carlo estimates, samples) in a forked random state.
     ``classifier_cache``: where dataset classifiers are kept (None: no classifier-based metrics).
     ``sample_steps``: the step budget of iterative samplers (None: each model's default).
+    ``max_test``: the metrics score a fixed random subset of this many test images (None: all of them).
     """
 
     def __init__(self, metrics: Mapping[str, Metric] | None = None, seed: int = 0,
                  classifier_cache: str | None = None, classifier_epochs: int = 3,
-                 sample_steps: int | None = None) -> None:
+                 sample_steps: int | None = None, max_test: int | None = None) -> None:
         self.metrics = dict(metrics or {})
         for name, metric in self.metrics.items():
             if not isinstance(metric, Metric):
@@ -50,7 +51,9 @@ class Evaluator(pl.Callback):
                                 "give it a _target_ naming a genlab.metrics.base.Metric subclass.")
         if sample_steps is not None and sample_steps < 1:
             raise UserError(f"callbacks.evaluator.sample_steps={sample_steps}: it must be >= 1 (or null).")
-        self.seed, self.sample_steps = seed, sample_steps
+        if max_test is not None and max_test < 1:
+            raise UserError(f"callbacks.evaluator.max_test={max_test}: it must be >= 1 (or null).")
+        self.seed, self.sample_steps, self.max_test = seed, sample_steps, max_test
         self.classifier_cache, self.classifier_epochs = classifier_cache, classifier_epochs
         self.last = Scores()  # the latest evaluation, with its units
 
@@ -70,7 +73,8 @@ class Evaluator(pl.Callback):
     def evaluate(self, model: GenerativeModel, dm: TensorDataModule) -> Scores:
         """Every listed metric that applies to the model and data, by value name; undefined values
         (NaN, inf) are left out. The result also carries the units and the table's columns."""
-        ctx = Context(model, dm, self.seed, self.classifier_cache, self.classifier_epochs, self.sample_steps)
+        ctx = Context(model, dm, self.seed, self.classifier_cache, self.classifier_epochs, self.sample_steps,
+                      self.max_test)
         out = Scores()
         for metric in self.metrics.values():
             if metric.applies(ctx):

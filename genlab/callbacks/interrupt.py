@@ -5,7 +5,10 @@ requeue a job look for), 130 for SIGINT. A second Ctrl-C stops at once.
 
 The stop comes where a resumed run can take up exactly what the uninterrupted one would have done:
 after a training batch (the model's own batch-end bookkeeping done first), or at the end of an epoch,
-after last.ckpt is written. Never after validation, whose random draws a resume would repeat.
+after last.ckpt is written. Never after validation, whose random draws a resume would repeat. During the
+test, which changes nothing a resume needs (it starts from the seed), a signal stops the run at once: its
+training is in last.ckpt, and ``resume=`` runs the test again (a long evaluation, a diffusion model's
+sampling, would otherwise keep a scheduler waiting).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 class Interrupted(Exception):
     """The run stopped at a signal after saving a resumable checkpoint."""
 
-    def __init__(self, signum: int, checkpoint: Path, epoch: int, step: int) -> None:
+    def __init__(self, signum: int, checkpoint: Path, epoch: int, step: int, stage: str = "train") -> None:
         self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
         self.exit_code = EXIT_CODES.get(signal.Signals(signum), 128 + int(signum))
-        super().__init__(f"stopped by {signal.Signals(signum).name} at epoch {epoch}, global step {step}; "
-                         f"resumable checkpoint {checkpoint}")
+        where = f"at epoch {epoch}, global step {step}" if stage == "train" else \
+            f"during the test, after training to epoch {epoch}, global step {step}"
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}; resumable checkpoint {checkpoint}")
 
 
 class GracefulStop(Checkpoint):
@@ -65,6 +69,24 @@ class GracefulStop(Checkpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.restore()
 
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Lightning's own SIGTERM handler only notes the signal: a test would run on to its end."""
+        checkpoint = self.last_checkpoint(trainer)
+        if not checkpoint.is_file():  # a test of a given checkpoint (train=false): nothing to resume
+            return
+
+        def stop_now(signum: int, frame: FrameType | None) -> None:
+            self.restore()
+            self.record(trainer, signum, checkpoint, "test")
+            raise Interrupted(signum, checkpoint, trainer.current_epoch, trainer.global_step, stage="test")
+
+        for signum in EXIT_CODES:
+            self.previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, stop_now)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.restore()
+
     def restore(self) -> None:
         self.active = False
         for signum, handler in self.previous.items():
@@ -93,16 +115,25 @@ class GracefulStop(Checkpoint):
     def stop(self, trainer: pl.Trainer, save: bool = True) -> None:
         """Save last.ckpt where the run keeps it (``save=False``: unless one is there), record the stop,
         raise Interrupted."""
-        folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
-                   if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-        folder = folders[0] if folders else Path(trainer.default_root_dir) / "checkpoints"
-        path = folder / "last.ckpt"
+        path = self.last_checkpoint(trainer)
         if save or not path.is_file():
             trainer.save_checkpoint(path, weights_only=False)  # a whole, resumable one
         signum = int(self.requested or signal.SIGTERM)
-        record = {"signal": signal.Signals(signum).name, "epoch": trainer.current_epoch,
-                  "global_step": trainer.global_step, "checkpoint": str(path.relative_to(folder.parent))}
-        if trainer.is_global_zero:
-            write_json(folder.parent / "interrupted.json", record)
+        self.record(trainer, signum, path, "train")
         self.restore()
         raise Interrupted(signum, path, trainer.current_epoch, trainer.global_step)
+
+    @staticmethod
+    def last_checkpoint(trainer: pl.Trainer) -> Path:
+        """Where the run keeps last.ckpt: the checkpoint callback's folder, else <root>/checkpoints."""
+        folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
+                   if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+        return (folders[0] if folders else Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
+
+    @staticmethod
+    def record(trainer: pl.Trainer, signum: int, checkpoint: Path, stage: str) -> None:
+        """<run>/interrupted.json: the signal, the stage it stopped, the epoch and step of last.ckpt."""
+        if trainer.is_global_zero:
+            write_json(checkpoint.parent.parent / "interrupted.json", {
+                "signal": signal.Signals(signum).name, "stage": stage, "epoch": trainer.current_epoch,
+                "global_step": trainer.global_step, "checkpoint": f"{checkpoint.parent.name}/{checkpoint.name}"})

@@ -17,6 +17,7 @@ class EvaluatorConfig:
     classifier_cache: Optional[str] = None  # the folder of dataset classifiers; null: no classifier metrics
     classifier_epochs: int = opt(3, ge=1)  # passes of the dataset classifier's training (at least 500 steps)
     sample_steps: Optional[int] = opt(None, ge=1)  # the step budget of iterative samplers; null: their default
+    max_test: Optional[int] = opt(None, ge=1)  # test images the metrics score (a fixed random subset); null: all
     metrics: Optional[dict[str, Any]] = None  # the metric objects by name, in the order they run
 
 

@@ -91,6 +91,7 @@ class TrainConfig:
     trust: bool = False  # load a run folder's or checkpoint's config even if it names code outside genlab
     trusted_modules: list[str] = opt([])  # modules besides genlab and torch that run folders may name
     optimized_metric: Optional[str] = None
+    smoke: bool = False  # debug=fast: evaluation and pictures at a token budget (genlab.run.smoke_budget)
 
 
 SCHEMAS = {"model": {"base": ModelConfig}, "trainer": {"trainer": TrainerConfig}, "paths": {"paths": PathsConfig}}

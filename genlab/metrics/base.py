@@ -61,12 +61,13 @@ class Context:
     """One evaluation of ``model`` on a set-up datamodule: shared inputs, each computed once.
 
     ``classifier_cache``: where dataset classifiers are kept (None: no classifier-based metrics);
-    ``sample_steps``: the step budget handed to iterative samplers (None: each model's default).
+    ``sample_steps``: the step budget handed to iterative samplers (None: each model's default);
+    ``max_test``: the test split is a fixed random subset of this many samples (None: all of it).
     """
 
     def __init__(self, model: GenerativeModel, dm: TensorDataModule, seed: int = 0,
                  classifier_cache: Path | str | None = None, classifier_epochs: int = 3,
-                 sample_steps: int | None = None) -> None:
+                 sample_steps: int | None = None, max_test: int | None = None) -> None:
         self.model, self.dm, self.info = model, dm, dm.info
         self.device = model.device
         self.batch_size = dm.options.eval_batch_size
@@ -75,6 +76,7 @@ class Context:
         self.classifier_cache = classifier_cache
         self.classifier_epochs = classifier_epochs
         self.sample_steps = sample_steps
+        self.max_test = max_test
         self.units: dict[str, str] = {}  # metrics note the unit of a value here (test/neg_elbo: nats)
         self.memo: dict[Any, Any] = {}
 
@@ -83,7 +85,14 @@ class Context:
         """A split of the datamodule; ``stored``: as stored, never binarised (what samples are
         compared with); ``seen_classes``: without the hold-out class, which no model or probe saw."""
         s = self.dm.as_stored(name) if stored else self.dm.splits[name]
+        if name == "test" and self.max_test is not None and len(s) > self.max_test:
+            s = s.pick(self.max_test, self.seed)  # the same images as stored and as the model sees them
         return s.without_class(self.holdout_class) if seen_classes else s
+
+    def tensors(self, name: str) -> Split:
+        """A split as ``split`` gives it, scaled to float (for closed-form fits such as PCA)."""
+        s = self.split(name)
+        return Split(self.dm.scale(s.x), s.y, s.factors)
 
     def labels(self, split: Split) -> Tensor | None:
         """What the model's methods take as ``y`` for this split: its labels for conditional models."""

@@ -77,8 +77,8 @@ class Reconstruction(Metric):
         out = {"test/sq_err_per_image": err, "test/mse_per_pixel": err / ctx.info.dim}
         k = ctx.model.latent_dim
         if self.pca_baseline and isinstance(ctx.model, CanEncode) and k:
-            fit = fit_pca(ctx.dm.tensors("train").x, min(k, ctx.info.dim))
-            x = ctx.dm.tensors("test").x
+            fit = fit_pca(ctx.tensors("train").x, min(k, ctx.info.dim))
+            x = ctx.tensors("test").x  # the images the model's error is of
             pca_err = squared_error_per_image(x, pca_reconstruct(fit, x)).mean().item()
             out["test/pca_sq_err_per_image"] = pca_err
             out["test/sq_err_vs_pca"] = err / pca_err if k < ctx.info.dim else math.nan  # k >= D: PCA is exact
