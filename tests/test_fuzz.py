@@ -398,8 +398,8 @@ RESUME_CASES = [Case(f"resume:{name}", (f"resume={path}", *extra), expect, "resu
 )]
 
 
-def all_cases() -> list[Case]:
-    return [*one_per_check(schema_cases()), *group_cases(), *HAND_CASES, *data_cases(), *tool_cases(),
+def all_cases(schema: list[Case]) -> list[Case]:
+    return [*one_per_check(schema), *group_cases(), *HAND_CASES, *data_cases(), *tool_cases(),
             *CHECKPOINT_CASE_LIST, *RESUME_CASES]
 
 
@@ -646,7 +646,8 @@ if __name__ == "__main__":
 
 
 # ---- the tests -------------------------------------------------------------------------------------
-CASES = all_cases()
+SCHEMA_CASES = schema_cases()  # every one checked in-process, one of each kind as a command
+CASES = all_cases(SCHEMA_CASES)
 # root makes folders in read-only ones: that case would train instead of failing, so it is not run
 NOT_RUN = frozenset({"paths:log_dir=read-only"} if os.geteuid() == 0 else ())
 
@@ -719,11 +720,10 @@ def test_bad_input_fails_cleanly(fuzz_results: dict[str, dict], case: Case) -> N
     assert not result["modified"], "the existing run was modified"
 
 
-SCHEMA_CASES = schema_cases()
-_composed: dict[tuple[str, ...], object] = {}
+_composed: dict[tuple[str, ...], typing.Any] = {}
 
 
-def composed(select: tuple[str, ...], tmp: Path):
+def composed(select: tuple[str, ...], tmp: Path) -> typing.Any:
     """The config a run with these overrides gets (composed once per selection), with its folders set."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
