@@ -378,8 +378,10 @@ def test_latent_ddpm_refuses_a_folder_that_is_not_a_finished_autoencoder_run(tmp
     with pytest.raises(UserError, match="is not a folder"):
         load_autoencoder(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no finished run's checkpoint"):
+    with pytest.raises(UserError, match="no finished run's checkpoint.*folder of an autoencoder or VAE run"):
         load_autoencoder(tmp_path / "empty")
+    with pytest.raises(UserError, match="model.autoencoder is empty: give the folder of a finished"):
+        load_autoencoder("")  # `model.autoencoder=` on the command line: not the current folder
     with pytest.raises(UserError, match="cannot both encode and decode"):
         check_autoencoder(tiny(), "runs/ddpm")
     with pytest.raises(UserError, match="is not a folder"):

@@ -509,6 +509,10 @@ def load_finished_run(run_dir: str | Path, key: str, what: str) -> GenerativeMod
 
     from genlab.run import load_model
 
+    a = "an" if what[:1].lower() in "aeiou" else "a"
+    if not str(run_dir).strip():  # Path("") is the current folder: say what was meant instead
+        raise UserError(f"{key} is empty: give the folder of a finished {what} run "
+                        "(genlab-train prints it as 'run directory').")
     folder = Path(str(run_dir)).expanduser()
     if not folder.is_dir():
         raise UserError(f"{key}={run_dir} is not a folder: give the folder of a finished {what} run "
@@ -523,7 +527,7 @@ def load_finished_run(run_dir: str | Path, key: str, what: str) -> GenerativeMod
     checkpoint = folder / best if best else folder / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
         raise UserError(f"{key}={run_dir} has no finished run's checkpoint ({checkpoint} is missing): "
-                        f"give the folder of a {what} run that has finished.")
+                        f"give the folder of {a} {what} run that has finished.")
     return load_model(None, checkpoint)
 
 
