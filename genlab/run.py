@@ -121,6 +121,34 @@ def load_model(model_cfg: DictConfig | None, checkpoint: str | Path, device: str
     return model_from_checkpoint(state, source, model_cfg, trusted, trust, data_info).to(device)
 
 
+def load_finished_run(run_dir: str | Path, key: str, what: str) -> Any:
+    """The tested model of a finished run folder (metrics.json's best_checkpoint, else checkpoints/last.ckpt),
+    rebuilt from the config its checkpoint carries; UserError naming ``key`` (the setting that gave the
+    folder) and ``what`` (the kind of run wanted) when the folder or its checkpoint is missing."""
+    import json
+
+    a = "an" if what[:1].lower() in "aeiou" else "a"
+    if not str(run_dir).strip():  # Path("") is the current folder: say what was meant instead
+        raise UserError(f"{key} is empty: give the folder of a finished {what} run "
+                        "(genlab-train prints it as 'run directory').")
+    folder = Path(str(run_dir)).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"{key}={run_dir} is not a folder: give the folder of a finished {what} run "
+                        "(genlab-train prints it as 'run directory').")
+    record = folder / "metrics.json"
+    best = None
+    if record.is_file():
+        try:
+            best = json.loads(record.read_text()).get("best_checkpoint")
+        except (ValueError, AttributeError):
+            raise UserError(f"{key}={run_dir}: {record} is not a genlab metrics file.") from None
+    checkpoint = folder / best if best else folder / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise UserError(f"{key}={run_dir} has no finished run's checkpoint ({checkpoint} is missing): "
+                        f"give the folder of {a} {what} run that has finished.")
+    return load_model(None, checkpoint)
+
+
 def stored_config(run_dir: Path) -> DictConfig:
     """A run folder's composed config (.hydra/config.yaml), its paths anchored where the run was started
     (paths.root_dir from .hydra/hydra.yaml, relative data paths made absolute), paths.output_dir the

@@ -26,13 +26,11 @@ from genlab.errors import UserError
 from genlab.models.diffusion import (
     DDPM,
     ConditionalDDPM,
-    LatentDDPM,
     alpha_bars,
     beta_schedule,
-    check_autoencoder,
     discretised_gaussian_log_likelihood,
-    load_autoencoder,
 )
+from genlab.models.latent_diffusion import LatentDDPM, check_autoencoder, load_autoencoder
 from genlab.nets.unet import denoiser
 from genlab.run import build, load_model
 from genlab.train import train
@@ -372,6 +370,13 @@ def test_latent_ddpm_diffuses_the_codes_of_a_finished_autoencoder_run(make_cfg, 
         torch.testing.assert_close(model.autoencoder.state_dict()[name], weight)
     x = model.eval().sample(3, steps=4)
     assert x.shape == (3, 1, 8, 8) and x.min() >= 0 and x.max() <= 1
+    # a run made while LatentDDPM lived in genlab.models.diffusion carries that target: it still loads
+    best = out / json.loads((out / "metrics.json").read_text())["best_checkpoint"]
+    state = torch.load(best, weights_only=True)
+    assert state["genlab"]["model_config"]["_target_"] == "genlab.models.latent_diffusion.LatentDDPM"
+    state["genlab"]["model_config"]["_target_"] = "genlab.models.diffusion.LatentDDPM"
+    torch.save(state, tmp_path / "old.ckpt")
+    assert isinstance(load_model(None, tmp_path / "old.ckpt"), LatentDDPM)
 
 
 def test_latent_ddpm_refuses_a_folder_that_is_not_a_finished_autoencoder_run(tmp_path: Path) -> None:

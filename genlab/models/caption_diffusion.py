@@ -24,7 +24,8 @@ from torch import Tensor
 from genlab.capabilities import CanEmbedText
 from genlab.data.base import DataInfo
 from genlab.errors import IncompatibleError, UserError
-from genlab.models.diffusion import ConditionalDDPM, load_finished_run
+from genlab.models.diffusion import ConditionalDDPM
+from genlab.run import load_finished_run
 
 
 class CaptionTable:
