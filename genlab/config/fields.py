@@ -139,3 +139,11 @@ def top_level_errors(cfg: DictConfig) -> list[str]:
             if msg:
                 errors.append(msg)
     return errors
+
+
+def select(cfg: DictConfig, key: str) -> Any:
+    """The value at a dotted key, None when absent or not resolvable here (a Hydra-only interpolation)."""
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=False)
+    except Exception:
+        return None
