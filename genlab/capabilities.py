@@ -273,7 +273,8 @@ class Needs:
             out.append(f"it needs image data (C, H, W), but '{info.name}' provides {info.dim}-D points. "
                        "Pick an image dataset (e.g. data=digits) or an MLP model (e.g. model=ae).")
         if self.labels and not info.has_labels:
-            out.append(f"it is conditional on class labels, and '{info.name}' has none.")
+            out.append(f"it is conditional on class labels, and '{info.name}' has none. "
+                       "Pick a labelled dataset (e.g. data=digits, toy2d).")
         if self.domains > max(1, len(info.domains)):
             out.append(f"it translates between {self.domains} unpaired domains, but '{info.name}' provides one; "
                        "pick a two-domain dataset (e.g. data=digits_inverted, shapes_colour, unpaired_folder).")
@@ -281,8 +282,12 @@ class Needs:
             out.append(f"it learns from disturbed views of images (rotations, crops, blur), but '{info.name}' "
                        f"provides {info.dim}-D points. Pick an image dataset (e.g. data=digits).")
         if self.shape is not None and tuple(info.shape) != tuple(self.shape):
-            what = "2-D points" if self.shape == (2,) else f"samples of shape {self.shape}"
-            out.append(f"it needs {what}, but '{info.describe()}'.")
+            kind = "images " + "x".join(map(str, info.shape)) if info.is_image else f"{info.dim}-D points"
+            if self.shape == (2,):
+                out.append(f"it needs 2-D points, but '{info.name}' provides {kind}. Pick a dataset of 2-D points "
+                           "(e.g. data=toy2d).")
+            else:
+                out.append(f"it needs samples of shape {self.shape}, but '{info.name}' provides {kind}.")
         return out
 
     def check(self, info: DataInfo, who: str) -> None:

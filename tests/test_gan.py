@@ -159,7 +159,8 @@ def test_cgan_samples_depend_on_the_class() -> None:
     assert not torch.allclose(draw(2), draw(5), atol=1e-4)
     with pytest.raises(ValueError, match="labels"):
         model.sample(3, y=torch.tensor([1]))
-    with pytest.raises(IncompatibleError, match="labels"):
+    with pytest.raises(IncompatibleError, match=r"conditional on class labels, and '.*' has none\. Pick a labelled "
+                                                r"dataset \(e\.g\. data=digits, toy2d\)"):
         CGAN(data_info=PTS, net=mlp())
 
 

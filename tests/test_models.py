@@ -139,7 +139,8 @@ def test_pca_model_matches_numpy_svd() -> None:
     v = vt[:5].T
     rec = (flat - mu) @ v @ v.T + mu
     assert np.allclose(model.reconstruct(x).flatten(1).double().numpy(), rec, atol=1e-4)
-    with pytest.raises(UserError, match="exceeds"):
+    with pytest.raises(UserError, match=rf"latent_dim=100 exceeds the data dimension {IMG.dim} .*: set "
+                                        rf"model.latent_dim={IMG.dim} or less"):
         PCA(data_info=IMG, latent_dim=100)
 
 

@@ -39,7 +39,8 @@ def test_discriminator_and_losses_match_the_hand_formulas() -> None:
 
 
 def test_toy_gan_needs_2d_points() -> None:
-    with pytest.raises(IncompatibleError, match="needs 2-D points"):
+    wanted = r"needs 2-D points, but 'digits' provides images 1x8x8\. Pick a dataset of 2-D points \(e\.g\. data=toy2d"
+    with pytest.raises(IncompatibleError, match=wanted):
         ToyGAN(data_info=DataInfo("digits", (1, 8, 8), 10))
 
 

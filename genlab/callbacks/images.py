@@ -129,6 +129,7 @@ class ImageLogger(pl.Callback):
         self.n_points = n_points  # points and codes drawn in a scatter
         self.seed = seed  # fixes the shown images and the sampling noise across epochs
         self.latent = latent
+        self.plots_state = False  # whether the trained model draws its training state (on_train_start)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm, tb = trained_datamodule(trainer), _tensorboards(trainer)
@@ -246,9 +247,13 @@ class ImageLogger(pl.Callback):
         self.emit(trainer, "test/guidance_sweep", "guidance_sweep.png", make)
 
     # models that draw their training state: a figure every state_every batches and at the end
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # asked once: a protocol's isinstance looks up each of its members (about 20 µs), and this runs every batch
+        self.plots_state = isinstance(pl_module, CanPlotState)
+
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
                              batch_idx: int) -> None:
-        if isinstance(pl_module, CanPlotState) and pl_module.trained_batches % pl_module.state_every == 0:
+        if self.plots_state and pl_module.trained_batches % pl_module.state_every == 0:
             self.state_picture(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

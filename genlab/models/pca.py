@@ -68,7 +68,8 @@ class PCA(GenerativeModel):
         super().__init__(data_info=data_info)
         d = data_info.dim
         if latent_dim > d:
-            raise UserError(f"model.latent_dim={latent_dim} exceeds the data dimension {d} of '{data_info.name}'")
+            raise UserError(f"model.latent_dim={latent_dim} exceeds the data dimension {d} of '{data_info.name}': "
+                            f"set model.latent_dim={d} or less")
         self.latent_dim, self.whiten = latent_dim, whiten
         self.automatic_optimization = False  # nothing to optimise
         self.register_buffer("mean", torch.zeros(d))
