@@ -413,14 +413,20 @@ def checked_start(path: str, model: Any, cfg: DictConfig) -> str:
 
 def make_trainer(cfg: DictConfig, model: Any, loggers: list[Logger], lr_scale: float = 1.0) -> pl.Trainer:
     """A Trainer of ``cfg.trainer`` with the run's callbacks (the checkpoint policy of the model, a clean
-    stop at signals, and the learning-rate scale of a retry); ``nan_retries`` is genlab's, not Lightning's."""
+    stop at signals, the learning-rate scale of a retry, and the progress bar unless the config brings its
+    own); ``nan_retries`` is genlab's, not Lightning's."""
+    from pytorch_lightning.callbacks import ProgressBar
+
     from genlab.callbacks.interrupt import GracefulStop
+    from genlab.callbacks.progress import ThrottledProgressBar
 
     callbacks = checkpoint_policy(build_group(cfg.get("callbacks")), model) + [GracefulStop()]
     if lr_scale != 1.0:
         callbacks.append(ScaleLearningRates(lr_scale))
     node = OmegaConf.to_container(cfg.trainer, resolve=True)
     node.pop("nan_retries", None)
+    if node.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(ThrottledProgressBar())  # Lightning's rich bar, without its cost on every batch
     return build(OmegaConf.create(node), callbacks=callbacks, logger=loggers or False)
 
 
