@@ -149,6 +149,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 # ---- models from checkpoints -------------------------------------------------------------------
+# classes that moved: runs written before the move name them by their old path (config and checkpoint)
+MOVED_TARGETS = {"genlab.models.diffusion.LatentDDPM": "genlab.models.latent_diffusion.LatentDDPM"}
+
+
+def moved_target(target: Any) -> Any:
+    """The path a ``_target_`` has now (MOVED_TARGETS), so that older runs still load and resume."""
+    return MOVED_TARGETS.get(target, target) if isinstance(target, str) else target
+
+
 def model_from_checkpoint(state: dict[str, Any], source: str, model_cfg: Any = None, trusted: tuple[str, ...] = (),
                           trust: bool = False, data_info: Any = None) -> Any:
     """The model a checkpoint holds, rebuilt from config and loaded with its weights.
@@ -163,6 +172,8 @@ def model_from_checkpoint(state: dict[str, Any], source: str, model_cfg: Any = N
 
     record = state.get("genlab") or {}
     carried, info = record.get("model_config"), record.get("data_info")
+    if isinstance(carried, dict) and "_target_" in carried:
+        carried = {**carried, "_target_": moved_target(carried["_target_"])}
     if info is None and data_info is not None:
         info = dataclasses.asdict(data_info)
     if info is None or (model_cfg is None and carried is None):

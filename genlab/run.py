@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
+from genlab.checkpoints import moved_target
 from genlab.config.instantiation import build, build_group
 from genlab.errors import UserError
 from genlab.files import write_json
@@ -152,7 +153,8 @@ def load_finished_run(run_dir: str | Path, key: str, what: str) -> Any:
 def stored_config(run_dir: Path) -> DictConfig:
     """A run folder's composed config (.hydra/config.yaml), its paths anchored where the run was started
     (paths.root_dir from .hydra/hydra.yaml, relative data paths made absolute), paths.output_dir the
-    folder itself. UserError for a folder that is not a genlab run or a file that is not its config."""
+    folder itself, the model's class by its path now (``genlab.checkpoints.moved_target``). UserError for a
+    folder that is not a genlab run or a file that is not its config."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a folder.")
     cfg_file = run_dir / ".hydra" / "config.yaml"
@@ -166,6 +168,8 @@ def stored_config(run_dir: Path) -> DictConfig:
     if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
         raise UserError(f"{cfg_file} is not a genlab config: it has no model and data.")
     OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)  # was ${hydra:runtime.output_dir}
+    if isinstance(cfg.model, DictConfig) and "_target_" in cfg.model:
+        cfg.model._target_ = moved_target(cfg.model._target_)  # a run older than a class's move
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
     cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
     if cwd is not None:

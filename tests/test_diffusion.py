@@ -32,7 +32,7 @@ from genlab.models.diffusion import (
 )
 from genlab.models.latent_diffusion import LatentDDPM, check_autoencoder, load_autoencoder
 from genlab.nets.unet import denoiser
-from genlab.run import build, load_model
+from genlab.run import build, load_model, stored_config
 from genlab.train import train
 
 PTS = DataInfo("pts", (2,), num_classes=3, bounded=False)
@@ -377,6 +377,10 @@ def test_latent_ddpm_diffuses_the_codes_of_a_finished_autoencoder_run(make_cfg, 
     state["genlab"]["model_config"]["_target_"] = "genlab.models.diffusion.LatentDDPM"
     torch.save(state, tmp_path / "old.ckpt")
     assert isinstance(load_model(None, tmp_path / "old.ckpt"), LatentDDPM)
+    old_run = tmp_path / "old_run" / ".hydra"  # and its run folder's config (genlab-eval, resume=)
+    old_run.mkdir(parents=True)
+    (old_run / "config.yaml").write_text("model: {_target_: genlab.models.diffusion.LatentDDPM}\ndata: {}\n")
+    assert stored_config(old_run.parent).model._target_ == "genlab.models.latent_diffusion.LatentDDPM"
 
 
 def test_latent_ddpm_refuses_a_folder_that_is_not_a_finished_autoencoder_run(tmp_path: Path) -> None:

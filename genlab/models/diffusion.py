@@ -434,13 +434,3 @@ class ConditionalDDPM(DDPM):
         finally:
             self.guidance_scale = kept
         return torch.stack(out)
-
-
-def __getattr__(name: str) -> Any:
-    """``genlab.models.diffusion.LatentDDPM``, the target that checkpoints of latent_ddpm runs made before it
-    moved to ``genlab.models.latent_diffusion`` carry: such runs still load."""
-    if name == "LatentDDPM":
-        from genlab.models.latent_diffusion import LatentDDPM
-
-        return LatentDDPM
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
