@@ -35,8 +35,8 @@ def fit(model: GenerativeModel, batch_size: int, **trainer_kw: object) -> pl.Tra
     dm = Points(batch_size=batch_size, seed=0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=3, limit_val_batches=0, num_sanity_val_steps=0,
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         logger=pl.loggers.CSVLogger(tempfile.mkdtemp(prefix="genlab-upb-")), log_every_n_steps=1,
-                         **trainer_kw)
+                         logger=pl.loggers.CSVLogger(tempfile.mkdtemp(prefix="genlab-upb-")),
+                         **{"log_every_n_steps": 1, **trainer_kw})
     trainer.fit(model, datamodule=dm)
     return trainer
 
@@ -57,6 +57,29 @@ def test_two_updates_per_batch_of_20_are_the_run_of_batches_of_10() -> None:
         torch.testing.assert_close(a, b, msg=name)
     for k in ("train/loss", "train/recon"):  # the epoch means take every update's terms
         torch.testing.assert_close(t_small.callback_metrics[k], t_split.callback_metrics[k], msg=k)
+
+
+def test_the_step_log_holds_the_terms_of_the_batch_at_its_step() -> None:
+    import csv
+
+    class Losses(pl.Callback):  # each batch's loss, as training_step returned it
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object,
+                               batch: object, batch_idx: int) -> None:
+            self.values.append(float(outputs["loss"]))
+
+    losses = Losses()
+    trainer = fit(autoencoder(), 10, callbacks=[losses], log_every_n_steps=4)
+    trainer.loggers[0].save()
+    with open(f"{trainer.loggers[0].log_dir}/metrics.csv") as f:
+        logged = [(int(r["step"]), float(r["train/loss_step"]), int(r["epoch"]))
+                  for r in csv.DictReader(f) if r.get("train/loss_step")]
+    # every 4th of the 18 batches (6 an epoch), at its 0-based step, as Lightning counts its own step logs
+    assert [step for step, _, _ in logged] == [3, 7, 11, 15]
+    assert [epoch for _, _, epoch in logged] == [0, 1, 1, 2]
+    assert [value for _, value, _ in logged] == pytest.approx([losses.values[s] for s in (3, 7, 11, 15)], rel=1e-6)
 
 
 def test_an_ema_follows_every_update() -> None:

@@ -129,6 +129,7 @@ class GenerativeModel(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.trained_batches = 0  # training batches seen, kept in checkpoints (the step of pictures and terms)
         self.train_terms = TermMeans()
+        self.step_log: dict[str, Tensor] | None = None  # this batch's terms for the step log (track_train_terms)
         #: the model's config as plain data (set by genlab-train): checkpoints carry it, so a model is
         #: rebuilt from its config and plain tensors, never unpickled
         self.config_record: dict[str, Any] | None = None
@@ -167,16 +168,30 @@ class GenerativeModel(pl.LightningModule):
         check_finite(terms, f"the {type(self).__name__}", self.global_step, stacked=row)
 
     def track_train_terms(self, terms: dict[str, Tensor], batch_size: int) -> Tensor:
-        """Add the training terms to the epoch means (``train/<term>``, logged at epoch end), and
-        log them as ``train/<term>_step`` every ``log_every_n_steps`` batches. Returns them stacked."""
+        """Add the training terms to the epoch means (``train/<term>``, logged at epoch end), and keep
+        them for the step log ``train/<term>_step`` of every ``log_every_n_steps``-th batch, where
+        Lightning writes its own step logs (``write_step_log``). Returns them stacked."""
         row = self.train_terms.add(terms, batch_size)
         every = self.trainer.log_every_n_steps
-        if every and self.trained_batches % every == 0:
-            self.log_dict({f"train/{k}_step": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False)
+        if every and (self.trained_batches + 1) % every == 0:
+            self.step_log = {f"train/{k}_step": v.detach() for k, v in terms.items()}
         return row
+
+    def write_step_log(self) -> None:
+        """The kept step log to the run's loggers, at the batch's step (0-based, as Lightning counts the
+        steps of its own logs), with the epoch. Written here rather than through ``self.log``, whose
+        bookkeeping costs about 5 ms a call on a CPU (0.5 ms a batch at log_every_n_steps=10); and after
+        the batch's optimiser step, so the values' host sync does not stall a GPU in the middle of it."""
+        log, self.step_log = self.step_log, None
+        if log and self.trainer.is_global_zero and self.loggers:
+            values: dict[str, float] = dict(zip(log, torch.stack([v.float() for v in log.values()]).tolist()))
+            values["epoch"] = self.current_epoch
+            for logger in self.loggers:
+                logger.log_metrics(values, step=self.trained_batches)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.after_update()  # the batch's (last) optimiser step is done
+        self.write_step_log()
         self.trained_batches += 1
 
     def after_update(self) -> None:
