@@ -144,3 +144,18 @@ def test_simclr_contrasts_with_the_global_batch_under_two_process_ddp(tmp_path: 
     [run] = list(tmp_path.glob("train/runs/*"))
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert torch.isfinite(torch.tensor([metrics["test/loss"], metrics["test/linear_probe_acc"]])).all()
+
+
+def test_a_sampler_is_scored_by_rank_0_alone_under_two_process_ddp(tmp_path: Path) -> None:
+    """Rank 0 scores the samples (FID, KID through torchmetrics) while rank 1 waits for the broadcast of the
+    scores: no metric may wait for the other process (torchmetrics gathers its states by default)."""
+    two = run_cli("model=vae", "data=digits", "data.max_train=128", "trainer.max_epochs=1",
+                  "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
+                  "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=16", f"paths.log_dir={tmp_path}",
+                  "callbacks.evaluator.metrics.sample_quality.n_samples=200",
+                  "callbacks.evaluator.metrics.mode_coverage.n_samples=200", "callbacks.image_logger.n_points=100",
+                  timeout=240)
+    assert two.returncode == 0, two.stderr[-2000:]
+    [run] = list(tmp_path.glob("train/runs/*"))
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert torch.isfinite(torch.tensor([metrics["test/fid"], metrics["test/kid"], metrics["test/loss"]])).all()

@@ -52,11 +52,13 @@ def fid_kid(real: Tensor, fake: Tensor, kid_subsets: int = 10, kid_subset_size: 
 
     real, fake = real.detach().double().cpu(), fake.detach().double().cpu()
     d = real.shape[1]
-    fid = FrechetInceptionDistance(feature=_Precomputed(d))
+    # sync_on_compute=False: the features are already all of them (rank 0 evaluates alone under DDP), and
+    # torchmetrics' default gather across processes would wait forever for ranks that do not evaluate
+    fid = FrechetInceptionDistance(feature=_Precomputed(d), sync_on_compute=False)
     with warnings.catch_warnings():  # "KID keeps all features in memory": it is given features, not images
         warnings.simplefilter("ignore", UserWarning)
         kid = KernelInceptionDistance(feature=_Precomputed(d), subsets=kid_subsets,
-                                      subset_size=min(kid_subset_size, len(real), len(fake)))
+                                      subset_size=min(kid_subset_size, len(real), len(fake)), sync_on_compute=False)
     for metric in (fid, kid):
         metric.update(real, real=True)
         metric.update(fake, real=False)
