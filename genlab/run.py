@@ -429,9 +429,29 @@ def make_trainer(cfg: DictConfig, model: Any, loggers: list[Logger], lr_scale: f
         callbacks.append(ScaleLearningRates(lr_scale))
     node = OmegaConf.to_container(cfg.trainer, resolve=True)
     node.pop("nan_retries", None)
+    node["strategy"] = ddp_strategy_for(model, node.get("strategy", "auto"))
     if node.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(ThrottledProgressBar())  # Lightning's rich bar, without its cost on every batch
     return build(OmegaConf.create(node), callbacks=callbacks, logger=loggers or False)
+
+
+#: Lightning's DDP strategies that look for weights without a gradient in a backward pass
+DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def ddp_strategy_for(model: Any, strategy: Any) -> Any:
+    """``trainer.strategy`` for ``model``: a DDP strategy by name becomes its ``find_unused_parameters_true``
+    variant for models whose steps leave weights without a gradient (DDP without the search stops with
+    "parameters that were not used in producing the loss"); a strategy object is left as the user built it."""
+    if not isinstance(strategy, str) or not model.steps_leave_parameters_unused():
+        return strategy
+    if strategy in DDP_NAMES:
+        return f"{strategy}_find_unused_parameters_true"
+    if strategy.endswith("_find_unused_parameters_false"):
+        raise UserError(f"trainer.strategy={strategy}: {type(model).__name__} leaves some weights without a gradient "
+                        "in a step (players that step in turn, or layer-wise pretraining), which DDP must look for: "
+                        f"use trainer.strategy={strategy.removesuffix('_find_unused_parameters_false')}")
+    return strategy
 
 
 def fit(cfg: DictConfig, model: Any, datamodule: Any, loggers: list[Logger],
@@ -445,6 +465,9 @@ def fit(cfg: DictConfig, model: Any, datamodule: Any, loggers: list[Logger],
     retries, scale = int(cfg.trainer.get("nan_retries") or 0), 1.0
     for attempt in range(retries + 1):
         trainer = make_trainer(cfg, model, loggers, scale)
+        why = model.trainer_refusal(trainer)  # before Lightning starts the processes of a parallel run
+        if why is not None:
+            raise UserError(why)
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=start, weights_only=not cfg.trust)
             return trainer, model

@@ -146,10 +146,12 @@ def test_simclr_contrasts_with_the_global_batch_under_two_process_ddp(tmp_path: 
     assert torch.isfinite(torch.tensor([metrics["test/loss"], metrics["test/linear_probe_acc"]])).all()
 
 
-def test_a_sampler_is_scored_by_rank_0_alone_under_two_process_ddp(tmp_path: Path) -> None:
-    """Rank 0 scores the samples (FID, KID through torchmetrics) while rank 1 waits for the broadcast of the
-    scores: no metric may wait for the other process (torchmetrics gathers its states by default)."""
-    two = run_cli("model=vae", "data=digits", "data.max_train=128", "trainer.max_epochs=1",
+def test_a_gan_trains_and_is_scored_by_rank_0_alone_under_two_process_ddp(tmp_path: Path) -> None:
+    """Each player's step leaves the other's weights without a gradient, which DDP must be told to look for
+    (genlab-train picks ddp_find_unused_parameters_true); rank 0 scores the samples (FID, KID through
+    torchmetrics) while rank 1 waits for the broadcast of the scores, so no metric may wait for the other
+    process (torchmetrics gathers its states by default)."""
+    two = run_cli("model=gan", "data=digits", "data.max_train=128", "trainer.max_epochs=1",
                   "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
                   "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=16", f"paths.log_dir={tmp_path}",
                   "callbacks.evaluator.metrics.sample_quality.n_samples=200",
@@ -159,3 +161,31 @@ def test_a_sampler_is_scored_by_rank_0_alone_under_two_process_ddp(tmp_path: Pat
     [run] = list(tmp_path.glob("train/runs/*"))
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert torch.isfinite(torch.tensor([metrics["test/fid"], metrics["test/kid"], metrics["test/loss"]])).all()
+
+
+def test_models_get_the_ddp_they_can_train_under_or_a_reason() -> None:
+    import functools
+    from types import SimpleNamespace
+
+    from genlab.data.base import DataInfo
+    from genlab.errors import UserError
+    from genlab.models.autoencoder import Autoencoder
+    from genlab.models.gan import GAN
+    from genlab.models.pca import PCA
+    from genlab.nets.autoencoder import mlp_pair
+    from genlab.nets.gan import mlp_gan
+    from genlab.run import ddp_strategy_for
+
+    info = DataInfo("pts", (2,), bounded=False)
+    gan = GAN(data_info=info, net=functools.partial(mlp_gan, hidden=[8]), latent_dim=2)
+    ae = Autoencoder(data_info=info, net=functools.partial(mlp_pair, hidden=[8]), latent_dim=1)
+    assert ddp_strategy_for(gan, "ddp") == "ddp_find_unused_parameters_true"
+    assert ddp_strategy_for(gan, "ddp_spawn") == "ddp_spawn_find_unused_parameters_true"
+    assert ddp_strategy_for(gan, "auto") == "auto"
+    assert ddp_strategy_for(ae, "ddp") == "ddp"  # every weight gets a gradient: no search, which costs a graph walk
+    with pytest.raises(UserError, match="trainer.strategy=ddp$"):
+        ddp_strategy_for(gan, "ddp_find_unused_parameters_false")
+    two = SimpleNamespace(world_size=2, gradient_clip_val=None, accumulate_grad_batches=1, precision="32-true")
+    assert "PCA cannot train in 2 processes" in PCA(data_info=info, latent_dim=1).trainer_refusal(two)
+    assert PCA(data_info=info, latent_dim=1).trainer_refusal(SimpleNamespace(**{**vars(two), "world_size": 1})) is None
+    assert ae.trainer_refusal(two) is None

@@ -99,6 +99,8 @@ class GenerativeModel(pl.LightningModule):
     #: whether a lower val/loss means a better model, so it can pick the checkpoint to test
     #: (False for adversarial models: their latest epoch is tested)
     ranks_checkpoints: ClassVar[bool] = True
+    #: why the model cannot train in several processes (a sentence for the user), or None
+    data_parallel_refusal: ClassVar[str | None] = None
     #: the code size of models that have a code (set by the model), None for those that have none
     latent_dim: int | None = None
 
@@ -316,16 +318,33 @@ class GenerativeModel(pl.LightningModule):
             return "disturbed views (drawn per loader batch, and a contrastive loss needs the whole batch)"
         return None
 
+    def steps_leave_parameters_unused(self) -> bool:
+        """Whether a backward pass of training can leave trainable weights without a gradient (players that
+        step in turn, layer-wise pretraining): under DDP, Lightning must then look for them
+        (``find_unused_parameters``; genlab-train picks the strategy's variant that does)."""
+        return False
+
+    def trainer_refusal(self, trainer: Any) -> str | None:
+        """Why the model cannot train under ``trainer``, as the user's error message, or None. genlab-train
+        asks before Lightning starts its processes; ``configure_callbacks`` asks again for direct use."""
+        if trainer.world_size > 1 and self.data_parallel_refusal:
+            return f"{type(self).__name__} cannot train in {trainer.world_size} processes: {self.data_parallel_refusal}"
+        if self.updates_per_batch > 1:
+            why = self.split_refusal(trainer)
+            if why is not None:
+                return (f"model.updates_per_batch={self.updates_per_batch} needs genlab's own update loop, which "
+                        f"this run cannot use: {why}. Set model.updates_per_batch=1 and data.batch_size to the "
+                        "minibatch.")
+        return None
+
     def configure_callbacks(self) -> list:
         """No callbacks. Lightning calls this hook before it checks the Trainer's options against the
         model's optimisation mode, so the training loop is chosen here: several updates per loader batch
         run under manual optimisation, where the run allows it."""
+        why = self.trainer_refusal(self.trainer)
+        if why is not None:
+            raise UserError(why)
         if self.updates_per_batch > 1:
-            why = self.split_refusal(self.trainer)
-            if why is not None:
-                raise UserError(f"model.updates_per_batch={self.updates_per_batch} needs genlab's own update loop, "
-                                f"which this run cannot use: {why}. Set model.updates_per_batch=1 and "
-                                "data.batch_size to the minibatch.")
             self.automatic_optimization = False
         return []
 

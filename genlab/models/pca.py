@@ -64,6 +64,9 @@ def pca_reconstruct(fit: PCAFit, x: Tensor) -> Tensor:
 class PCA(GenerativeModel):
     """Closed-form linear autoencoder; ``fit`` runs once when training starts."""
 
+    data_parallel_refusal = ("it is fitted in closed form on the whole training set and has no weights to train "
+                             "in parallel; run it in one process (trainer=cpu or trainer=gpu)")
+
     def __init__(self, *, data_info: DataInfo, latent_dim: int = 32, whiten: bool = False) -> None:
         super().__init__(data_info=data_info)
         d = data_info.dim

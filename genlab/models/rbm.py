@@ -419,14 +419,18 @@ class RBM(GenerativeModel):
     def configure_callbacks(self) -> list:
         """No callbacks: Lightning calls this before it checks the Trainer's options against the model's
         optimisation mode, so the training path is chosen here."""
+        why = self.trainer_refusal(self.trainer)
+        if why is not None:
+            raise UserError(why)
         self.training_path = self.train_path(self.trainer)
         self.automatic_optimization = self.training_path != "manual"
-        if self.updates_per_batch > 1 and self.training_path != "manual":
-            raise UserError(f"model.updates_per_batch={self.updates_per_batch} needs genlab's own update loop, "
-                            "which this run cannot use (DDP, gradient clipping, a learning-rate scheduler, "
-                            "gradient accumulation, fp16, model.compile or model.direct_gradients=false): "
-                            "set model.updates_per_batch=1 and data.batch_size to the minibatch.")
         return []
+
+    def split_refusal(self, trainer: Any) -> str | None:
+        if self.train_path(trainer) == "manual":
+            return None
+        return ("DDP, gradient clipping, a learning-rate scheduler, gradient accumulation, fp16, model.compile or "
+                "model.direct_gradients=false")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.training_path == "autograd":

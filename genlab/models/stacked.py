@@ -88,6 +88,9 @@ class StackedAutoencoder(Autoencoder):
             self.check_rbm_net()
             self.register_buffer("rbm_pretrained", torch.tensor(False))
 
+    def steps_leave_parameters_unused(self) -> bool:
+        return self.pretrain == "ae" and self.pretrain_epochs > 0  # a phase trains one pair of blocks
+
     @property
     def n_layers(self) -> int:
         return len(self.enc_blocks)

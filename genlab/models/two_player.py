@@ -46,6 +46,9 @@ class TwoPlayerModel(GenerativeModel):
         self.automatic_optimization = False
         self.optimizer_g, self.optimizer_d, self.grad_clip = optimizer_g, optimizer_d, grad_clip
 
+    def steps_leave_parameters_unused(self) -> bool:
+        return True  # each player's step leaves the other's weights without a gradient
+
     # ---- what a model says ----------------------------------------------------------------
     def player_parameters(self, player: str) -> Iterable[nn.Parameter]:
         """The parameters the ``player`` ("generator" or "discriminator") optimises."""
