@@ -44,8 +44,11 @@ def test_the_bar_skips_redraws_within_the_interval_and_ends_every_epoch_on_its_f
 
 
 def test_runs_get_the_throttled_bar_unless_it_is_off_or_the_config_brings_one(make_cfg) -> None:
-    class Model:
+    class Model:  # what make_trainer asks of a model
         ranks_checkpoints = True
+
+        def steps_leave_parameters_unused(self) -> bool:
+            return False
 
     def bars(*overrides: str) -> list[ProgressBar]:
         cfg = make_cfg("model=ae", "data=digits", "logger=csv", *overrides)
