@@ -435,7 +435,8 @@ def make_trainer(cfg: DictConfig, model: Any, loggers: list[Logger], lr_scale: f
     return build(OmegaConf.create(node), callbacks=callbacks, logger=loggers or False)
 
 
-#: Lightning's DDP strategies that look for weights without a gradient in a backward pass
+#: Lightning's DDP strategies by name; each has a `_find_unused_parameters_true` variant that looks for weights
+#: without a gradient in a backward pass
 DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
