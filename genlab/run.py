@@ -285,10 +285,11 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
 
 
 def finish(cfg: DictConfig, loggers: list[Logger], metrics: dict[str, float], tested: str | None,
-           evaluations: list[Scores]) -> dict[str, Any]:
+           evaluations: list[Scores], val_loss: dict[str, Any] | None = None) -> dict[str, Any]:
     """The end of a run: the hyperparameters beside the final test metrics in TensorBoard's HParams
     tab, metrics.json (metrics, the units and table columns of the ``evaluations``, the tested
-    checkpoint, the tags), the summary printed and logged. Returns what metrics.json holds."""
+    checkpoint, the tags, what val/loss measures: ``GenerativeModel.val_loss_record``), the summary printed
+    and logged. Returns what metrics.json holds."""
     out_dir = Path(cfg.paths.output_dir)
     if tested is not None and Path(tested).resolve().is_relative_to(out_dir.resolve()):
         tested = str(Path(tested).resolve().relative_to(out_dir.resolve()))  # a copied run finds its own file
@@ -298,6 +299,7 @@ def finish(cfg: DictConfig, loggers: list[Logger], metrics: dict[str, float], te
         "metrics": dict(sorted(metrics.items())),
         "units": dict(sorted({k: u for ev in evaluations for k, u in ev.units.items()}.items())),
         "columns": list(dict.fromkeys(c for ev in evaluations for c in ev.columns)),
+        **({"val_loss": val_loss} if val_loss else {}),
     }
     tests = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for lg in loggers:

@@ -28,11 +28,38 @@ from genlab.errors import UserError
 from genlab.runs import Run, headline, load, swept_keys
 
 
+def scored_runs(runs: Sequence[Run], metric: str | None) -> list[Run]:
+    """The runs with a finite value of ``metric``."""
+    return [r for r in runs if metric and isinstance(r.metrics.get(metric), (int, float))
+            and math.isfinite(r.metrics[metric])]
+
+
+def unranked(runs: Sequence[Run], metric: str | None) -> str | None:
+    """Why ``metric`` cannot name the best of these runs (other datasets, or a val/loss that measures
+    different things or nothing a lower value makes better: metrics.json's ``val_loss``), or None."""
+    scored = scored_runs(runs, metric)
+    datasets = sorted({str(r.record.get("data")) for r in scored})
+    if len(datasets) > 1:
+        return f"{metric} on different datasets ({', '.join(datasets)}) is not comparable"
+    if metric != "val/loss":
+        return None
+    records = [(str(r.record.get("model")), r.record.get("val_loss") or {}) for r in scored]
+    adversarial = sorted({m for m, rec in records if rec.get("ranks") is False})
+    if adversarial:
+        return (f"val/loss of {', '.join(adversarial)} is an adversarial loss, which does not rank runs: "
+                "rank them by a test metric (optimized_metric=test/fid, or test/mmd2 on points)")
+    means = {str(rec["means"]) for _, rec in records if rec.get("means")}
+    if len(means) > 1:
+        return (f"val/loss measures different things in these runs ({'; '.join(sorted(means))}): "
+                "compare them by a test metric of the table")
+    return None
+
+
 def best_run(runs: Sequence[Run], metric: str | None, direction: str = "minimize") -> Run | None:
-    """The run with the best value of ``metric`` (lowest, or highest for "maximize"); None without one."""
-    scored = [r for r in runs if metric and isinstance(r.metrics.get(metric), (int, float))
-              and math.isfinite(r.metrics[metric])]
-    if not scored:
+    """The run with the best value of ``metric`` (lowest, or highest for "maximize"); None without one,
+    or when the metric cannot rank these runs (``unranked``)."""
+    scored = scored_runs(runs, metric)
+    if not scored or unranked(runs, metric):
         return None
     pick = max if direction.startswith("max") else min
     return pick(scored, key=lambda r: r.metrics[metric])
@@ -70,8 +97,11 @@ def write_summary(sweep_dir: Path, runs: Sequence[Run], metric: str | None, dire
     md = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     best = best_run(runs, metric, direction)
+    why = unranked(runs, metric)
     if best is not None:
         md += ["", f"Best by {metric} ({direction}): job {best.name}, {best.path}"]
+    elif why:
+        md += ["", f"No best job: {why}."]
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
 
     console = Console(highlight=False, width=max(Console().width, 160))
@@ -87,6 +117,8 @@ def write_summary(sweep_dir: Path, runs: Sequence[Run], metric: str | None, dire
     console.print(table)
     if best is not None:
         print(f"best job      : {best.path}  ({metric} = {best.metrics[metric]:.6g}, {direction})")
+    elif why:
+        print(f"best job      : none: {why}")
     print(f"summary       : {sweep_dir / 'summary.csv'}  and  {sweep_dir / 'summary.md'}")
     print(f"report        : genlab-report {sweep_dir}")
     return best

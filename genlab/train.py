@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     if trainer.is_global_zero:  # under data parallelism, one process writes what the run keeps
         evaluations = [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)]
-        run.finish(cfg, loggers, metrics, tested, evaluations)
+        run.finish(cfg, loggers, metrics, tested, evaluations, model.val_loss_record())
     return metrics
 
 

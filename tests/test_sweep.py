@@ -50,6 +50,33 @@ def test_the_end_of_a_sweep_prints_and_writes_a_table_of_all_jobs(sweep) -> None
     assert md.count("\n| ") == 1 + 6 and "| job | model | seed | val/loss |" in md
 
 
+def test_the_sweep_names_a_best_job_only_where_its_metric_ranks_the_runs(sweep, tmp_path: Path) -> None:
+    from genlab.runs import Run
+    from genlab.sweep import best_run, write_summary
+
+    folder, _ = sweep
+    ae_dae = load([folder])  # autoencoders: val/loss is the reconstruction error in both
+    assert {r.record["val_loss"]["means"] for r in ae_dae} == {
+        "the reconstruction error of clean inputs (plus the model's penalties)"}
+    assert best_run(ae_dae, "val/loss") is min(ae_dae, key=lambda r: r.metrics["val/loss"])
+
+    def run(name: str, model: str, loss: float, data: str = "digits", **val_loss: object) -> Run:
+        record = {"model": model, "data": data, "metrics": {"val/loss": loss, "test/fid": 10 * loss},
+                  "val_loss": {"ranks": True, "means": model, **val_loss}}
+        return Run(tmp_path / name, {"model": model}, record)
+
+    mixed = [run("0", "gan", 0.01, ranks=False), run("1", "vae", 40.0, means="the negative ELBO")]
+    assert best_run(mixed, "val/loss") is None
+    assert best_run(mixed, "test/fid") is mixed[0]  # a test metric ranks models of any kind
+    assert best_run([run("0", "vae", 40.0, means="the negative ELBO"),
+                     run("1", "vae", 30.0, means="reconstruction + 4 x KL")], "val/loss") is None
+    assert best_run([run("0", "ae", 1.0), run("1", "ae", 2.0, data="shapes")], "test/fid") is None
+    for r in mixed:
+        r.path.mkdir()
+    assert write_summary(tmp_path, mixed, "val/loss", "minimize") is None
+    assert "No best job: val/loss of gan is an adversarial loss" in (tmp_path / "summary.md").read_text()
+
+
 def test_tensorboard_shows_the_sweep_settings_beside_the_test_metrics(sweep) -> None:
     from tensorboard import program
 

@@ -64,6 +64,8 @@ class CodeModel(GenerativeModel):
 class Autoencoder(CodeModel):
     """Deterministic autoencoder; the encoder/decoder networks come from ``net``."""
 
+    val_loss_means = "the reconstruction error of clean inputs (plus the model's penalties)"
+
     def __init__(self, *, net: NetFactory, latent_dim: int = 32, code_activation: str = "none", **kwargs: Any) -> None:
         """``kwargs``: data_info, likelihood, optimizer, scheduler (see CodeModel)."""
         super().__init__(net=net, latent_dim=latent_dim, **kwargs)

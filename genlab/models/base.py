@@ -99,6 +99,10 @@ class GenerativeModel(pl.LightningModule):
     #: whether a lower val/loss means a better model, so it can pick the checkpoint to test
     #: (False for adversarial models: their latest epoch is tested)
     ranks_checkpoints: ClassVar[bool] = True
+    #: what val/loss measures, where models of several classes share it (autoencoders: the reconstruction
+    #: error); a sweep's summary compares val/loss only between runs whose models measure the same thing.
+    #: None: the class's own loss
+    val_loss_means: ClassVar[str | None] = None
     #: why the model cannot train in several processes (a sentence for the user), or None
     data_parallel_refusal: ClassVar[str | None] = None
     #: the code size of models that have a code (set by the model), None for those that have none
@@ -317,6 +321,11 @@ class GenerativeModel(pl.LightningModule):
         if type(self).needs.views > 1:
             return "disturbed views (drawn per loader batch, and a contrastive loss needs the whole batch)"
         return None
+
+    def val_loss_record(self) -> dict[str, Any]:
+        """What metrics.json says of val/loss: whether it ranks the model's runs (not for adversarial
+        losses) and what it measures (``val_loss_means``, else the class's name)."""
+        return {"ranks": self.ranks_checkpoints, "means": self.val_loss_means or type(self).__name__}
 
     def steps_leave_parameters_unused(self) -> bool:
         """Whether a backward pass of training can leave trainable weights without a gradient (players that

@@ -154,6 +154,13 @@ class VAE(CodeModel):
         return math.log(k) - total
 
     # ---- training --------------------------------------------------------------------
+    def val_loss_record(self) -> dict[str, Any]:
+        # val/loss is recon + β·KL: the negative ELBO only at β = 1, and a different quantity for each β
+        what = "the negative ELBO" if self.beta == 1.0 else f"reconstruction + {self.beta:g} x KL"
+        if self.free_bits > 0:
+            what += f", free bits {self.free_bits:g}"
+        return {**super().val_loss_record(), "means": what}
+
     def kl_weight(self, epoch: float | None = None) -> float:
         """β at a (fractional) training epoch: 0 → β linearly over kl_warmup_epochs, then β.
 
