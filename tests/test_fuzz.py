@@ -289,6 +289,7 @@ HAND_CASES = [
     c("sweep:optuna-n_jobs=0", *OPTUNA, "hydra.sweeper.n_jobs=0", expect="hydra.sweeper.n_jobs"),
     c("sweep:optuna-direction", *OPTUNA, "hydra.sweeper.direction=up", expect="hydra.sweeper.direction"),
     c("sweep:optuna-no-metric", *OPTUNA, "optimized_metric=null", expect="optimized_metric"),
+    c("sweep:optuna-adversarial-val-loss", *OPTUNA, "model=gan", expect="the val/loss of GAN is an adversarial"),
     c("sweep:joblib-n_jobs=0", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "model=ae,pca",
       expect="hydra.launcher.n_jobs"),
     c("sweep:task_name", "-m", "task_name=../x", "seed=0,1", expect="task_name"),

@@ -66,6 +66,10 @@ def launch_errors(cfg: DictConfig, multirun: bool) -> list[str]:
             errors.append(f"hydra.sweeper.direction={direction}: give minimize or maximize (or a list of them)")
         if not cfg.get("optimized_metric"):
             errors.append("optimized_metric is null: an Optuna search needs the metric it optimises, e.g. val/loss")
+        elif cfg.optimized_metric == "val/loss" and not ranks_by_val_loss(cfg):
+            errors.append(f"optimized_metric=val/loss: the val/loss of {cfg.model._target_.rsplit('.', 1)[-1]} is an "
+                          "adversarial loss, which does not rank trials; optimise a test metric, e.g. "
+                          "optimized_metric=test/fid hydra.sweeper.direction=minimize")
     if "submitit" in launcher.lower():
         errors += submitit_errors(hydra)
     if "joblib" in launcher.lower():
@@ -74,6 +78,18 @@ def launch_errors(cfg: DictConfig, multirun: bool) -> list[str]:
             errors.append(f"hydra.launcher.n_jobs={n_jobs!r}: joblib needs a number of workers >= 1 "
                           "(or -1 for one per core)")
     return errors
+
+
+def ranks_by_val_loss(cfg: DictConfig) -> bool:
+    """Whether a lower val/loss means a better model of ``cfg.model`` (its class's ``ranks_checkpoints``;
+    imports the model's module, with torch: asked only before an Optuna search). True when the class cannot
+    be found: the run reports a bad _target_ itself."""
+    from hydra.utils import get_class
+
+    try:
+        return bool(getattr(get_class(str(cfg.model._target_)), "ranks_checkpoints", True))
+    except Exception:  # noqa: BLE001 - a bad or missing _target_ is the run's own error to report
+        return True
 
 
 def submitit_errors(hydra: DictConfig) -> list[str]:
