@@ -4,8 +4,8 @@ A genlab checkpoint holds tensors and plain data only: Lightning's state (weight
 loops, callbacks) plus a ``"genlab"`` entry with the model's config (``_target_`` strings and
 numbers), the DataInfo as a dict, the model's batch count and the random states. So every load
 uses ``torch.load(weights_only=True)``, which cannot run code, and the model is rebuilt from its
-config — whose ``_target_``s must lie in modules genlab trusts (genlab, torch.nn, torch.optim, and
-``TRUSTED`` additions) unless the user says ``--trust``.
+config — which may name only the classes genlab builds itself (``genlab.safety``) unless the user
+says ``--trust``.
 
 Writes go to a temporary file in the destination folder, flushed to disk, then renamed over the
 old file: a full disk or a kill leaves the previous checkpoint, never a truncated one.
@@ -19,21 +19,18 @@ import pickle
 import random
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from genlab.errors import UserError
 from genlab.files import write_atomically
-
-#: module prefixes whose ``_target_``s a checkpoint or a run folder may name without --trust
-TRUSTED = ("genlab.", "torch.nn.", "torch.optim.", "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.",
-           "pytorch_lightning.Trainer")
+from genlab.runfolder import moved_target
+from genlab.safety import check_config
 
 
 # ---- writing whole files ---------------------------------------------------------------------
@@ -91,40 +88,6 @@ def first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def targets(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
-    """(key, target) for every ``_target_`` in a config tree (DictConfig, ListConfig or plain)."""
-    if isinstance(node, (DictConfig, ListConfig)):
-        node = OmegaConf.to_container(node, resolve=False)
-    if isinstance(node, dict):
-        for k, v in node.items():
-            key = f"{where}.{k}" if where else str(k)
-            if k == "_target_" and isinstance(v, str):
-                yield where or "(top)", v
-            else:
-                yield from targets(v, key)
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from targets(v, f"{where}[{i}]")
-
-
-def check_targets(node: Any, source: str, trusted: tuple[str, ...] = (), trust: bool = False) -> None:
-    """Refuse a config from disk (a run folder, a checkpoint) that names code outside genlab's trusted
-    modules: a run folder from someone else must not run their code. ``trusted``: the config's own
-    declared plugin modules; ``trust``: the user vouches for the file."""
-    if trust:
-        return
-    allowed = TRUSTED + tuple(f"{m.rstrip('.')}." for m in trusted)
-    bad = [(k, t) for k, t in targets(node) if not t.startswith(allowed) and t not in {a.rstrip(".") for a in allowed}]
-    if bad:
-        listed = ", ".join(f"{k}: {t}" for k, t in bad[:3])
-        raise UserError(
-            f"{source} names code outside genlab, torch.nn, torch.optim and Lightning's callbacks and loggers "
-            f"({listed}); genlab does not run it from a file. "
-            "Pass --trust (genlab-eval) or trust=true (genlab-train) if you trust this folder, or list the module "
-            "in the config's trusted_modules."
-        )
-
-
 # ---- random states -----------------------------------------------------------------------------
 def rng_states() -> dict[str, Any]:
     """Every random state a run draws from, as plain data: torch (CPU and CUDA), numpy, Python."""
@@ -149,22 +112,14 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 # ---- models from checkpoints -------------------------------------------------------------------
-# classes that moved: runs written before the move name them by their old path (config and checkpoint)
-MOVED_TARGETS = {"genlab.models.diffusion.LatentDDPM": "genlab.models.latent_diffusion.LatentDDPM"}
-
-
-def moved_target(target: Any) -> Any:
-    """The path a ``_target_`` has now (MOVED_TARGETS), so that older runs still load and resume."""
-    return MOVED_TARGETS.get(target, target) if isinstance(target, str) else target
-
-
 def model_from_checkpoint(state: dict[str, Any], source: str, model_cfg: Any = None, trusted: tuple[str, ...] = (),
                           trust: bool = False, data_info: Any = None) -> Any:
     """The model a checkpoint holds, rebuilt from config and loaded with its weights.
 
     ``model_cfg``: the run's model config (genlab-eval rebuilds a run from its own config); None: the
-    config the checkpoint carries. Either way the config's ``_target_``s must be trusted
-    (``check_targets``), and a checkpoint of another kind of model than the config says is refused.
+    config the checkpoint carries. Either way the config may name only what genlab builds
+    (``genlab.safety.check_config``) unless ``trust``, and a checkpoint of another kind of model than
+    the config says is refused.
     ``data_info``: the run's DataInfo, for older checkpoints that do not carry it.
     """
     from genlab.config.instantiation import build
@@ -183,7 +138,7 @@ def model_from_checkpoint(state: dict[str, Any], source: str, model_cfg: Any = N
     if carried is not None and carried.get("_target_") != cfg.get("_target_"):
         raise UserError(f"{source} holds a {carried.get('_target_')} model, but the run's config builds "
                         f"{cfg.get('_target_')}: the checkpoint belongs to another run.")
-    check_targets(cfg, source, trusted, trust)
+    check_config(cfg, source, trust, trusted)
     model = build(cfg, data_info=DataInfo.from_dict(info))
     load_weights(model, state, source)
     model.config_record = OmegaConf.to_container(cfg, resolve=True)

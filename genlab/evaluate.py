@@ -26,36 +26,26 @@ from genlab.errors import UserError
 from genlab.metrics.base import Scores, eval_mode
 from genlab.metrics.sampling import ModeCoverage, SampleQuality
 from genlab.report import read_runs
-from genlab.run import build, load_model, route_framework_logs, stored_config
+from genlab.run import build, load_model, route_framework_logs
+from genlab.runfolder import RunFolder
 from genlab.runs import swept_keys
+from genlab.safety import set_user_trust
 
 
 def find_checkpoint(run_dir: Path) -> Path:
-    """The run's tested checkpoint (``best_checkpoint`` of metrics.json, a path inside the run folder),
-    else ``checkpoints/last.ckpt``; UserError when there is neither. Only files inside the run folder
-    are used, so a copied or moved run scores its own checkpoints."""
-    metrics = run_dir / "metrics.json"
-    try:
-        best = json.loads(metrics.read_text()).get("best_checkpoint") if metrics.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise UserError(f"{metrics} is not valid JSON: the run's record is damaged.") from None
-    candidates = [run_dir / "checkpoints" / Path(best).name] if isinstance(best, str) else []
-    for path in [*candidates, run_dir / "checkpoints" / "last.ckpt"]:
-        if path.is_file():
-            return path
-    raise UserError(f"{run_dir} has no checkpoint: neither metrics.json names one that exists "
-                    "nor is there checkpoints/last.ckpt (did the run stop before its first epoch ended?).")
+    """The run's tested checkpoint (``RunFolder.tested_checkpoint``); UserError when there is none."""
+    checkpoint = RunFolder(run_dir).tested_checkpoint()
+    if checkpoint is None:
+        raise UserError(f"{run_dir} has no checkpoint: neither metrics.json names one that exists "
+                        "nor is there checkpoints/last.ckpt (did the run stop before its first epoch ended?).")
+    return checkpoint
 
 
 def load_run(run_dir: str | Path, trust: bool = False) -> tuple[DictConfig, Path]:
-    """A run's composed config and checkpoint; UserError for a folder that is not a genlab run, or whose
-    config names code outside the trusted modules (unless ``trust``)."""
-    from genlab.checkpoints import check_targets
-
-    run_dir = Path(run_dir)
-    cfg = stored_config(run_dir)
-    check_targets(cfg, f"{run_dir / '.hydra' / 'config.yaml'}", tuple(cfg.get("trusted_modules") or ()), trust)
-    return cfg, find_checkpoint(run_dir)
+    """A run's composed config, checked as data (unless ``trust``), and its tested checkpoint; UserError for a
+    folder that is not a genlab run or whose config names code genlab does not build itself."""
+    cfg = RunFolder(run_dir).config(trust)
+    return cfg, find_checkpoint(Path(run_dir))
 
 
 def evaluate_run(cfg: DictConfig, checkpoint: Path, n_samples: int | None = None,
@@ -65,7 +55,7 @@ def evaluate_run(cfg: DictConfig, checkpoint: Path, n_samples: int | None = None
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     dm = build(cfg.data)
     dm.setup("test")
-    model = load_model(cfg.model, checkpoint, device, tuple(cfg.get("trusted_modules") or ()), trust, dm.info)
+    model = load_model(cfg.model, checkpoint, device, trust=trust, data_info=dm.info)
     node = OmegaConf.select(cfg, "callbacks.evaluator")
     if node is None:  # the run had no evaluator: the default one, with the run's classifier cache
         evaluator = configured_evaluator(OmegaConf.select(cfg, "paths.cache_dir"))
@@ -198,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_hydra()  # the resolvers of the saved configs
     route_framework_logs()
+    set_user_trust(args.trust)  # frozen components of the runs (model.autoencoder=, model.clip=) read it
     try:
         if args.n_samples is not None and args.n_samples < 2:
             raise UserError(f"--n-samples={args.n_samples}: at least 2 samples are needed.")

@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-from genlab.checkpoints import moved_target
 from genlab.config.instantiation import build, build_group
 from genlab.errors import UserError
 from genlab.files import write_json
 from genlab.metrics.base import Scores
+from genlab.runfolder import RunFolder
 
 __all__ = ["build", "build_group", "checkpoint_policy", "checkpoint_to_test", "choice", "finish", "load_model"]
 
@@ -113,8 +113,8 @@ def discard_failed_run() -> None:
 def load_model(model_cfg: DictConfig | None, checkpoint: str | Path, device: str = "cpu",
                trusted: tuple[str, ...] = (), trust: bool = False, data_info: Any = None) -> Any:
     """A model restored from a checkpoint: read weights-only (no code runs; ``trust`` unpickles), rebuilt
-    from the run's model config (or, with None, from the config the checkpoint carries) whose
-    ``_target_``s must be trusted. Any problem is a UserError naming the file."""
+    from the run's model config (or, with None, from the config the checkpoint carries), which may name
+    only what genlab builds (``genlab.safety``) unless ``trust``. Any problem is a UserError naming the file."""
     from genlab.checkpoints import model_from_checkpoint, read_checkpoint
 
     state = read_checkpoint(checkpoint, device, trust=trust)
@@ -123,79 +123,32 @@ def load_model(model_cfg: DictConfig | None, checkpoint: str | Path, device: str
 
 
 def load_finished_run(run_dir: str | Path, key: str, what: str) -> Any:
-    """The tested model of a finished run folder (metrics.json's best_checkpoint, else checkpoints/last.ckpt),
-    rebuilt from the config its checkpoint carries; UserError naming ``key`` (the setting that gave the
-    folder) and ``what`` (the kind of run wanted) when the folder or its checkpoint is missing."""
-    import json
+    """The tested model of a finished run folder given as ``key`` (a frozen component), rebuilt from the config
+    its checkpoint carries, trusted only as far as this command's user vouches (``genlab.safety.user_trust``);
+    UserError naming ``key`` and ``what`` (the kind of run wanted) when the folder or its checkpoint is missing."""
+    from genlab.safety import user_trust
 
-    a = "an" if what[:1].lower() in "aeiou" else "a"
-    if not str(run_dir).strip():  # Path("") is the current folder: say what was meant instead
-        raise UserError(f"{key} is empty: give the folder of a finished {what} run "
-                        "(genlab-train prints it as 'run directory').")
-    folder = Path(str(run_dir)).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"{key}={run_dir} is not a folder: give the folder of a finished {what} run "
-                        "(genlab-train prints it as 'run directory').")
-    record = folder / "metrics.json"
-    best = None
-    if record.is_file():
-        try:
-            best = json.loads(record.read_text()).get("best_checkpoint")
-        except (ValueError, AttributeError):
-            raise UserError(f"{key}={run_dir}: {record} is not a genlab metrics file.") from None
-    checkpoint = folder / best if best else folder / "checkpoints" / "last.ckpt"
-    if not checkpoint.is_file():
-        raise UserError(f"{key}={run_dir} has no finished run's checkpoint ({checkpoint} is missing): "
-                        f"give the folder of {a} {what} run that has finished.")
-    return load_model(None, checkpoint)
+    return load_model(None, RunFolder(run_dir).finished_checkpoint(key, what), trust=user_trust())
 
 
-def stored_config(run_dir: Path) -> DictConfig:
-    """A run folder's composed config (.hydra/config.yaml), its paths anchored where the run was started
-    (paths.root_dir from .hydra/hydra.yaml, relative data paths made absolute), paths.output_dir the
-    folder itself, the model's class by its path now (``genlab.checkpoints.moved_target``). UserError for a
-    folder that is not a genlab run or a file that is not its config."""
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a folder.")
-    cfg_file = run_dir / ".hydra" / "config.yaml"
-    if not cfg_file.is_file():
-        raise UserError(f"{run_dir} is not a genlab run: it has no .hydra/config.yaml "
-                        "(genlab-train writes one into every run directory).")
-    try:
-        cfg = OmegaConf.load(cfg_file)
-    except Exception as e:  # YAML syntax errors of every kind
-        raise UserError(f"{cfg_file} is not valid YAML ({type(e).__name__}).") from None
-    if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
-        raise UserError(f"{cfg_file} is not a genlab config: it has no model and data.")
-    OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)  # was ${hydra:runtime.output_dir}
-    if isinstance(cfg.model, DictConfig) and "_target_" in cfg.model:
-        cfg.model._target_ = moved_target(cfg.model._target_)  # a run older than a class's move
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
-    if cwd is not None:
-        OmegaConf.update(cfg, "paths.root_dir", str(cwd), force_add=True)
-        for key in ("root", "path"):
-            value = cfg.data.get(key)
-            if isinstance(value, str) and "${" not in value and not Path(value).expanduser().is_absolute():
-                cfg.data[key] = str(Path(cwd) / value)
-    return cfg
+def stored_config(run_dir: str | Path, trust: bool = False, trusted: tuple[str, ...] = ()) -> DictConfig:
+    """A run folder's composed config, checked as data (``RunFolder.config``)."""
+    return RunFolder(run_dir).config(trust, trusted)
 
 
 # what resume= may change: how long to train, and nothing of what the run computes
 RESUMABLE = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.enable_progress_bar",
-             "trainer.enable_model_summary", "paths.log_dir", "paths.cache_dir", "trust")
+             "trainer.enable_model_summary", "paths.log_dir", "paths.cache_dir", "trust", "trusted_modules")
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:
     """The config of ``resume=RUN_DIR``: the run's own, with ckpt_path its last.ckpt, and of the command
     line only what extends a run (RESUMABLE). UserError when the folder is not a run, has no checkpoint,
     or its config names code outside genlab (unless trust=true); RunFinished when there is nothing left."""
-    from genlab.checkpoints import check_targets, read_checkpoint
+    from genlab.checkpoints import read_checkpoint
 
     run_dir = Path(cfg.resume).expanduser().resolve()
-    stored = stored_config(run_dir)
-    check_targets(stored, f"{run_dir / '.hydra' / 'config.yaml'}", tuple(stored.get("trusted_modules") or ()),
-                  bool(cfg.trust))
+    stored = stored_config(run_dir, bool(cfg.trust), tuple(cfg.get("trusted_modules") or ()))
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise UserError(f"{run_dir} has no checkpoints/last.ckpt to resume from (the run stopped before its "
@@ -404,7 +357,8 @@ def new_model(cfg: DictConfig, info: Any) -> Any:
 
 def checked_start(path: str, model: Any, cfg: DictConfig) -> str:
     """``ckpt_path``: a checkpoint file that is readable, safe and fits the model; UserError otherwise."""
-    from genlab.checkpoints import check_compatible, check_targets, read_checkpoint
+    from genlab.checkpoints import check_compatible, read_checkpoint
+    from genlab.safety import check_config
 
     if path in ("last", "best", "hpc", "registry"):
         raise UserError(f"ckpt_path={path} names no file. To continue a run in its folder use resume=<run folder>; "
@@ -412,7 +366,7 @@ def checked_start(path: str, model: Any, cfg: DictConfig) -> str:
     state = read_checkpoint(path, trust=bool(cfg.trust))
     carried = (state.get("genlab") or {}).get("model_config")
     if carried is not None:
-        check_targets(carried, f"checkpoint {path}", tuple(cfg.get("trusted_modules") or ()), bool(cfg.trust))
+        check_config(carried, f"checkpoint {path}", bool(cfg.trust), tuple(cfg.get("trusted_modules") or ()))
     check_compatible(model, state, f"checkpoint {path}")
     return str(Path(path).expanduser().resolve())
 

@@ -79,9 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     from genlab.config import setup_hydra
     from genlab.evaluate import check_device, load_run
     from genlab.run import build, load_model, route_framework_logs
+    from genlab.safety import set_user_trust
 
     setup_hydra()
     route_framework_logs()
+    set_user_trust(args.trust)  # the run's frozen components read it
     try:
         if args.n < 1:
             raise UserError(f"-n {args.n}: at least one sample.")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         check_device(args.device)
         cfg, ckpt = load_run(args.run, args.trust)
         info = build(cfg.data).info
-        model = load_model(cfg.model, ckpt, args.device, tuple(cfg.get("trusted_modules") or ()), args.trust, info)
+        model = load_model(cfg.model, ckpt, args.device, trust=args.trust, data_info=info)
         model.eval()
         torch.manual_seed(args.seed)
         with torch.no_grad():

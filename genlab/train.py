@@ -31,7 +31,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     from genlab import run
     from genlab.callbacks.evaluator import Evaluator
+    from genlab.safety import set_user_trust
 
+    set_user_trust(cfg.trust)  # this command's, never a resumed folder's: frozen components read it
     validate(cfg)  # types were checked while composing; ranges and choices here
     if cfg.get("resume"):  # the run's own config, from its last checkpoint
         cfg = run.resumed_config(cfg)

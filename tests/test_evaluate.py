@@ -56,7 +56,7 @@ def test_folders_that_are_not_runs_exit_with_a_message(tmp_path, capsys) -> None
     with pytest.raises(SystemExit) as e:  # a config naming code outside genlab: not run without --trust
         main([str(tmp_path)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "names code outside genlab, torch.nn, torch.optim" in err and "(model: x.Y" in err
+    assert e.value.code == 2 and "model._target_=x.Y names nothing genlab may build" in err and "--trust" in err
     OmegaConf.save(OmegaConf.create({"model": {"_target_": "genlab.models.pca.PCA"},
                                      "data": {"_target_": "genlab.data.builtin.DigitsDataModule"}}),
                    tmp_path / ".hydra" / "config.yaml")

@@ -88,8 +88,8 @@ class TrainConfig:
     test: bool = True
     ckpt_path: Optional[str] = None  # start from this checkpoint, in a new run folder
     resume: Optional[str] = None  # a run folder: continue that run, in its folder, from its last checkpoint
-    trust: bool = False  # load a run folder's or checkpoint's config even if it names code outside genlab
-    trusted_modules: list[str] = opt([])  # modules besides genlab and torch that run folders may name
+    trust: bool = False  # this command vouches for the folders and checkpoints it opens (genlab.safety)
+    trusted_modules: list[str] = opt([])  # your modules, whose classes the folders this command opens may name
     optimized_metric: Optional[str] = None
     smoke: bool = False  # debug=fast: evaluation and pictures at a token budget (genlab.run.smoke_budget)
 

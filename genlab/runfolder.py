@@ -1,0 +1,158 @@
+"""A run folder and its layout: where genlab-train writes a run, and what genlab-eval, genlab-sample,
+``resume=`` and frozen components (``model.autoencoder=``, ``model.clip=``) read back from it.
+
+    <run>/.hydra/config.yaml     the composed config (data, never instructions: genlab.safety)
+    <run>/.hydra/hydra.yaml      Hydra's own config (the folder the run was started in, the group choices)
+    <run>/.hydra/overrides.yaml  the command-line overrides
+    <run>/metrics.json           the test metrics and the tested checkpoint (``best_checkpoint``)
+    <run>/interrupted.json       only in a run stopped by a signal
+    <run>/checkpoints/last.ckpt  and the best epoch's file
+
+Reads only: torch-free, so ``genlab-eval --help`` and a bad path are answered at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.errors import UserError
+
+# classes that moved: runs written before the move name them by their old path (config and checkpoint)
+MOVED_TARGETS = {"genlab.models.diffusion.LatentDDPM": "genlab.models.latent_diffusion.LatentDDPM"}
+
+
+def moved_target(target: Any) -> Any:
+    """The path a ``_target_`` has now (MOVED_TARGETS), so that older runs still load and resume."""
+    return MOVED_TARGETS.get(target, target) if isinstance(target, str) else target
+
+
+class RunFolder:
+    """One run folder of genlab-train (which need not exist yet: ``is_run`` tells)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.given = str(path)  # as the user wrote it: Path("") would be the current folder
+        self.path = Path(self.given).expanduser()
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # ---- the layout ----------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def hydra_file(self) -> Path:
+        return self.path / ".hydra" / "hydra.yaml"
+
+    @property
+    def overrides_file(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def interrupted_file(self) -> Path:
+        return self.path / "interrupted.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a genlab run (its saved config)."""
+        return self.config_file.is_file()
+
+    # ---- what it says about itself --------------------------------------------------------------
+    def record(self) -> dict[str, Any]:
+        """metrics.json as a dict ({} when the run wrote none); UserError when it is damaged."""
+        if not self.metrics_file.is_file():
+            return {}
+        try:
+            record = json.loads(self.metrics_file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"{self.metrics_file} is not valid JSON: the run's record is damaged.") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{self.metrics_file} is not a genlab metrics file.")
+        return record
+
+    def tested_checkpoint(self) -> Path | None:
+        """The checkpoint the run tested (metrics.json's ``best_checkpoint``, looked up by its name in the run's
+        own checkpoints/ folder, so a copied or moved run scores its own files and a record never points
+        genlab outside the folder), else ``checkpoints/last.ckpt``; None when there is neither."""
+        best = self.record().get("best_checkpoint")
+        candidates = [self.checkpoints / Path(best).name] if isinstance(best, str) and best else []
+        return next((p for p in [*candidates, self.last_checkpoint] if p.is_file()), None)
+
+    def hydra_setting(self, key: str) -> Any:
+        """A value of the run's Hydra config (``runtime.cwd``, ``runtime.choices``), None when absent."""
+        if not self.hydra_file.is_file():
+            return None
+        try:
+            return OmegaConf.select(OmegaConf.load(self.hydra_file), f"hydra.{key}")
+        except Exception:  # a damaged hydra.yaml says nothing
+            return None
+
+    def config(self, trust: bool = False, trusted: tuple[str, ...] = ()) -> DictConfig:
+        """The run's composed config, checked as data (``genlab.safety.check_config``: unless ``trust``, only
+        the classes genlab builds itself), its paths anchored where the run was started (paths.root_dir from
+        hydra.yaml, relative data paths made absolute), paths.output_dir the folder itself, the model's class
+        by its path now. UserError for a folder that is not a genlab run or a file that is not its config."""
+        from genlab.safety import check_config
+
+        if not self.path.is_dir():
+            raise UserError(f"{self.path} is not a folder.")
+        if not self.is_run():
+            raise UserError(f"{self.path} is not a genlab run: it has no .hydra/config.yaml "
+                            "(genlab-train writes one into every run directory).")
+        try:
+            cfg = OmegaConf.load(self.config_file)
+        except Exception as e:  # YAML syntax errors of every kind
+            raise UserError(f"{self.config_file} is not valid YAML ({type(e).__name__}).") from None
+        if not isinstance(cfg, DictConfig) or "model" not in cfg or "data" not in cfg:
+            raise UserError(f"{self.config_file} is not a genlab config: it has no model and data.")
+        if isinstance(cfg.model, DictConfig) and "_target_" in cfg.model:
+            cfg.model._target_ = moved_target(cfg.model._target_)  # a run older than a class's move
+        check_config(cfg, str(self.config_file), trust, trusted)
+        # the user's trust is a fact of the command, never of the folder
+        OmegaConf.update(cfg, "trust", bool(trust), force_add=True)
+        OmegaConf.update(cfg, "trusted_modules", list(trusted), force_add=True)
+        OmegaConf.update(cfg, "paths.output_dir", str(self.path), force_add=True)  # was ${hydra:runtime.output_dir}
+        cwd = self.hydra_setting("runtime.cwd")
+        if cwd is not None:
+            OmegaConf.update(cfg, "paths.root_dir", str(cwd), force_add=True)
+            for key in ("root", "path"):
+                value = cfg.data.get(key)
+                if isinstance(value, str) and "${" not in value and not Path(value).expanduser().is_absolute():
+                    cfg.data[key] = str(Path(cwd) / value)
+        return cfg
+
+    def finished_checkpoint(self, key: str, what: str) -> Path:
+        """The tested checkpoint of a finished run given as ``key`` (a frozen component: ``model.autoencoder``),
+        a run of ``what`` kind; UserError naming the key when the folder or its checkpoint is missing."""
+        a = "an" if what[:1].lower() in "aeiou" else "a"
+        given = self.given
+        if not given.strip():  # Path("") is the current folder: say what was meant instead
+            raise UserError(f"{key} is empty: give the folder of a finished {what} run "
+                            "(genlab-train prints it as 'run directory').")
+        if not self.path.is_dir():
+            raise UserError(f"{key}={given} is not a folder: give the folder of a finished {what} run "
+                            "(genlab-train prints it as 'run directory').")
+        try:
+            checkpoint = self.tested_checkpoint()
+        except UserError:
+            raise UserError(f"{key}={given}: {self.metrics_file} is not a genlab metrics file.") from None
+        if checkpoint is None:
+            raise UserError(f"{key}={given} has no finished run's checkpoint ({self.last_checkpoint} is missing): "
+                            f"give the folder of {a} {what} run that has finished.")
+        return checkpoint
