@@ -43,8 +43,8 @@ models are then scored by genlab's AIS: sklearn's ``components_`` (H, D), ``inte
 log Z) averaged over the test images, in nats per image.
 
 On a CPU that other processes also load, torch's multi-threaded kernels slow down far more than
-numpy's (a 100x784 by 784x100 product measured 7.2 ms on 2 threads, 0.13 ms on 1, on 2 busy cores):
-give ``--threads 1`` there for a comparison of the two implementations rather than of thread pools.
+numpy's (docs/speed.md): give ``--threads 1`` there for a comparison of the two implementations rather
+than of thread pools.
 """
 
 from __future__ import annotations
