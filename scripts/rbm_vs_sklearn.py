@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST10K = ROOT.parent / "shared" / "data" / "mnist10k"
+# mnist10k beside the checkout, or where GENLAB_MNIST10K says (as scripts/benchmark.py)
+MNIST10K = Path(os.environ.get("GENLAB_MNIST10K", ROOT.parent / "shared" / "data" / "mnist10k"))
 
 
 # ---- data ---------------------------------------------------------------------------------
