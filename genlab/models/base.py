@@ -50,8 +50,8 @@ FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimiser kernels run
 class TermMeans:
     """Batch-size weighted epoch means of the training terms, kept on the device.
 
-    ``self.log`` on every step costs about a millisecond per term on a CPU, a tenth of a small
-    model's step; here a step costs one stack and one multiply-add into a running sum, and the
+    ``self.log`` on every step costs a good share of a small model's step on a CPU (docs/speed.md);
+    here a step costs one stack and one multiply-add into a running sum, and the
     means are logged once per epoch. Terms may differ between steps (per phase, per player), so
     sums are kept per set of names.
     """
