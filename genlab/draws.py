@@ -1,7 +1,7 @@
 """Random draws that torch's CPU generator makes slowly.
 
-torch's CPU generator (mt19937) spends one call per element of ``torch.rand``: a (128, 784) uniform draw
-takes about 0.6 ms on a 2-core CPU, as long as a small network's layer. A Bernoulli draw needs far fewer
+torch's CPU generator (mt19937) spends one call per element of ``torch.rand``: a batch's uniform draw
+takes as long as a small network's layer (docs/speed.md). A Bernoulli draw needs far fewer
 random bits than a float32 uniform carries; ``bernoulli16`` takes four draws from each 64-bit word.
 """
 
@@ -15,8 +15,8 @@ def bernoulli16(p: Tensor) -> Tensor:
     """Binary samples with probabilities p (in p's dtype), at 16 bits on the CPU: each draw compares p with
     one 16-bit lane k of a 64-bit random word from torch's generator (four draws per word, k uniform on
     {−2¹⁵ … 2¹⁵ − 1}), a 1 when k + 2¹⁵ + ½ < 2¹⁶p. So P(1) is p to within 2⁻¹⁶, exactly 0 and 1 at p = 0
-    and 1, and a NaN p gives 0. One generator call per four draws instead of one per draw: 0.25 instead
-    of 0.6 ms for (100, 784) on 2 cores. Used where draws are made every step (training's dynamic
+    and 1, and a NaN p gives 0. One generator call per four draws instead of one per draw (docs/speed.md
+    has the timings). Used where draws are made every step (training's dynamic
     binarisation, an RBM's negative phase). Small tensors, other devices (whose generators are fast) and
     half precisions (which cannot hold k exactly) get ``torch.rand_like(p) < p``, 24-bit uniforms."""
     n = p.numel()

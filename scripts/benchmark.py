@@ -18,7 +18,7 @@ for vae (784-512-256-z20, dynamic binarisation) the test negative ELBO of each, 
 
 Samples/s are measured after the first epoch of every loop (the steady state: torch.compile
 compiles during the first steps). genlab binarises with U < p, the hand loop with torch.bernoulli
-(a user's natural choice; about 0.8 ms a batch slower on a 2-core CPU): part of what genlab gains.
+(a user's natural choice, and slower: docs/speed.md): part of what genlab gains.
 """
 
 from __future__ import annotations

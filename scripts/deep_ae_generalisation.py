@@ -20,6 +20,7 @@ rotated (±25°), scaled (0.8-1.2) and shifted (±3 px), in torchvision's layout
 from __future__ import annotations
 
 import argparse
+import os
 import struct
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST10K = ROOT.parent / "shared" / "data" / "mnist10k"
+# mnist10k beside the checkout, or where GENLAB_MNIST10K says (as scripts/benchmark.py)
+MNIST10K = Path(os.environ.get("GENLAB_MNIST10K", ROOT.parent / "shared" / "data" / "mnist10k"))
 
 # overrides on top of experiment=mnist_deep_ae; chosen on validation data
 VARIANTS = {  # each on top of FROM_SCRATCH with model=ae unless it names a model

@@ -9,7 +9,7 @@ RUN_DIR is a genlab-train run of model=ddpm or cddpm (e.g. experiment=ring8_ddpm
 loaded and, for each SAMPLER:STEPS, scored by genlab's evaluator with only its sample metrics (mode coverage and
 MMD² on toy2d; FID, KID, precision and recall, and the class accuracy of conditional models, on labelled images,
 with the run's classifier cache), the same seed for every sampler; then ``--n`` samples are drawn once more and
-timed. Seconds are wall-clock on this machine, scaled to 1,000 samples.
+timed. Seconds are wall-clock on the machine it runs on, scaled to 1,000 samples.
 """
 
 from __future__ import annotations

@@ -34,10 +34,12 @@ EOF
     # antlr4-python3-runtime (Hydra's parser) is published as source only: build its pure-Python wheel here
     "$py" -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==4.9.3" || return 1
     rm -rf .gpu_data/mnist10k
-    if [ -d ../shared/data/mnist10k/MNIST/raw ]; then
-        cp -r ../shared/data/mnist10k .gpu_data/mnist10k
+    # mnist10k where GENLAB_MNIST10K says, else beside the checkout (as scripts/benchmark.py)
+    local mnist="${GENLAB_MNIST10K:-../shared/data/mnist10k}"
+    if [ -d "$mnist/MNIST/raw" ]; then
+        cp -r "$mnist" .gpu_data/mnist10k
     else
-        echo "no ../shared/data/mnist10k: the benchmarks will use synthetic data" >&2
+        echo "no mnist10k at $mnist (GENLAB_MNIST10K): the benchmarks will use synthetic data" >&2
     fi
     ls -la .whl .gpu_data
 }

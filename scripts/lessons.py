@@ -1,7 +1,7 @@
 """The claims of the lecture notes as one-line experiments: train every lesson preset
 (``conf/experiment/lesson_<name>.yaml``) as a user would, measure the claim, draw one figure per lesson
-into ``docs/lessons/<name>.png`` and rewrite the README's gallery (between ``<!-- lessons:start -->``
-and ``<!-- lessons:end -->``).
+into ``docs/lessons/<name>.png`` and rewrite the gallery of ``docs/lessons.md`` (between
+``<!-- lessons:start -->`` and ``<!-- lessons:end -->``).
 
     python scripts/lessons.py --quick                  # every lesson, shorter trainings (minutes on two cores)
     python scripts/lessons.py                          # every lesson at its preset's length
@@ -19,9 +19,8 @@ counts as held, and a claim that does not hold at the settings run is reported s
 in the gallery.
 
 Every training runs on one thread (``--threads``): on two cores that other jobs share, two threads of
-these small matrix products wait on each other and a run takes many times longer (measured on such a
-machine: the conditional GAN's 15 epochs in 8 s on one thread, 245 s on two). ``--jobs 2`` runs two
-lessons at once, one thread each.
+these small matrix products wait on each other and a run takes many times longer (docs/speed.md gives
+the figures). ``--jobs 2`` runs two lessons at once, one thread each.
 
 The results of every lesson run so far are kept in ``docs/lessons/lessons.json``, so that ``--only``
 refreshes one lesson's entry and figure and the gallery keeps the others.
@@ -47,7 +46,7 @@ from matplotlib.figure import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "lessons"
-README = ROOT / "README.md"
+GALLERY = ROOT / "docs" / "lessons.md"
 RESULTS = DOCS / "lessons.json"
 START, END = "<!-- lessons:start -->", "<!-- lessons:end -->"
 
@@ -122,7 +121,7 @@ def print_table(results: dict[str, Record]) -> None:
 
 
 def gallery(results: dict[str, Record]) -> str:
-    """The README section between the markers: a summary table, then per lesson its claim, command,
+    """The gallery of docs/lessons.md between the markers: a summary table, then per lesson its claim, command,
     numbers and figure."""
     modes = sorted({r.mode for r in results.values()})
     seeds = ", ".join(str(s) for s in sorted({r.seed for r in results.values()})) or "0"
@@ -150,18 +149,18 @@ def gallery(results: dict[str, Record]) -> str:
         out += [f"- {n}" for n in r.numbers] if r.numbers else [f"- failed to run: {r.error}"]
         out += ["", f"Claim **{verdict(r)}** (held if {lesson.criterion}).", ""]
         if (DOCS / f"{lesson.name}.png").is_file() and r.numbers:
-            out.append(f"![{lesson.title}](docs/lessons/{lesson.name}.png)")
+            out.append(f"![{lesson.title}](lessons/{lesson.name}.png)")  # relative to docs/lessons.md
     out.append(END)
     return "\n".join(out)
 
 
-def rewrite_readme(section: str) -> None:
-    text = README.read_text()
+def rewrite_gallery(section: str) -> None:
+    text = GALLERY.read_text()
     if START not in text or END not in text:
-        raise SystemExit(f"{README} has no {START} ... {END} markers")
+        raise SystemExit(f"{GALLERY} has no {START} ... {END} markers")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    README.write_text(head + section + tail)
+    GALLERY.write_text(head + section + tail)
 
 
 def load_results() -> dict[str, Record]:
@@ -180,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per training (default 1)")
     p.add_argument("--jobs", type=int, default=1, help="lessons trained at once (default 1)")
-    p.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
+    p.add_argument("--no-gallery", "--no-readme", dest="no_gallery", action="store_true",
+                   help="leave docs/lessons.md as it is")
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - {lesson.name for lesson in LESSONS})
@@ -209,9 +209,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {lesson.name}: {verdict(record)} in {record.seconds:.0f} s", flush=True)
     RESULTS.write_text(json.dumps({k: vars(v) for k, v in results.items()}, indent=2, ensure_ascii=False) + "\n")
     print_table({lesson.name: results[lesson.name] for lesson in chosen})
-    if not args.no_readme:
-        rewrite_readme(gallery(results))
-        print(f"\nREADME.md gallery and {DOCS.relative_to(ROOT)}/ rewritten")
+    if not args.no_gallery:
+        rewrite_gallery(gallery(results))
+        print(f"\n{GALLERY.relative_to(ROOT)} gallery and {DOCS.relative_to(ROOT)}/ rewritten")
     print(f"{len(chosen)} lesson(s) in {time.time() - start:.0f} s")
 
 

@@ -43,14 +43,15 @@ models are then scored by genlab's AIS: sklearn's ``components_`` (H, D), ``inte
 log Z) averaged over the test images, in nats per image.
 
 On a CPU that other processes also load, torch's multi-threaded kernels slow down far more than
-numpy's (a 100x784 by 784x100 product measured 7.2 ms on 2 threads, 0.13 ms on 1, on 2 busy cores):
-give ``--threads 1`` there for a comparison of the two implementations rather than of thread pools.
+numpy's (docs/speed.md): give ``--threads 1`` there for a comparison of the two implementations rather
+than of thread pools.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST10K = ROOT.parent / "shared" / "data" / "mnist10k"
+# mnist10k beside the checkout, or where GENLAB_MNIST10K says (as scripts/benchmark.py)
+MNIST10K = Path(os.environ.get("GENLAB_MNIST10K", ROOT.parent / "shared" / "data" / "mnist10k"))
 
 
 # ---- data ---------------------------------------------------------------------------------

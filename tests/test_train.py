@@ -168,6 +168,8 @@ def test_every_preset_the_configs_and_readme_mention_exists() -> None:
 
     from conftest import CONF
 
-    texts = [p.read_text() for p in CONF.rglob("*.yaml")] + [(CONF.parent / "README.md").read_text()]
+    root = CONF.resolve().parent  # the checkout (genlab/conf may be a link to its conf/)
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    texts = [p.read_text() for p in CONF.rglob("*.yaml")] + [p.read_text() for p in docs]
     named = {m for t in texts for m in re.findall(r"experiment=([A-Za-z0-9_]+)", t)}
     assert named and named <= set(EXPERIMENTS), sorted(named - set(EXPERIMENTS))

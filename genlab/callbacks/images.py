@@ -248,7 +248,7 @@ class ImageLogger(pl.Callback):
 
     # models that draw their training state: a figure every state_every batches and at the end
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # asked once: a protocol's isinstance looks up each of its members (about 20 µs), and this runs every batch
+        # asked once: a protocol's isinstance looks up each of its members (docs/speed.md), and this runs every batch
         self.plots_state = isinstance(pl_module, CanPlotState)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,

@@ -1,8 +1,8 @@
 """The progress bar of a run: Lightning's rich bar, redrawn at most ten times a second in training.
 
 Lightning's bar moves the task, gathers the logged metrics and refreshes the display after every
-training batch: about 0.35 ms a step on a 2-core CPU, 3 % of the step of the MLP VAE of
-``scripts/benchmark.py``. A person reads a bar a few times a second, so a batch that ends within
+training batch, a noticeable share of a small model's step on a CPU (docs/speed.md). A person reads a
+bar a few times a second, so a batch that ends within
 ``interval`` seconds of the last redraw leaves it as it is; the last batch of an epoch always redraws,
 so every epoch ends on its full count. Validation and test bars are Lightning's own (a few large batches).
 """

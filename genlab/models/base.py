@@ -50,8 +50,8 @@ FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimiser kernels run
 class TermMeans:
     """Batch-size weighted epoch means of the training terms, kept on the device.
 
-    ``self.log`` on every step costs about a millisecond per term on a CPU, a tenth of a small
-    model's step; here a step costs one stack and one multiply-add into a running sum, and the
+    ``self.log`` on every step costs a good share of a small model's step on a CPU (docs/speed.md);
+    here a step costs one stack and one multiply-add into a running sum, and the
     means are logged once per epoch. Terms may differ between steps (per phase, per player), so
     sums are kept per set of names.
     """
@@ -186,7 +186,7 @@ class GenerativeModel(pl.LightningModule):
     def write_step_log(self) -> None:
         """The kept step log to the run's loggers, at the batch's step (0-based, as Lightning counts the
         steps of its own logs), with the epoch. Written here rather than through ``self.log``, whose
-        bookkeeping costs about 5 ms a call on a CPU (0.5 ms a batch at log_every_n_steps=10); and after
+        bookkeeping is costly on a CPU (docs/speed.md); and after
         the batch's optimiser step, so the values' host sync does not stall a GPU in the middle of it."""
         log, self.step_log = self.step_log, None
         if log and self.trainer.is_global_zero and self.loggers:
@@ -361,8 +361,8 @@ class GenerativeModel(pl.LightningModule):
         """The optimiser's step for update i of the n of a loader batch (manual optimisation). The last
         goes through Lightning's optimiser wrapper (its hooks, profiler and step count); the ones before it
         call the torch optimiser itself and only advance Lightning's step count, so that ``global_step``
-        (``trainer.max_steps``, the checkpoints' step) counts updates. The wrapper costs about 0.2 ms a call
-        on a CPU. Callbacks' ``on_before_optimizer_step`` see one update per loader batch."""
+        (``trainer.max_steps``, the checkpoints' step) counts updates, without the wrapper's per-call cost.
+        Callbacks' ``on_before_optimizer_step`` see one update per loader batch."""
         opt = self.optimizers()
         loop = getattr(self.trainer.fit_loop.epoch_loop, "manual_optimization", None)
         progress = getattr(loop, "optim_step_progress", None)
@@ -407,8 +407,8 @@ def make_optimizer(factory: OptimizerFactory, params: Iterable[torch.nn.Paramete
                    precision: str = "32-true") -> torch.optim.Optimizer:
     """``factory(params=...)``, with the optimiser's fused kernel when it has one (Adam, AdamW,
     SGD, Adagrad) and the config left the choice open (no ``fused`` or ``foreach`` key): one
-    kernel over all tensors instead of a Python loop over them. The MLP VAE's Adam step takes
-    1.9 ms instead of 9 ms on one CPU thread. Not under fp16 mixed precision (``precision``, the
+    kernel over all tensors instead of a Python loop over them (timed in docs/speed.md).
+    Not under fp16 mixed precision (``precision``, the
     trainer's), whose gradient scaler must unscale before clipping, which a fused step does
     inside. Set ``model.optimizer.fused=false`` to get torch's default.
     """
