@@ -54,7 +54,7 @@ def main() -> None:
     rows = []
     for spec in samplers:
         kind, _, steps = spec.partition(":")
-        model.sampler_kind, model.ddim_eta = kind, args.eta
+        model.sampler = model.make_scheduler(kind, args.eta)
         evaluator = configured_evaluator(cache, [f"sample_steps={int(steps)}"])
         evaluator.metrics = {k: v for k, v in evaluator.metrics.items() if k in SAMPLE_METRICS}
         scores = evaluator.evaluate(model, dm)
