@@ -28,7 +28,15 @@ from genlab.errors import UserError
 from genlab.models.diffusion import DDPM, ConditionalDDPM, discretised_gaussian_log_likelihood
 from genlab.models.guidance import ClassifierFreeGuidance
 from genlab.models.latent_diffusion import LatentDDPM, check_autoencoder, load_autoencoder
-from genlab.models.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, alpha_bars, beta_schedule
+from genlab.models.schedulers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverScheduler,
+    NoiseSchedule,
+    alpha_bars,
+    beta_schedule,
+    make_scheduler,
+)
 from genlab.nets.unet import denoiser
 from genlab.run import build, load_model, stored_config
 from genlab.train import train
@@ -186,6 +194,46 @@ def test_samples_equal_those_recorded_from_the_sampler_inside_ddpm(name: str) ->
     torch.testing.assert_close(x, torch.tensor(case["sample"]).view_as(x), atol=1e-5, rtol=0)
 
 
+def gaussian_data_eps(schedule: NoiseSchedule, mean: Tensor, std: Tensor):
+    """The exact ε̂ = E[ε | x_t] for data N(mean, diag std²): x_t ~ N(√ᾱ mean, ᾱ std² + 1 − ᾱ) per dimension."""
+    def net(x: Tensor, t: Tensor, y: None = None) -> Tensor:  # x (B, D), t (B,)
+        ab = schedule.at(schedule.alpha_bar, t, x)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * mean) / (ab * std**2 + 1 - ab)
+    return net
+
+
+def test_deterministic_samplers_solve_the_probability_flow_ode_of_gaussian_data() -> None:
+    """For Gaussian data the ODE's map from x_T to x_0 is the affine map that keeps each dimension's
+    standardised value; DDIM (η = 0) converges to it, DPM-Solver++(2M) many times faster."""
+    schedule = NoiseSchedule("linear", 1000)
+    mean, std = torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 1.0], dtype=torch.float64)
+    net = gaussian_data_eps(schedule, mean, std)
+    x_T = torch.linspace(-3, 3, 13, dtype=torch.float64)[:, None].expand(13, 2)  # (13, 2)
+    ab_T = schedule.alpha_bar[-1]
+    exact = mean + std * (x_T - ab_T.sqrt() * mean) / (ab_T * std**2 + 1 - ab_T).sqrt()
+
+    def error(kind: str, steps: int) -> float:
+        scheduler = make_scheduler(kind, schedule)
+        scheduler.set_timesteps(steps)
+        x = x_T
+        for t in scheduler.timesteps:
+            x = scheduler.step(net(x, torch.full((13,), t)), t, x)
+        return float((x - exact).abs().max())
+
+    ddim = {n: error("ddim", n) for n in (10, 25, 200)}
+    dpm = {n: error("dpm_solver", n) for n in (10, 25, 200)}
+    assert ddim[200] < ddim[25] / 4 < ddim[10] / 4 and dpm[200] < dpm[25] / 10 < dpm[10] / 10, (ddim, dpm)
+    assert dpm[10] < 0.3 * ddim[10] and dpm[25] < 0.3 * ddim[25], (ddim, dpm)
+    solver = make_scheduler("dpm_solver", schedule)
+    solver.set_timesteps(10)
+    assert solver.timesteps[0] == 1000 and solver.timesteps[-1] == 1 and len(solver.timesteps) == 10
+    assert solver.timesteps == sorted(set(solver.timesteps), reverse=True)
+    ddim_step = make_scheduler("ddim", schedule)
+    ddim_step.previous = solver.previous  # the first step has no earlier x̂_0: it is DDIM's
+    out = net(x_T, torch.full((13,), 1000))
+    torch.testing.assert_close(solver.step(out, 1000, x_T), ddim_step.step(out, 1000, x_T))
+
+
 def test_the_sampler_is_chosen_in_config(make_cfg) -> None:
     import dataclasses
 
@@ -196,7 +244,8 @@ def test_the_sampler_is_chosen_in_config(make_cfg) -> None:
     assert set(field.metadata["choices"]) == set(SCHEDULERS)  # the schema offers every scheduler, and only those
     info = DataInfo("pts", (2,), bounded=False)
     for overrides, kind in ((["model.sampler=ddpm", "model.variance=posterior"], DDPMScheduler),
-                            (["model.sampler=ddim", "model.ddim_eta=0.3"], DDIMScheduler)):
+                            (["model.sampler=ddim", "model.ddim_eta=0.3"], DDIMScheduler),
+                            (["model.sampler=dpm_solver"], DPMSolverScheduler)):
         cfg = make_cfg("model=ddpm", "data=toy2d", "model.net.hidden=[8]", *overrides)
         model = build(cfg.model, data_info=info)
         assert type(model.sampler) is kind and model.sampler.schedule is model.noise_schedule

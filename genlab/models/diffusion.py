@@ -64,7 +64,7 @@ class DDPM(GenerativeModel):
     """Denoising diffusion probabilistic model over images (a U-Net) or vectors (an MLP); see the module
     docstring. ``net``: a ``genlab.nets.unet.denoiser`` builder. ``timesteps`` T; ``schedule`` linear or
     cosine; ``prediction`` eps or v; ``variance`` of the reverse steps, β_t (``beta``) or the posterior's
-    β̃_t (``posterior``); ``sampler`` ddpm (ancestral) or ddim with ``ddim_eta``, over ``sample_steps``
+    β̃_t (``posterior``); ``sampler`` ddpm (ancestral), ddim with ``ddim_eta``, or dpm_solver, over ``sample_steps``
     steps (None: all T) unless the evaluator sets a budget; ``ema``: the decay of the weights' moving
     average, which samples and is validated and tested (None: the weights themselves); ``clip_denoised``:
     images' predicted x_0 clipped to [−1, 1]. The ranges and choices are the schema's
@@ -99,7 +99,7 @@ class DDPM(GenerativeModel):
         return self.noise_schedule.timesteps
 
     def make_scheduler(self, kind: str, eta: float = 0.0) -> Scheduler:
-        """A scheduler of ``kind`` (ddpm or ddim, ``genlab.models.schedulers.SCHEDULERS``) over this model's
+        """A scheduler of ``kind`` (``genlab.models.schedulers.SCHEDULERS``: ddpm, ddim, dpm_solver) over this model's
         noise schedule, with its variance, DDIM's noise ``eta`` and its clipping of x̂_0."""
         return make_scheduler(kind, self.noise_schedule, clip=self.clips, variance=self.variance, eta=eta)
 

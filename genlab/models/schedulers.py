@@ -7,7 +7,7 @@ to x_{t'}, t' the next time visited (0 after the last).
 Time steps t are 1..T; the schedule arrays are indexed by t, with index 0 holding ᾱ_0 = 1 (β_0 = 0).
 ``SCHEDULERS`` names the samplers ``model.sampler`` chooses from: ``ddpm``, the ancestral sampler (over all
 T steps, or an evenly strided subsequence with the respaced posterior, whose β's follow from the ᾱ's it
-keeps), and ``ddim`` (Song et al. 2021) with noise η.
+keeps), ``ddim`` (Song et al. 2021) with noise η, and ``dpm_solver``, DPM-Solver++(2M) (Lu et al. 2022).
 """
 
 from __future__ import annotations
@@ -131,9 +131,12 @@ class Scheduler:
         """Visit n times (clamped to 1..T; None: all T) evenly spaced in 1..T, always T, decreasing."""
         total = self.schedule.timesteps
         n = total if n is None else max(1, min(int(n), total))
-        times = torch.unique_consecutive(torch.linspace(total, 1, n, dtype=torch.float64).round().long()).tolist()
-        self.timesteps: list[int] = times
-        self.previous = dict(zip(times, [*times[1:], 0]))  # t -> the time the step from t goes to
+        self.visit(torch.linspace(total, 1, n, dtype=torch.float64).round().long())
+
+    def visit(self, times: Tensor) -> None:
+        """Visit ``times`` (k,), decreasing (repeats dropped)."""
+        self.timesteps: list[int] = torch.unique_consecutive(times).tolist()
+        self.previous = dict(zip(self.timesteps, [*self.timesteps[1:], 0]))  # t -> the time the step from t goes to
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """x_t (B, ...) for t (B,): the forward process."""
@@ -144,13 +147,16 @@ class Scheduler:
         t_prev = self.previous[t]
         tt = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
         eps, x0 = self.schedule.eps_x0(x_t, tt, model_output, self.clip)
-        hosts = self.schedule.alpha_bar_host
-        return self.update(x_t, eps, x0, hosts[t], hosts[t_prev], t_prev, generator)
+        return self.update(x_t, eps, x0, t, t_prev, generator)
 
-    def update(self, x_t: Tensor, eps: Tensor, x0: Tensor, ab: float, ab_prev: float, t_prev: int,
+    def update(self, x_t: Tensor, eps: Tensor, x0: Tensor, t: int, t_prev: int,
                generator: torch.Generator | None) -> Tensor:
-        """x_{t'} from x_t, the predicted ε̂ and x̂_0, and ᾱ at t and t'."""
+        """x_{t'} from x_t and the predicted ε̂ and x̂_0."""
         raise NotImplementedError
+
+    def alpha_bars(self, t: int, t_prev: int) -> tuple[float, float]:
+        """ᾱ_t and ᾱ_{t'} as floats."""
+        return self.schedule.alpha_bar_host[t], self.schedule.alpha_bar_host[t_prev]
 
     @staticmethod
     def noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -167,9 +173,9 @@ class DDPMScheduler(Scheduler):
         super().__init__(schedule, clip)
         self.variance = variance
 
-    def update(self, x_t: Tensor, eps: Tensor, x0: Tensor, ab: float, ab_prev: float, t_prev: int,
+    def update(self, x_t: Tensor, eps: Tensor, x0: Tensor, t: int, t_prev: int,
                generator: torch.Generator | None) -> Tensor:
-        q = posterior(ab, ab_prev)
+        q = posterior(*self.alpha_bars(t, t_prev))
         x = q.coef_x0 * x0 + q.coef_xt * x_t
         if t_prev > 0:
             x = x + math.sqrt(q.beta if self.variance == "beta" else q.variance) * self.noise(x, generator)
@@ -185,8 +191,9 @@ class DDIMScheduler(Scheduler):
         super().__init__(schedule, clip)
         self.eta = eta
 
-    def update(self, x_t: Tensor, eps: Tensor, x0: Tensor, ab: float, ab_prev: float, t_prev: int,
+    def update(self, x_t: Tensor, eps: Tensor, x0: Tensor, t: int, t_prev: int,
                generator: torch.Generator | None) -> Tensor:
+        ab, ab_prev = self.alpha_bars(t, t_prev)
         sigma = self.eta * math.sqrt(posterior(ab, ab_prev).variance)
         x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
         if t_prev > 0 and sigma > 0:
@@ -194,7 +201,46 @@ class DDIMScheduler(Scheduler):
         return x
 
 
-SCHEDULERS: dict[str, type[Scheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}  # model.sampler
+class DPMSolverScheduler(Scheduler):
+    """DPM-Solver++(2M) (Lu et al. 2022), a deterministic multistep solver of the probability-flow ODE in the
+    predicted x̂_0 and the half log-SNR λ_t = log(√ᾱ_t/√(1−ᾱ_t)): with h = λ_{t'} − λ_t,
+    x_{t'} = √((1−ᾱ_{t'})/(1−ᾱ_t)) x_t − √ᾱ_{t'} (e^{−h} − 1) D, where D = x̂_0 on the first step (DDIM with
+    η = 0) and on the last (to t' = 0, which lands on x̂_0), else D = (1 + 1/(2r)) x̂_0 − 1/(2r) x̂_0⁻ from
+    the previous step's x̂_0⁻ and r = h⁻/h, its λ increment over this one's. Steps follow ``timesteps``,
+    which are even in λ (Lu et al.'s logSNR spacing): even in t, the steps near t = 1 take λ jumps much
+    longer than the step before, and the second-order term extrapolates over them."""
+
+    def set_timesteps(self, n: int | None) -> None:
+        """Up to n times (None: all T; fewer where two λ's round to one t) from T to 1, evenly spaced in λ."""
+        total = self.schedule.timesteps
+        self.last: tuple[int, Tensor] | None = None  # the previous step's time and x̂_0
+        if n is None or n >= total:
+            return super().set_timesteps(None)
+        lam = torch.tensor([half_log_snr(ab) for ab in self.schedule.alpha_bar_host[1:]], dtype=torch.float64)
+        wanted = torch.linspace(float(lam[-1]), float(lam[0]), max(1, int(n)), dtype=torch.float64)
+        self.visit(torch.searchsorted(-lam, -wanted).clamp(max=total - 1) + 1)  # the first t with λ_t <= wanted
+
+    def update(self, x_t: Tensor, eps: Tensor, x0: Tensor, t: int, t_prev: int,
+               generator: torch.Generator | None) -> Tensor:
+        last, self.last = self.last, (t, x0)
+        if t_prev == 0:
+            return x0
+        ab, ab_prev = self.alpha_bars(t, t_prev)
+        h = half_log_snr(ab_prev) - half_log_snr(ab)
+        d = x0
+        if last is not None and self.previous[last[0]] == t:
+            r = (half_log_snr(ab) - half_log_snr(self.schedule.alpha_bar_host[last[0]])) / h
+            d = (1 + 0.5 / r) * x0 - (0.5 / r) * last[1]
+        return math.sqrt((1 - ab_prev) / (1 - ab)) * x_t - math.sqrt(ab_prev) * math.expm1(-h) * d
+
+
+def half_log_snr(ab: float) -> float:
+    """λ = log(√ᾱ/√(1−ᾱ)) for 0 < ᾱ < 1."""
+    return 0.5 * math.log(ab / (1 - ab))
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {  # model.sampler
+    "ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm_solver": DPMSolverScheduler}
 
 
 def make_scheduler(kind: str, schedule: NoiseSchedule, *, clip: bool = False, variance: str = "beta",
