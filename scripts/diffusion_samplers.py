@@ -2,7 +2,7 @@
 ancestral sampler over all T steps against DDIM (and strided ancestral sampling) with fewer steps.
 
     python scripts/diffusion_samplers.py RUN_DIR                          # ddpm:T, ddim:50, ddim:25
-    python scripts/diffusion_samplers.py RUN_DIR --samplers ddpm:1000 ddpm:100 ddim:50 ddim:25 ddim:10
+    python scripts/diffusion_samplers.py RUN_DIR --samplers ddpm:1000 ddpm:100 ddim:50 ddim:25 dpm_solver:10
     python scripts/diffusion_samplers.py RUN_DIR --threads 1 --n 2000
 
 RUN_DIR is a genlab-train run of model=ddpm or cddpm (e.g. experiment=ring8_ddpm). The tested checkpoint is
@@ -27,8 +27,8 @@ SAMPLE_METRICS = ("sample_quality", "mode_coverage", "sample_classes")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--samplers", nargs="+", default=None, help="SAMPLER:STEPS, SAMPLER ddpm or ddim (default: "
-                   "ddpm over all T steps, ddim:50, ddim:25)")
+    p.add_argument("--samplers", nargs="+", default=None, help="SAMPLER:STEPS, SAMPLER ddpm, ddim or dpm_solver "
+                   "(default: ddpm over all T steps, ddim:50, ddim:25)")
     p.add_argument("--n", type=int, default=2000, help="samples drawn for the timing")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM's η")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on busy shared cores)")
@@ -54,7 +54,7 @@ def main() -> None:
     rows = []
     for spec in samplers:
         kind, _, steps = spec.partition(":")
-        model.sampler_kind, model.ddim_eta = kind, args.eta
+        model.sampler = model.make_scheduler(kind, args.eta)
         evaluator = configured_evaluator(cache, [f"sample_steps={int(steps)}"])
         evaluator.metrics = {k: v for k, v in evaluator.metrics.items() if k in SAMPLE_METRICS}
         scores = evaluator.evaluate(model, dm)

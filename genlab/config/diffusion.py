@@ -1,5 +1,5 @@
-"""Schemas of the diffusion family (genlab/models/diffusion.py) and of its denoising networks
-(genlab/nets/unet.py)."""
+"""Schemas of the diffusion family (genlab/models/diffusion.py, its samplers in genlab/models/schedulers.py) and
+of its denoising networks (genlab/nets/unet.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ class DDPMConfig(ModelConfig):
     beta_end: float = opt(0.02, gt=0, lt=1)
     prediction: str = opt("eps", choices=("eps", "v"))  # what the network predicts
     variance: str = opt("beta", choices=("beta", "posterior"))  # σ_t² of p(x_{t-1}|x_t): β_t or β̃_t
-    sampler: str = opt("ddim", choices=("ddpm", "ddim"))  # DDIM (Song et al. 2021), or ancestral
+    # the scheduler that samples: genlab.models.schedulers.SCHEDULERS (tests/test_diffusion.py checks the names)
+    sampler: str = opt("ddim", choices=("ddpm", "ddim", "dpm_solver"))  # DDIM, ancestral, or DPM-Solver++(2M)
     sample_steps: Optional[int] = opt(50, ge=1)  # reverse steps per sample unless the evaluator sets a budget; None: T
     ddim_eta: float = opt(0.0, ge=0)  # DDIM's noise: 0 deterministic, 1 the ancestral sampler's posterior variance
     ema: Optional[float] = opt(0.999, ge=0, lt=1)  # decay of the weights' moving average that samples; null: none

@@ -6,11 +6,11 @@ The forward process adds Gaussian noise in T steps, q(x_t|x_{t−1}) = N(√(1�
 q(x_t|x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I) with ᾱ_t = Π_{s≤t} (1−β_s) (ᾱ_0 = 1). A network learns to predict the
 noise ε of x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (or v = √ᾱ_t ε − √(1−ᾱ_t) x_0) with the simple loss ‖ε − ε̂‖²; the
 reverse process p(x_{t−1}|x_t) = N(μ̃(x_t, x̂_0), σ_t²) takes the posterior mean of q(x_{t−1}|x_t, x_0)
-at the predicted x̂_0. Samplers: ancestral (over all T steps or an evenly strided subsequence, whose
-β's follow from the ᾱ's it keeps) and DDIM (Song et al. 2021) with noise η.
+at the predicted x̂_0. The schedule and its algebra, and the samplers (``model.sampler``: ancestral or
+DDIM), are in ``genlab.models.schedulers``; guidance in ``genlab.models.guidance``. The model holds the
+denoiser, trains it, runs a scheduler's loop and computes the variational bound.
 
-Images in [0, 1] are diffused as 2x − 1 in [−1, 1]; points (DataInfo.bounded False) as they are. Time
-steps t are 1..T; the schedule arrays are indexed by t, with index 0 holding ᾱ_0 = 1.
+Images in [0, 1] are diffused as 2x − 1 in [−1, 1]; points (DataInfo.bounded False) as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel, OptimizerFactory
 from genlab.models.ema import ema_of
+from genlab.models.guidance import ClassifierFreeGuidance, Denoiser
+from genlab.models.schedulers import NoiseSchedule, Scheduler, make_scheduler, posterior
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_ROWS = 2048  # network inputs per call of the bound: larger batches cost more per input on a CPU
@@ -34,31 +36,7 @@ VAL_SEED = 0  # validation and test losses draw the same t and ε every epoch: v
 NetFactory = Callable[..., nn.Module]  # genlab.nets.unet.denoiser: (in_shape, num_classes) -> net(x_t, t, y)
 
 
-# ---- schedules and Gaussian algebra (plain functions: the tests check them on their own) -----------------
-def beta_schedule(kind: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
-    """β_1..β_T (T,) float64. ``linear``: evenly from β_start to β_end, both scaled by 1000/T (Nichol &
-    Dhariwal 2021), so that T = 1000 is Ho et al.'s schedule and a shorter chain still ends near pure
-    noise; ``cosine``: ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s)·π/2), s = 0.008 (Nichol & Dhariwal).
-    Both are clipped at 0.999 (the cosine's last steps, a linear schedule of very few steps)."""
-    if kind == "linear":
-        scale = 1000.0 / timesteps
-        betas = torch.linspace(beta_start * scale, beta_end * scale, timesteps, dtype=torch.float64)
-    elif kind == "cosine":
-        s = 0.008
-        steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
-        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-        alpha_bar = f / f[0]
-        betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
-    else:
-        raise UserError(f"model.schedule={kind!r} is not one of linear, cosine")
-    return betas.clamp(max=0.999)
-
-
-def alpha_bars(betas: Tensor) -> Tensor:
-    """ᾱ_0..ᾱ_T (T + 1,) from β_1..β_T, with ᾱ_0 = 1."""
-    return torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(1 - betas, 0)])
-
-
+# ---- Gaussian algebra of the bound (plain functions: the tests check them on their own) -----------------
 def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) -> Tensor:
     """KL(N(mean_q, var_q) ‖ N(mean_p, var_p)) per dimension, elementwise (nats)."""
     return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1)
@@ -86,10 +64,11 @@ class DDPM(GenerativeModel):
     """Denoising diffusion probabilistic model over images (a U-Net) or vectors (an MLP); see the module
     docstring. ``net``: a ``genlab.nets.unet.denoiser`` builder. ``timesteps`` T; ``schedule`` linear or
     cosine; ``prediction`` eps or v; ``variance`` of the reverse steps, β_t (``beta``) or the posterior's
-    β̃_t (``posterior``); ``sampler`` ddpm (ancestral) or ddim with ``ddim_eta``, over ``sample_steps``
+    β̃_t (``posterior``); ``sampler`` ddpm (ancestral), ddim with ``ddim_eta``, or dpm_solver, over ``sample_steps``
     steps (None: all T) unless the evaluator sets a budget; ``ema``: the decay of the weights' moving
     average, which samples and is validated and tested (None: the weights themselves); ``clip_denoised``:
-    images' predicted x_0 clipped to [−1, 1]."""
+    images' predicted x_0 clipped to [−1, 1]. The ranges and choices are the schema's
+    (genlab/config/diffusion.py)."""
 
     def __init__(
         self, *, data_info: DataInfo, net: NetFactory, timesteps: int = 1000, schedule: str = "linear",
@@ -100,35 +79,40 @@ class DDPM(GenerativeModel):
     ) -> None:
         super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, builders=[net], compile=compile,
                          updates_per_batch=updates_per_batch)
-        choices = {"prediction": ("eps", "v"), "variance": ("beta", "posterior"), "sampler": ("ddpm", "ddim")}
-        for key, value in (("prediction", prediction), ("variance", variance), ("sampler", sampler)):
-            if value not in choices[key]:
-                raise UserError(f"model.{key}={value!r} is not one of {', '.join(choices[key])}")
-        if schedule == "linear" and beta_start >= beta_end:
+        if schedule == "linear" and beta_start >= beta_end:  # two options together: no one field can say it
             raise UserError(f"model.beta_start={beta_start} must be below model.beta_end={beta_end}")
-        if timesteps < 1 or (sample_steps is not None and sample_steps < 1):
-            raise UserError("model.timesteps and model.sample_steps must be >= 1")
-        self.timesteps, self.prediction, self.variance = timesteps, prediction, variance
-        self.sampler_kind, self.sample_steps, self.ddim_eta = sampler, sample_steps, ddim_eta
-        self.clip_denoised = clip_denoised
+        self.variance, self.sample_steps, self.clip_denoised = variance, sample_steps, clip_denoised
         self.num_classes = (data_info.num_classes or 0) if self.conditional else 0
-        betas = beta_schedule(schedule, timesteps, beta_start, beta_end)
-        # the schedule follows from the config: kept out of checkpoints, in float64 (ᾱ_T is tiny)
-        self.register_buffer("betas", torch.cat([torch.zeros(1, dtype=torch.float64), betas]), persistent=False)
-        self.register_buffer("alpha_bar", alpha_bars(betas), persistent=False)
+        self.noise_schedule = NoiseSchedule(schedule, timesteps, beta_start, beta_end, prediction)
         self.net = net(in_shape=self.space_shape(), **self.net_conditioning())
         self.ema = None if ema is None else ema_of(self.net, ema)
+        self.sampler = self.make_scheduler(sampler, ddim_eta)
 
     def net_conditioning(self) -> dict[str, int]:
         """What the denoiser is conditioned on: a class embedding of num_classes (0: none) here; a
         projection of condition vectors (``cond_dim``) in CaptionDDPM."""
         return {"num_classes": self.num_classes}
 
+    @property
+    def timesteps(self) -> int:
+        """T."""
+        return self.noise_schedule.timesteps
+
+    def make_scheduler(self, kind: str, eta: float = 0.0) -> Scheduler:
+        """A scheduler of ``kind`` (``genlab.models.schedulers.SCHEDULERS``: ddpm, ddim, dpm_solver) over this model's
+        noise schedule, with its variance, DDIM's noise ``eta`` and its clipping of x̂_0."""
+        return make_scheduler(kind, self.noise_schedule, clip=self.clips, variance=self.variance, eta=eta)
+
     # ---- the space diffused: data (images at 2x − 1), or an autoencoder's codes (LatentDDPM) -----------
     @property
     def image_space(self) -> bool:
         """Whether x_0 is a bounded image in [−1, 1] (clipped predictions, the discretised decoder)."""
         return self.data_info.is_image and self.data_info.bounded
+
+    @property
+    def clips(self) -> bool:
+        """Whether the predicted x_0 is clipped to [−1, 1]: images with ``clip_denoised``."""
+        return self.clip_denoised and self.image_space
 
     def space_shape(self) -> tuple[int, ...]:
         return tuple(self.data_info.shape)
@@ -141,36 +125,7 @@ class DDPM(GenerativeModel):
         """x_0 (B, *space_shape) -> data (B, *shape)."""
         return ((z + 1) / 2).clamp(0, 1) if self.image_space else z
 
-    # ---- the forward process and the network's predictions -------------------------------------------------
-    def at(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
-        """values[t] (B,) shaped to broadcast over ``like`` (B, ...), in its dtype."""
-        return values[t].to(like.dtype).view(-1, *[1] * (like.dim() - 1))
-
-    def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, a draw of q(x_t|x_0) for t (B,) in 1..T."""
-        ab = self.at(self.alpha_bar, t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-
-    def target(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-        """What the network learns to output: ε, or v = √ᾱ_t ε − √(1−ᾱ_t) x_0."""
-        if self.prediction == "eps":
-            return eps
-        ab = self.at(self.alpha_bar, t, x0)
-        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
-
-    def eps_x0(self, x_t: Tensor, t: Tensor, out: Tensor, clip: bool | None = None) -> tuple[Tensor, Tensor]:
-        """(ε̂, x̂_0) from the network's output at x_t. Images' x̂_0 is clipped to [−1, 1] (``clip_denoised``)
-        and ε̂ then recomputed from it, so the two stay consistent: x_t = √ᾱ x̂_0 + √(1−ᾱ) ε̂."""
-        ab = self.at(self.alpha_bar, t, x_t)
-        if self.prediction == "eps":
-            eps, x0 = out, (x_t - (1 - ab).sqrt() * out) / ab.sqrt()
-        else:  # v: x_0 = √ᾱ x_t − √(1−ᾱ) v, ε = √(1−ᾱ) x_t + √ᾱ v
-            eps, x0 = (1 - ab).sqrt() * x_t + ab.sqrt() * out, ab.sqrt() * x_t - (1 - ab).sqrt() * out
-        if (self.clip_denoised and self.image_space) if clip is None else clip:
-            x0 = x0.clamp(-1, 1)
-            eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
-        return eps, x0
-
+    # ---- the network's predictions --------------------------------------------------------------------------
     @property
     def denoiser(self) -> nn.Module:
         """The network that samples, is validated and tested: the moving average when kept."""
@@ -179,6 +134,10 @@ class DDPM(GenerativeModel):
     def predict(self, x_t: Tensor, t: Tensor, y: Tensor | None, net: nn.Module | None = None) -> Tensor:
         """The network's output (B, *space_shape) at x_t for t (B,); y: classes of a conditional model."""
         return (net or self.denoiser)(x_t, t, y)
+
+    def guided(self) -> Denoiser:
+        """The denoiser the sampler steps with: the network's predictions (ConditionalDDPM guides them)."""
+        return self.predict
 
     # ---- conditioning (none here; ConditionalDDPM overrides) ---------------------------------------------
     def condition(self, n: int, y: Tensor | None) -> Tensor | None:
@@ -198,8 +157,8 @@ class DDPM(GenerativeModel):
         """The simple loss: ‖target − output‖² averaged over dimensions and the batch, at t ~ U{1..T}."""
         t = torch.randint(1, self.timesteps + 1, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
-        out = net(self.q_sample(x0, t, eps), t, y)
-        return (out - self.target(x0, eps, t)).pow(2).mean()
+        out = net(self.noise_schedule.add_noise(x0, eps, t), t, y)
+        return (out - self.noise_schedule.target(x0, eps, t)).pow(2).mean()
 
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
         """The simple loss; validation and test draw t and ε from a fixed seed, with the sampling network."""
@@ -216,53 +175,33 @@ class DDPM(GenerativeModel):
             self.ema.update_parameters(self.net)
 
     # ---- sampling ---------------------------------------------------------------------------------------
-    def step_times(self, steps: int | None) -> list[int]:
-        """The time steps a sampler visits (increasing): ``steps`` (None: sample_steps, else T) evenly
-        spaced in 1..T, always including T; all of 1..T when steps >= T."""
-        steps = self.sample_steps if steps is None else steps
-        steps = self.timesteps if steps is None else max(1, min(int(steps), self.timesteps))
-        times = torch.linspace(self.timesteps, 1, steps, dtype=torch.float64).round().long().flip(0)
-        return torch.unique_consecutive(times).tolist()
+    def step_count(self, steps: int | None) -> int | None:
+        """The reverse steps a sample takes: ``steps`` (the evaluator's budget), else ``sample_steps``
+        (None: all T)."""
+        return self.sample_steps if steps is None else steps
 
     @torch.no_grad()
-    def reverse(self, x: Tensor, y: Tensor | None, steps: int | None = None, sampler: str | None = None,
-                eta: float | None = None, keep: set[int] | None = None) -> tuple[Tensor, list[Tensor]]:
-        """Run the reverse process from x = x_T (n, *space_shape) to x_0. ``sampler`` ddpm: ancestral
-        steps between the visited times τ_{i−1} < τ_i with β = 1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}, the posterior
-        mean at x̂_0 and variance β (or β̃); ddim: x_{τ_{i−1}} = √ᾱ' x̂_0 + √(1 − ᾱ' − σ²) ε̂ + σz with
-        σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ'). No noise is added on the last step. ``keep``: the loop
-        indices (0 is x_T, len(times) is x_0) whose x are returned as frames, each (n, *space_shape)."""
-        sampler = sampler or self.sampler_kind
-        eta = self.ddim_eta if eta is None else eta
-        times = self.step_times(steps)
-        alpha_bar = self.alpha_bar.tolist()  # one host copy: scalars for every step
+    def reverse(self, x: Tensor, y: Tensor | None, steps: int | None = None, scheduler: Scheduler | None = None,
+                denoiser: Denoiser | None = None, keep: set[int] | None = None,
+                generator: torch.Generator | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Run the reverse process from x = x_T (n, *space_shape) to x_0 with ``scheduler`` (None: the
+        configured ``sampler``) over ``step_count(steps)`` steps, each from ``denoiser``'s output (None:
+        ``guided()``) for the condition y. ``keep``: the loop indices (0 is x_T, the number of steps is
+        x_0) whose x are returned as frames, each (n, *space_shape)."""
+        scheduler = scheduler or self.sampler
+        denoiser = denoiser or self.guided()
+        scheduler.set_timesteps(self.step_count(steps))
         frames = [x] if keep is not None and 0 in keep else []
-        for k, i in enumerate(reversed(range(len(times))), start=1):
-            t, t_prev = times[i], times[i - 1] if i > 0 else 0
-            ab, ab_prev = alpha_bar[t], alpha_bar[t_prev]
+        for k, t in enumerate(scheduler.timesteps, start=1):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            eps, x0 = self.eps_x0(x, tt, self.guided(x, tt, y))
-            if sampler == "ddim":
-                sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-                x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
-                if i > 0 and sigma > 0:
-                    x = x + sigma * torch.randn_like(x)
-            else:
-                beta = 1 - ab / ab_prev
-                x = (math.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
-                if i > 0:
-                    var = beta if self.variance == "beta" else (1 - ab_prev) / (1 - ab) * beta
-                    x = x + math.sqrt(var) * torch.randn_like(x)
+            x = scheduler.step(denoiser(x, tt, y), t, x, generator)
             if keep is not None and k in keep:
                 frames.append(x)
         return x, frames
 
-    def guided(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
-        """The output the sampler uses: the network's (ConditionalDDPM guides it)."""
-        return self.predict(x, t, y)
-
-    def prior_noise(self, n: int) -> Tensor:
-        return torch.randn(n, *self.space_shape(), device=self.device)
+    def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """x_T ~ N(0, I) (n, *space_shape)."""
+        return torch.randn(n, *self.space_shape(), generator=generator, device=self.device)
 
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
@@ -274,42 +213,37 @@ class DDPM(GenerativeModel):
     def trajectory(self, n: int, frames: int) -> Tensor:
         """The denoising trajectory of n samples: x_T, intermediate x_t and x_0 in data space at ``frames``
         evenly spaced points of the sampler's loop, (frames, n, *shape)."""
-        total = len(self.step_times(None))
+        self.sampler.set_timesteps(self.step_count(None))
+        total = len(self.sampler.timesteps)
         keep = sorted({round(k * total / max(1, frames - 1)) for k in range(frames)})
         _, kept = self.reverse(self.prior_noise(n), self.condition(n, None), None, keep=set(keep))
         return torch.stack([self.from_space(f) for f in kept])
 
     # ---- the variational bound -----------------------------------------------------------------------------
     def reverse_variance(self, t: Tensor, like: Tensor) -> Tensor:
-        """σ_t² of p(x_{t−1}|x_t) for t (B,): β_t, or β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t with β̃_1 (which is 0)
-        replaced by β̃_2, as Ho et al. do, so that the decoder at t = 1 has a width."""
-        beta = self.at(self.betas, t, like)
+        """σ_t² (B, 1, ...) of p(x_{t−1}|x_t) for t (B,): β_t, or β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t with β̃_1
+        (which is 0) replaced by β̃_2, as Ho et al. do, so that the decoder at t = 1 has a width."""
+        s = self.noise_schedule
+        beta = s.at(s.betas, t, like)
         if self.variance == "beta":
             return beta
         t2 = torch.where(t == 1, torch.full_like(t, min(2, self.timesteps)), t)
-        ab, ab_prev = self.at(self.alpha_bar, t2, like), self.at(self.alpha_bar, t2 - 1, like)
-        tilde = (1 - ab_prev) / (1 - ab) * self.at(self.betas, t2, like)
+        tilde = posterior(s.at(s.alpha_bar, t2, like), s.at(s.alpha_bar, t2 - 1, like)).variance
         return torch.where(tilde > 0, tilde, beta)  # T = 1: no β̃_2 to borrow
-
-    def posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and variance of q(x_{t−1}|x_t, x_0) for t (B,) >= 1 (variance 0 at t = 1)."""
-        ab, ab_prev, beta = (self.at(v, i, x0) for v, i in ((self.alpha_bar, t), (self.alpha_bar, t - 1),
-                                                              (self.betas, t)))
-        mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
-        return mean, (1 - ab_prev) / (1 - ab) * beta
 
     def bound_terms(self, x0: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
         """L_{t−1} per sample (B,) in nats at one draw x_t ~ q(x_t|x_0), for t (B,) in 1..T: the KL of
         q(x_{t−1}|x_t, x_0) from p(x_{t−1}|x_t) for t >= 2, and −log p(x_0|x_1) at t = 1 (the discretised
         decoder for images, the Gaussian density for vectors). Computed in float64."""
-        x_t = self.q_sample(x0, t, torch.randn_like(x0))
+        s = self.noise_schedule
+        x_t = s.add_noise(x0, torch.randn_like(x0), t)
         out = self.predict(x_t, t, y)
         x0, x_t = x0.double(), x_t.double()
-        _, x0_hat = self.eps_x0(x_t, t, out.double())
-        mean_p, _ = self.posterior(x0_hat, x_t, t)
+        _, x0_hat = s.eps_x0(x_t, t, out.double(), self.clips)
+        mean_p, _ = s.posterior(x0_hat, x_t, t)
         var_p = self.reverse_variance(t, x0).expand_as(x0)
         first = (t == 1).view(-1, *[1] * (x0.dim() - 1))
-        mean_q, var_q = self.posterior(x0, x_t, t)
+        mean_q, var_q = s.posterior(x0, x_t, t)
         kl = gaussian_kl(mean_q, torch.where(first, 1.0, var_q), mean_p, var_p)  # (var_q at t = 1 unused)
         if self.image_space:
             decoder = -discretised_gaussian_log_likelihood(x0, mean_p, var_p.sqrt())
@@ -319,7 +253,7 @@ class DDPM(GenerativeModel):
 
     def prior_term(self, x0: Tensor) -> Tensor:
         """L_T = KL(q(x_T|x_0) ‖ N(0, I)) per sample (B,) in nats."""
-        ab = float(self.alpha_bar[-1])
+        ab = self.noise_schedule.alpha_bar_host[-1]
         x0 = x0.double()
         return gaussian_kl(math.sqrt(ab) * x0, torch.full_like(x0, 1 - ab), torch.zeros_like(x0),
                            torch.ones_like(x0)).flatten(1).sum(1)
@@ -368,11 +302,12 @@ class DDPM(GenerativeModel):
                                 f"variational bound L_T + Σ L_t-1 + L_0 (Gaussian decoder), {how}")]
 
 
+
 class ConditionalDDPM(DDPM):
     """Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2021): the network gets the
     class as an embedding added to the time embedding; in training each label is replaced by the "no
     class" token with probability ``label_dropout``, so the same network also predicts unconditionally;
-    sampling mixes the two outputs, ε̃ = ε_u + s(ε_c − ε_u) with s = ``guidance_scale`` (0: unconditional,
+    sampling guides it (``genlab.models.guidance``) at s = ``guidance_scale`` (0: unconditional,
     1: conditional, > 1: guided). ``sample(n, y)``; without y, uniformly random classes. The likelihood
     bound is −log p(x | y) (unguided), or −log p(x) of the unconditional network without y."""
 
@@ -380,10 +315,6 @@ class ConditionalDDPM(DDPM):
 
     def __init__(self, *, label_dropout: float = 0.1, guidance_scale: float = 2.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not 0 <= label_dropout < 1:
-            raise UserError(f"model.label_dropout={label_dropout} must be in [0, 1)")
-        if guidance_scale < 0:
-            raise UserError(f"model.guidance_scale={guidance_scale} must be >= 0")
         self.label_dropout, self.guidance_scale = label_dropout, guidance_scale
 
     def null(self, n: int) -> Tensor:
@@ -406,16 +337,9 @@ class ConditionalDDPM(DDPM):
     def bound_labels(self, y: Tensor | None) -> Tensor | None:
         return None if y is None else y.long()
 
-    def guided(self, x: Tensor, t: Tensor, y: Tensor | None, scale: float | None = None) -> Tensor:
-        """ε_u + s(ε_c − ε_u) (or the same mix of v) at x_t for classes y; one network call for s = 0 or 1."""
-        s = self.guidance_scale if scale is None else scale
-        if y is None or s == 0:
-            return self.predict(x, t, self.null(x.shape[0]))
-        if s == 1:
-            return self.predict(x, t, y)
-        both = self.predict(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, self.null(x.shape[0])]))
-        cond, uncond = both.chunk(2)
-        return uncond + s * (cond - uncond)
+    def guided(self, scale: float | None = None) -> ClassifierFreeGuidance:
+        """The network's predictions guided at ``scale`` (None: ``guidance_scale``)."""
+        return ClassifierFreeGuidance(self.predict, self.null, self.guidance_scale if scale is None else scale)
 
     @torch.no_grad()
     def guidance_sweep(self, y: Tensor, scales: Sequence[float], steps: int | None = None) -> Tensor:
@@ -424,13 +348,10 @@ class ConditionalDDPM(DDPM):
         y = self.condition(len(y), y)
         seed = int(torch.randint(2**62, (1,)))
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        kept, out = self.guidance_scale, []
-        try:
-            for s in scales:
-                self.guidance_scale = float(s)
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(seed)
-                    out.append(self.from_space(self.reverse(self.prior_noise(len(y)), y, steps)[0]))
-        finally:
-            self.guidance_scale = kept
+        out = []
+        for s in scales:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                x, _ = self.reverse(self.prior_noise(len(y)), y, steps, denoiser=self.guided(float(s)))
+                out.append(self.from_space(x))
         return torch.stack(out)

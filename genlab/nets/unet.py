@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.config.fields import require
 from genlab.errors import IncompatibleError, UserError
 
 
@@ -221,17 +220,11 @@ def denoiser(
     per level, ``blocks`` residual blocks per level, ``attention`` at the lowest resolution, ``groups``
     of GroupNorm (fewer where they do not divide the channels); MLP: ``hidden`` widths. Both:
     ``emb_dim`` of the time (and class) embedding, ``dropout`` in every block. ``num_classes`` (a class
-    embedding) or ``cond_dim`` (a projection of condition vectors) come from the model."""
-    key = "model.net"
-    if kind not in ("auto", "unet", "mlp"):
-        raise UserError(f"{key}.kind={kind!r} is not one of auto, unet, mlp")
-    for name, widths in (("channels", channels), ("hidden", hidden)):
-        if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
-            raise UserError(f"{key}.{name}={list(widths)} must be a non-empty list of widths > 0")
-    require(f"{key}.blocks", blocks, "int", ge=1)
-    require(f"{key}.emb_dim", emb_dim, "int", gt=0)
-    require(f"{key}.groups", groups, "int", ge=1)
-    require(f"{key}.dropout", dropout, ge=0, lt=1)
+    embedding) or ``cond_dim`` (a projection of condition vectors) come from the model. The options'
+    ranges and choices are the schema's (genlab/config/diffusion.py)."""
+    for name, widths in (("channels", channels), ("hidden", hidden)):  # the schema checks each width, not the count
+        if not widths:
+            raise UserError(f"model.net.{name}=[] must list at least one width")
     image = len(in_shape) == 3
     if kind == "unet" and not image:
         raise IncompatibleError(f"model.net.kind=unet needs images (C, H, W), but the samples have shape "
