@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from genlab.config import conf_dir
+from genlab.config import conf_dir, schemas
 
 CONF = conf_dir()
 GROUPS = ("model", "data", "trainer", "callbacks", "logger")  # the groups whose presets extend one another
@@ -76,3 +76,22 @@ def test_the_regularised_autoencoders_keep_the_code_size_of_ae() -> None:
     # `-m model=ae,dae,sparse_ae,cae` compares regularisers, not code sizes
     sizes = {name: composed("model", name)["latent_dim"] for name in ("ae", "dae", "sparse_ae", "cae")}
     assert set(sizes.values()) == {composed("model", "ae")["latent_dim"]}, sizes
+
+
+def test_the_registry_holds_every_schema_module_s_table() -> None:
+    import importlib
+    import pkgutil
+
+    import genlab.config
+
+    registry = schemas()
+    for module in pkgutil.iter_modules(genlab.config.__path__):
+        table = getattr(importlib.import_module(f"genlab.config.{module.name}"), "SCHEMAS", {})
+        for group, named in table.items():
+            for name, node in named.items():
+                assert registry[f"schema_{group}_{name}"] is node
+    named_in_conf = {entry.lstrip("/").partition("@")[0] for path in CONF.rglob("*.yaml")
+                     for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", [])
+                     if isinstance(entry, str) and "schema" in entry}
+    assert named_in_conf <= set(registry), named_in_conf - set(registry)
+    assert "schema_model_dae" in registry and registry["train_schema"].__name__ == "TrainConfig"
