@@ -5,7 +5,11 @@ so it stays out of ``genlab-train --help``'s list of groups, and each YAML file 
 (``defaults: [/schema_model_autoencoder@_here_, _self_]``): OmegaConf rejects a wrong type
 (``model.latent_dim=abc``) or an unknown key while the config is composed. Ranges and choices are
 declared as field metadata and checked by ``validate`` before any work, with the full key in the
-message. The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
+message. A preset that extends another (conf/model/dae.yaml: ``[ae, /schema_model_dae@_here_, _self_]``) lists
+its wider schema after the parent, as OmegaConf merges a schema over its base class's and not the reverse; so
+that schema's defaults are merged over the parent's values, and a field whose value each preset chooses
+(``latent_dim``) has no default (tests/test_config.py checks that an extending preset keeps every value it
+does not set). The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
 ``autoencoders``, ``vae``, ``rbm``, ``adversarial``, ``contrastive``, ``diffusion``, ``callbacks`` (the
 evaluator); ``schemas`` finds the ``SCHEMAS`` table of every module of this package, so a new family adds
 a module and edits no list.
