@@ -52,44 +52,76 @@ class Case:
 
 
 # ---- the cases ------------------------------------------------------------------------------------
+# what a selection needs besides its choice to compose a valid config (the key a case's override is refused for
+# must be the only fault)
+SELECTION_NEEDS = {"data=image_folder": ("data.path={data}/images",)}
+
+
+def schema_places() -> list[tuple[type, str, list[str]]]:
+    """(schema, its key in the config, overrides that select it) for every schema of the registry
+    (``genlab.config.schemas``) and every dataclass a schema extends. A schema is placed where a conf/ file's
+    defaults list names it: a file the default config composes if one does, else the file of the schema's own
+    name, else the first by name; a schema that no file names (a base) where its first descendant is."""
+    from omegaconf import OmegaConf
+
+    from genlab.config import conf_dir, schemas
+
+    conf = conf_dir()
+
+    def entries(path: Path) -> list:
+        return list(OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []))
+
+    chosen = {k: v for d in entries(conf / "train.yaml") if isinstance(d, dict) for k, v in d.items()}
+
+    def default_files(group: str, name: str) -> set[str]:  # a preset and the presets of its group it extends
+        path = conf / group / f"{name}.yaml"
+        if not path.is_file():
+            return set()
+        return {name}.union(*(default_files(group, d) for d in entries(path)
+                              if isinstance(d, str) and not d.startswith("/") and d != "_self_"))
+
+    registry = schemas()
+    places: dict[str, list[tuple[tuple[int, int, str], str, list[str]]]] = {}
+    for path in sorted(conf.rglob("*.yaml")):
+        group = path.parent.relative_to(conf).as_posix()
+        if group.startswith("hydra"):
+            continue
+        header = re.match(r"# @package (\S+)", path.read_text())
+        package = header.group(1) if header else "" if group == "." else group.replace("/", ".")
+        package = "" if package == "_global_" else package
+        default = group == "." or path.stem in default_files(group, str(chosen.get(group)))
+        select = [] if default else [f"{group}={path.stem}", *SELECTION_NEEDS.get(f"{group}={path.stem}", ())]
+        for entry in entries(path):
+            name, _, at = entry.lstrip("/").partition("@") if isinstance(entry, str) else ("", "", "")
+            if name not in registry:  # another preset, _self_, or a choice of a group
+                continue
+            key = ".".join(p for p in (package, "" if at in ("", "_here_") else at) if p)
+            short = name.split("_", 2)[-1]  # schema_net_conv: conv
+            rank = (0 if default else 1, 0 if short == path.stem else 1 if short in path.stem else 2, path.stem)
+            places.setdefault(name, []).append((rank, key, select))
+    where: dict[type, tuple[str, list[str]]] = {}
+    for name, schema in registry.items():
+        if name in places:
+            _, key, select = min(places[name], key=lambda p: p[0])
+            where[schema] = (key, select)
+    for schema, (key, select) in list(where.items()):  # a schema's fields typed by a schema (model.text)
+        for f in dataclasses.fields(schema):
+            kind = typing.get_type_hints(schema)[f.name]
+            if dataclasses.is_dataclass(kind) and kind not in where:
+                where[kind] = (f"{key}.{f.name}" if key else f.name, select)
+    for schema in list(registry.values()):  # the bases: where the first descendant is
+        for base in schema.__mro__:
+            if dataclasses.is_dataclass(base) and base not in where:
+                placed = next((s for s in where if issubclass(s, base)), None)
+                if placed is not None:
+                    where[base] = where[placed]
+    return [(schema, key, select) for schema, (key, select) in where.items()]
+
+
 def schema_cases() -> list[Case]:
     """For every schema field with a range or choices: values just outside them; and for every schema, a value
     of the wrong type for one field of each type it has."""
-    from genlab.config import adversarial, autoencoders, callbacks, contrastive, core, data, diffusion, rbm, vae
-
-    where = [  # (schema, its key in the config, overrides that select it)
-        (core.TrainConfig, "", []), (core.TrainerConfig, "trainer", []), (data.DataOptions, "data", []),
-        (data.DigitsDataConfig, "data", []), (data.ShapesDataConfig, "data", ["data=shapes"]),
-        (data.Toy2dDataConfig, "data", ["data=toy2d"]), (data.VisionDataConfig, "data", ["data=mnist"]),
-        (data.CelebADataConfig, "data", ["data=celeba"]),
-        (data.ImageFolderDataConfig, "data", ["data=image_folder", "data.path={data}/images"]),
-        (data.DigitsInvertedDataConfig, "data", ["data=digits_inverted"]),
-        (data.MNISTColourDataConfig, "data", ["data=mnist_colour"]),
-        (data.ShapesColourDataConfig, "data", ["data=shapes_colour"]),
-        (data.UnpairedFolderDataConfig, "data", ["data=unpaired_folder"]),
-        (autoencoders.MLPNetConfig, "model.net", []), (autoencoders.ConvNetConfig, "model.net", ["model=conv_ae"]),
-        (autoencoders.AutoencoderConfig, "model", []), (autoencoders.DenoisingAEConfig, "model", ["model=dae"]),
-        (autoencoders.SparseAEConfig, "model", ["model=sparse_ae"]),
-        (autoencoders.ContractiveAEConfig, "model", ["model=cae"]),
-        (autoencoders.StackedAEConfig, "model", ["model=stacked_ae"]), (autoencoders.PCAConfig, "model", ["model=pca"]),
-        (vae.VAEConfig, "model", ["model=vae"]), (adversarial.GANMLPNetConfig, "model.net", ["model=gan"]),
-        (adversarial.DCGANNetConfig, "model.net", ["model=dcgan"]),
-        (adversarial.ResnetGeneratorConfig, "model.generator", ["model=cyclegan"]),
-        (adversarial.PatchDiscriminatorConfig, "model.discriminator", ["model=cyclegan"]),
-        (adversarial.TwoPlayerConfig, "model", ["model=gan"]), (adversarial.AdversarialConfig, "model", ["model=gan"]),
-        (adversarial.GANConfig, "model", ["model=gan"]), (adversarial.InfoGANConfig, "model", ["model=infogan"]),
-        (adversarial.WGANGPConfig, "model", ["model=wgan_gp"]),
-        (adversarial.CycleGANConfig, "model", ["model=cyclegan"]),
-        (adversarial.ToyGANConfig, "model", ["model=toy_gan"]), (rbm.RBMConfig, "model", ["model=rbm"]),
-        (diffusion.DDPMConfig, "model", ["model=ddpm"]), (diffusion.ConditionalDDPMConfig, "model", ["model=cddpm"]),
-        (diffusion.DenoiserNetConfig, "model.net", ["model=ddpm"]),
-        (contrastive.ContrastiveConfig, "model", ["model=simclr"]),
-        (contrastive.SimCLRConfig, "model", ["model=simclr"]),
-        (contrastive.DisturbancesConfig, "model.views", ["model=simclr"]),
-        (contrastive.CLIPConfig, "model", ["model=clip"]),
-        (contrastive.TextEncoderConfig, "model.text", ["model=clip"]),
-        (callbacks.EvaluatorConfig, "callbacks.evaluator", []),
-    ]
+    where = schema_places()
     cases, seen = [], set()
     for schema, prefix, select in where:
         hints = typing.get_type_hints(schema)

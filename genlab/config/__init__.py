@@ -5,9 +5,14 @@ so it stays out of ``genlab-train --help``'s list of groups, and each YAML file 
 (``defaults: [/schema_model_autoencoder@_here_, _self_]``): OmegaConf rejects a wrong type
 (``model.latent_dim=abc``) or an unknown key while the config is composed. Ranges and choices are
 declared as field metadata and checked by ``validate`` before any work, with the full key in the
-message. The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
+message. A preset that extends another (conf/model/dae.yaml: ``[ae, /schema_model_dae@_here_, _self_]``) lists
+its wider schema after the parent, as OmegaConf merges a schema over its base class's and not the reverse; so
+that schema's defaults are merged over the parent's values, and a field whose value each preset chooses
+(``latent_dim``) has no default (tests/test_config.py checks that an extending preset keeps every value it
+does not set). The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
 ``autoencoders``, ``vae``, ``rbm``, ``adversarial``, ``contrastive``, ``diffusion``, ``callbacks`` (the
-evaluator); a new family adds a module with a ``SCHEMAS`` table and lists it in ``FAMILIES``.
+evaluator); ``schemas`` finds the ``SCHEMAS`` table of every module of this package, so a new family adds
+a module and edits no list.
 
 This package imports neither torch nor Lightning: ``genlab-train --help`` and shell completion
 need only it.
@@ -15,8 +20,11 @@ need only it.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import re
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -24,14 +32,12 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from genlab.config import adversarial, autoencoders, callbacks, contrastive, core, data, diffusion, rbm, vae
+from genlab.config import core
 from genlab.config.checks import validate
 from genlab.config.fields import opt
 
-__all__ = ["CONFIG_PATH", "FAMILIES", "conf_dir", "opt", "register", "setup_hydra", "validate"]
+__all__ = ["CONFIG_PATH", "conf_dir", "opt", "register", "schemas", "setup_hydra", "validate"]
 
-# each has SCHEMAS: {group: {name: dataclass}}
-FAMILIES = (core, data, autoencoders, vae, rbm, adversarial, contrastive, diffusion, callbacks)
 # The config folder: conf/ at the top of the source tree, shipped in the wheel as the package
 # genlab.conf, so an installed genlab finds it from any folder.
 CONFIG_PATH = "pkg://genlab.conf"
@@ -42,13 +48,29 @@ def conf_dir() -> Path:
     return Path(str(files("genlab.conf")))
 
 
+@cache
+def schemas() -> dict[str, type]:
+    """Every schema by the name the YAML files give it: ``train_schema`` (the top level) and
+    ``schema_<group>_<name>`` for each entry of the ``SCHEMAS`` table ({group: {name: dataclass}}) of every
+    module of this package, in the order of the modules' names."""
+    found: dict[str, type] = {"train_schema": core.TrainConfig}
+    where: dict[str, str] = {}
+    for module in pkgutil.iter_modules(__path__):
+        family = importlib.import_module(f"{__name__}.{module.name}")
+        for group, named in getattr(family, "SCHEMAS", {}).items():
+            for name, node in named.items():
+                key = f"schema_{group}_{name}"
+                if key in where:  # the later one would replace the first in the ConfigStore unnoticed
+                    raise ValueError(f"{key} is declared twice: in {where[key]} and in {family.__name__}")
+                found[key], where[key] = node, family.__name__
+    return found
+
+
 def register() -> None:
+    """Store every schema in Hydra's ConfigStore under its name (``schemas``)."""
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=core.TrainConfig)
-    for family in FAMILIES:
-        for group, schemas in family.SCHEMAS.items():
-            for name, node in schemas.items():
-                cs.store(name=f"schema_{group}_{name}", node=node)
+    for name, node in schemas().items():
+        cs.store(name=name, node=node)
 
 
 NOT_IN_RUN_NAMES = ("paths.", "hydra.", "trainer.enable_", "callbacks.image_logger.")  # overrides that say nothing

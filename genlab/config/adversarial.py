@@ -69,7 +69,7 @@ class TwoPlayerConfig:
 @dataclass
 class AdversarialConfig(TwoPlayerConfig):
     net: Any = MISSING
-    latent_dim: int = opt(100, gt=0)
+    latent_dim: int = opt(gt=0)  # the noise's size; as AutoencoderConfig's: each preset chooses
     prior: str = opt("normal", choices=("normal", "uniform"))
     d_steps: int = opt(1, gt=0)  # discriminator steps per generator step
     ema: Optional[float] = opt(None, ge=0, lt=1)  # decay of the generator's average that samples; null: none
@@ -83,7 +83,6 @@ class GANConfig(AdversarialConfig):
 
 @dataclass
 class InfoGANConfig(GANConfig):
-    latent_dim: int = opt(62, gt=0)
     n_categories: int = opt(10, ge=0)
     n_continuous: int = opt(2, ge=0)
     info_weight: float = opt(1.0, ge=0)
@@ -93,7 +92,6 @@ class InfoGANConfig(GANConfig):
 @dataclass
 class WGANGPConfig(AdversarialConfig):
     gp_weight: float = opt(10.0, ge=0)
-    d_steps: int = opt(5, gt=0)
 
 
 @dataclass

@@ -37,7 +37,9 @@ class ConvNetConfig(NetConfig):
 
 @dataclass
 class AutoencoderConfig(ModelConfig):
-    latent_dim: int = opt(32, gt=0)
+    # no default: each preset chooses its code size (conf/model/*.yaml) and a preset that extends it keeps it,
+    # where a default would be merged over it with the extending preset's schema
+    latent_dim: int = opt(gt=0)
     net: Any = MISSING
     likelihood: str = opt("auto", choices=("auto", "bernoulli", "gaussian"))
     code_activation: str = opt("none", choices=ACTIVATIONS)
@@ -78,7 +80,7 @@ class StackedAEConfig(AutoencoderConfig):
 @dataclass
 class PCAConfig:
     _target_: str = MISSING
-    latent_dim: int = opt(32, gt=0)
+    latent_dim: int = opt(gt=0)  # as AutoencoderConfig's: the preset chooses
     whiten: bool = False
 
 

@@ -13,7 +13,7 @@ from genlab.config.fields import opt
 
 @dataclass
 class VAEConfig(ModelConfig):
-    latent_dim: int = opt(20, gt=0)
+    latent_dim: int = opt(gt=0)  # as AutoencoderConfig's: each preset chooses
     net: Any = MISSING
     likelihood: str = opt("auto", choices=("auto", "bernoulli", "gaussian"))
     gaussian_sigma: float = opt(1.0, gt=0)  # σ of a gaussian p(x|h); the initial value when learned

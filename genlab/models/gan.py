@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.data.base import Batch, DataInfo
-from genlab.errors import UserError
 from genlab.models.base import OptimizerFactory
 from genlab.models.ema import ema_of
 from genlab.models.two_player import TwoPlayerModel
@@ -55,8 +54,6 @@ class AdversarialModel(TwoPlayerModel):
     ) -> None:
         super().__init__(data_info=data_info, optimizer_g=optimizer_g, optimizer_d=optimizer_d, grad_clip=grad_clip,
                          scheduler=scheduler, builders=[net], compile=compile)
-        if prior not in ("normal", "uniform"):
-            raise UserError(f"model.prior={prior!r} is not one of normal, uniform")
         self.latent_dim, self.prior, self.d_steps = latent_dim, prior, d_steps
         self.num_classes = (data_info.num_classes or 0) if self.conditional else 0
         nets = net(in_shape=data_info.shape, latent_dim=latent_dim + self.code_dim, cond_dim=self.num_classes)
@@ -193,8 +190,6 @@ class GAN(AdversarialModel):
     With ``genlab.nets.gan.dcgan`` as its net this is the DCGAN."""
 
     def __init__(self, *, loss: str = "non_saturating", **kwargs: Any) -> None:
-        if loss not in ("non_saturating", "minimax"):
-            raise UserError(f"model.loss={loss!r} is not one of non_saturating, minimax")
         super().__init__(**kwargs)
         self.generator_loss = loss
 

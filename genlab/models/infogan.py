@@ -34,8 +34,6 @@ class InfoGAN(GAN):
     ) -> None:
         if n_categories + n_continuous == 0:
             raise UserError("infogan needs a code: model.n_categories or model.n_continuous must be > 0")
-        if continuous_loss not in ("gaussian", "mse"):
-            raise UserError(f"model.continuous_loss={continuous_loss!r} is not one of gaussian, mse")
         # set before the base is built: it draws the fixed inputs, codes included
         self.n_categories, self.n_continuous = n_categories, n_continuous
         self.code_dim = n_categories + n_continuous

@@ -75,12 +75,8 @@ class RBM(GenerativeModel):
     ) -> None:
         super().__init__(data_info=data_info, optimizer=optimizer, scheduler=scheduler, compile=compile,
                          updates_per_batch=updates_per_batch)
-        if visible not in ("bernoulli", "gaussian"):
-            raise UserError(f"model.visible={visible!r} is not one of bernoulli, gaussian")
         if visible == "bernoulli" and not data_info.bounded:
             raise UserError(f"model.visible=bernoulli needs data in [0, 1]; '{data_info.name}' holds unbounded values.")
-        if chain_state not in ("visible", "hidden"):
-            raise UserError(f"model.chain_state={chain_state!r} is not one of visible, hidden")
         self.n_hidden, self.visible, self.cd_k, self.persistent = n_hidden, visible, cd_k, persistent
         self.weight_decay, self.sparsity_target, self.sparsity_cost = weight_decay, sparsity_target, sparsity_cost
         self.ais_runs, self.ais_betas, self.sample_steps = ais_runs, ais_betas, sample_steps

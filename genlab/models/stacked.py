@@ -17,8 +17,6 @@ from genlab.errors import UserError
 from genlab.models.autoencoder import Autoencoder, recon_nll
 from genlab.models.rbm import RBM, bernoulli
 
-PRETRAIN = ("none", "ae", "rbm")
-
 
 class LinearHiddenRBM(RBM):
     """Binary visible units, linear hidden units with unit-variance Gaussian noise (the code layer of
@@ -71,8 +69,6 @@ class StackedAutoencoder(Autoencoder):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if pretrain not in PRETRAIN:
-            raise UserError(f"model.pretrain={pretrain!r} is not one of {', '.join(PRETRAIN)}")
         self.pretrain, self.pretrain_epochs = pretrain, pretrain_epochs
         self.rbm_epochs, self.rbm_lr, self.rbm_code_lr, self.rbm_cd_k = rbm_epochs, rbm_lr, rbm_code_lr, rbm_cd_k
         self.rbm_momentum, self.rbm_weight_decay = rbm_momentum, rbm_weight_decay
