@@ -154,3 +154,18 @@ def test_genlab_eval_takes_a_sweep_folder_or_the_readme_glob(sweep, tmp_path, ca
     assert {r["model"] for r in rows} == {"ae", "dae"}
     out = capsys.readouterr().out
     assert f"{folder.name}/0" in out  # whole run names, not cut
+
+
+def test_summary_csv_has_each_column_once(tmp_path: Path) -> None:
+    from genlab.runs import Run
+    from genlab.sweep import write_summary
+
+    runs = []
+    for job, (model, seed) in enumerate([("ae", "0"), ("ae", "1"), ("dae", "0")]):
+        (tmp_path / str(job)).mkdir()
+        record = {"model": model, "data": "digits", "seed": int(seed), "metrics": {"val/loss": 1.0 + job}}
+        runs.append(Run(tmp_path / str(job), {"model": model, "seed": seed}, record))
+    write_summary(tmp_path, runs, "val/loss", "minimize")
+    with (tmp_path / "summary.csv").open() as f:
+        header = next(csv.reader(f))
+    assert len(header) == len(set(header)) and header[:4] == ["job", "folder", "model", "seed"]
