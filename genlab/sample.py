@@ -6,8 +6,8 @@
     genlab-sample outputs/train/runs/<run> -n 64 --steps 50 --seed 1 --out grid.png
 
 The run is rebuilt from its composed config and its tested checkpoint (as genlab-eval does); the grid goes
-to ``--out`` or, by default, to ``<run>/samples/<what>_seed<seed>.png`` — a new name for every request, so
-no earlier grid is overwritten without being asked.
+to ``--out`` or, by default, to ``<run>/samples/<what>_seed<seed>.png`` — a new name for every request
+(``samples_seed0-2.png`` when ``samples_seed0.png`` exists), so no earlier grid is overwritten without being asked.
 """
 
 from __future__ import annotations
@@ -99,12 +99,39 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(args.seed)
         with torch.no_grad():
             samples, rows, what = draw(model, args.n, args.prompt, args.classes, args.steps)
-        out = args.out or args.run / "samples" / f"{what}_seed{args.seed}.png"
-        write_grid(samples.float().cpu(), rows, args.n, info, out, ckpt.name)
+        out = args.out or new_file(args.run / "samples", f"{what}_seed{args.seed}")
+        try:
+            write_grid(samples.float().cpu(), rows, args.n, info, out, ckpt.name)
+        except UserError:
+            if args.out is None:  # the empty file that held the name
+                out.unlink(missing_ok=True)
+            raise
         print(f"{len(samples)} samples written to {out}")
     except UserError as e:
         print(f"genlab-sample: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+
+
+def new_file(folder: Path, stem: str, suffix: str = ".png") -> Path:
+    """A file of ``folder`` that did not exist: ``stem.png``, else ``stem-2.png``, ``stem-3.png``, ... It is
+    created empty here (exclusively), so two requests at the same time never take the same name."""
+    import itertools
+    import os
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot make the folder for the samples ({e.strerror or e}).") from None
+    for k in itertools.count(1):
+        path = folder / f"{stem}{'' if k == 1 else f'-{k}'}{suffix}"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UserError(f"{path}: cannot be written ({e.strerror or e}).") from None
+        return path
+    raise AssertionError("unreachable")
 
 
 def write_grid(samples: torch.Tensor, rows: list[str], n: int, info: object, out: Path, source: str) -> None:
