@@ -220,7 +220,33 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else None
     RESUMED_CHOICES.clear()
     RESUMED_CHOICES.update({str(k): str(v) for k, v in (choices or {}).items() if v is not None})
+    keep_tensorboard_run(stored, run_dir)
     return stored
+
+
+def keep_tensorboard_run(cfg: DictConfig, run_dir: Path) -> None:
+    """A resumed run's TensorBoard loggers write on in the run's own TensorBoard run, so its curves stay one:
+    the one run folder their <save_dir>/<name>/ holds, else the name the run got at its start (its model,
+    data and overrides: ``genlab.config.run_name``), not one made of the resume= command line."""
+    from genlab.config import run_name
+
+    file = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        overrides = [str(o) for o in OmegaConf.load(file)] if file.is_file() else []
+    except Exception:  # a damaged record: the name is made of the model and data alone
+        overrides = []
+    for node in (cfg.get("logger") or {}).values():
+        if not (isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("TensorBoardLogger")):
+            continue
+        version = OmegaConf.to_container(node, resolve=False).get("version")
+        if version != "${genlab_run_name:}":  # a name the user gave stays as it is
+            continue
+        try:
+            folder = Path(str(node.save_dir)) / str(node.get("name") or "lightning_logs")
+        except Exception:  # an interpolation only a run resolves: the run folder, as conf/logger/tensorboard.yaml has
+            folder = run_dir / str(node.get("name") or "lightning_logs")
+        runs = [d.name for d in folder.iterdir() if d.is_dir()] if folder.is_dir() else []
+        node.version = runs[0] if len(runs) == 1 else run_name(RESUMED_CHOICES, overrides)
 
 
 def keep_csv_logs(cfg: DictConfig, run_dir: Path) -> None:
