@@ -300,6 +300,20 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
+def write_hparams(lg: TensorBoardLogger, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """The run's row of TensorBoard's HParams tab: its settings (``params``) beside the metrics. The metric
+    values there are the run's own test scalars, which the test logged at the last training step: nothing is
+    logged again (Lightning's ``log_hyperparams(..., metrics=)`` would add them at step 0)."""
+    from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
+    from torch.utils.tensorboard.summary import hparams
+
+    flat = lg._sanitize_params(_flatten_dict(_convert_params(params)))
+    writer = lg.experiment._get_file_writer()
+    for summary in hparams(flat, metrics):
+        writer.add_summary(summary)
+    writer.flush()
+
+
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """The composed config as hyperparameters and, in TensorBoard, as text."""
     text = OmegaConf.to_yaml(cfg, resolve=True)
@@ -330,7 +344,7 @@ def finish(cfg: DictConfig, loggers: list[Logger], metrics: dict[str, float], te
     tests = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for lg in loggers:
         if isinstance(lg, TensorBoardLogger) and tests:  # the HParams tab needs metrics beside the settings
-            lg.log_hyperparams(hyperparameters(cfg), metrics=tests)
+            write_hparams(lg, hyperparameters(cfg), tests)
         lg.finalize("success")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", result)  # strict JSON, written whole

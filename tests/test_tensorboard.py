@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 CHOSEN = ["model=vae", *TINY["digits"], "trainer=debug", "model.optimizer.lr=0.002"]
 
@@ -38,6 +39,16 @@ def test_a_resumed_run_writes_on_in_its_own_tensorboard_run(resumed: Path) -> No
     names = [p.name for p in (resumed / "tensorboard").iterdir()]
     assert names == ["vae-digits-data.max_train=96-data.batch_size=32-trainer=debug-model.optimizer.lr=0.002"]
     assert [e.step for e in board(resumed).Scalars("train/loss_step")] == [0, 1, 2, 3]  # one curve, both epochs
+
+
+def test_test_scalars_sit_at_the_last_training_step(resumed: Path) -> None:
+    events = board(resumed)
+    tests = [t for t in events.Tags()["scalars"] if t.startswith("test/")]
+    assert "test/loss" in tests and "test/fid" in tests
+    for tag in tests:  # after 2 steps, and after 4 once resumed; none at step 0
+        assert [e.step for e in events.Scalars(tag)] == [2, 4], tag
+    recorded = json.loads((resumed / "metrics.json").read_text())["metrics"]
+    assert events.Scalars("test/loss")[-1].value == pytest.approx(recorded["test/loss"], rel=1e-6)
 
 
 def test_a_resumed_run_without_its_tensorboard_folder_gets_its_first_name(resumed: Path, tmp_path: Path) -> None:
