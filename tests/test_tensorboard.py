@@ -51,6 +51,16 @@ def test_test_scalars_sit_at_the_last_training_step(resumed: Path) -> None:
     assert events.Scalars("test/loss")[-1].value == pytest.approx(recorded["test/loss"], rel=1e-6)
 
 
+def test_hparams_hold_the_keys_the_user_chose(resumed: Path) -> None:
+    content = board(resumed).PluginTagToContent(metadata.PLUGIN_NAME)
+    # no experiment summary: TensorBoard builds it from all the runs it shows, marking the keys that differ
+    assert metadata.EXPERIMENT_TAG not in content
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    assert values == {"model": "vae", "data": "digits", "seed": 0, "data.max_train": 96, "data.batch_size": 32,
+                      "trainer": "debug", "model.optimizer.lr": 0.002}
+
+
 def test_a_resumed_run_without_its_tensorboard_folder_gets_its_first_name(resumed: Path, tmp_path: Path) -> None:
     import shutil
 
