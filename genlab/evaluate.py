@@ -6,6 +6,9 @@
 Each run is rebuilt from its composed config (``.hydra/config.yaml``) and its best checkpoint and
 scored by the same ``Evaluator.evaluate`` that ends ``genlab-train``, so FID, KID, MMD², precision
 and recall compare GANs, VAEs and any other sampler on one footing, beside −ELBO where a model has one.
+
+torch and Lightning are imported only once the run folders are found: ``--help`` and a wrong path are
+answered at once.
 """
 
 from __future__ import annotations
@@ -15,21 +18,19 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.callbacks.evaluator import configured_evaluator
 from genlab.config import setup_hydra
 from genlab.errors import UserError
-from genlab.metrics.base import Scores, eval_mode
-from genlab.metrics.sampling import ModeCoverage, SampleQuality
 from genlab.report import read_runs
-from genlab.run import build, load_model, route_framework_logs
 from genlab.runfolder import RunFolder
 from genlab.runs import swept_keys
 from genlab.safety import set_user_trust
+
+if TYPE_CHECKING:
+    from genlab.metrics.base import Scores
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -52,6 +53,13 @@ def evaluate_run(cfg: DictConfig, checkpoint: Path, n_samples: int | None = None
                  device: str = "cpu", trust: bool = False) -> Scores:
     """Rebuild the run's data and model and score them with its own evaluator settings
     (``n_samples`` replaces the sample-quality metrics' n_samples)."""
+    import torch
+
+    from genlab.callbacks.evaluator import configured_evaluator
+    from genlab.metrics.base import eval_mode
+    from genlab.metrics.sampling import ModeCoverage, SampleQuality
+    from genlab.run import build, load_model
+
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     dm = build(cfg.data)
     dm.setup("test")
@@ -134,8 +142,17 @@ def check_out(path: Path) -> None:
         raise UserError(f"--out {path} exists and cannot be written.")
 
 
+def default_device() -> str:
+    """cuda when torch can use a GPU, else cpu."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def check_device(device: str) -> None:
     """--device names a device torch knows and this machine has."""
+    import torch
+
     try:
         where = torch.device(device)
     except (RuntimeError, ValueError) as e:
@@ -160,6 +177,7 @@ def convert_runs(configs: list[DictConfig]) -> None:
     import dataclasses
 
     from genlab.checkpoints import convert_checkpoint
+    from genlab.run import build
 
     for cfg in configs:
         info = dataclasses.asdict(build(cfg.data).info)
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-samples", type=int, default=None,
                         help="samples scored for FID/KID/MMD/precision/recall (default: the run's setting)")
     parser.add_argument("--out", type=Path, default=None, help="also write every metric to this CSV file")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    parser.add_argument("--device", default=None,
                         help="where the models and feature networks run (default: cuda when available)")
     parser.add_argument("--trust", action="store_true",
                         help="the run folders are yours: build code their configs name outside the trusted modules, "
@@ -186,20 +204,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --trust: rewrite the runs' older checkpoints that need unpickling as safe, "
                              "weights-only ones (originals kept as <name>.pickled), then stop")
     args = parser.parse_args(argv)
-    setup_hydra()  # the resolvers of the saved configs
-    route_framework_logs()
-    set_user_trust(args.trust)  # frozen components of the runs (model.autoencoder=, model.clip=) read it
     try:
         if args.n_samples is not None and args.n_samples < 2:
             raise UserError(f"--n-samples={args.n_samples}: at least 2 samples are needed.")
-        check_device(args.device)
         if args.out is not None:
             check_out(args.out)
         if args.convert and not args.trust:
             raise UserError("--convert unpickles the checkpoints, which can run code: give --trust with it, "
                             "for run folders you made yourself.")
+        found = read_runs(args.runs)  # a wrong path is said before torch is imported (seconds)
+        from genlab.run import route_framework_logs
+
+        setup_hydra()  # the resolvers of the saved configs
+        route_framework_logs()
+        set_user_trust(args.trust)  # the runs' frozen components (model.autoencoder=, model.clip=) read it
+        args.device = args.device or default_device()
+        check_device(args.device)
         # every folder checked before any work
-        runs = [(run, *load_run(run.path, args.trust)) for run in read_runs(args.runs)]
+        runs = [(run, *load_run(run.path, args.trust)) for run in found]
         if args.convert:
             convert_runs([cfg for _, cfg, _ in runs])
             return

@@ -173,7 +173,33 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else None
     RESUMED_CHOICES.clear()
     RESUMED_CHOICES.update({str(k): str(v) for k, v in (choices or {}).items() if v is not None})
+    keep_tensorboard_run(stored, run_dir)
     return stored
+
+
+def keep_tensorboard_run(cfg: DictConfig, run_dir: Path) -> None:
+    """A resumed run's TensorBoard loggers write on in the run's own TensorBoard run, so its curves stay one:
+    the one run folder their <save_dir>/<name>/ holds, else the name the run got at its start (its model,
+    data and overrides: ``genlab.config.run_name``), not one made of the resume= command line."""
+    from genlab.config import run_name
+
+    file = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        overrides = [str(o) for o in OmegaConf.load(file)] if file.is_file() else []
+    except Exception:  # a damaged record: the name is made of the model and data alone
+        overrides = []
+    for node in (cfg.get("logger") or {}).values():
+        if not (isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("TensorBoardLogger")):
+            continue
+        version = OmegaConf.to_container(node, resolve=False).get("version")
+        if version != "${genlab_run_name:}":  # a name the user gave stays as it is
+            continue
+        try:
+            folder = Path(str(node.save_dir)) / str(node.get("name") or "lightning_logs")
+        except Exception:  # an interpolation only a run resolves: the run folder, as conf/logger/tensorboard.yaml has
+            folder = run_dir / str(node.get("name") or "lightning_logs")
+        runs = [d.name for d in folder.iterdir() if d.is_dir()] if folder.is_dir() else []
+        node.version = runs[0] if len(runs) == 1 else run_name(RESUMED_CHOICES, overrides)
 
 
 def keep_csv_logs(cfg: DictConfig, run_dir: Path) -> None:
@@ -227,6 +253,61 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
+NOT_IN_HPARAMS = ("hydra/", "logger", "resume", "trust", "trusted_modules", "ckpt_path")  # where, not what
+
+
+def chosen_hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The settings a user chose, for TensorBoard's HParams tab: the model, the data, the seed and every key
+    of the command line, which in a sweep's job holds the swept keys, each with its value in the run (a number,
+    bool or string; a config group's: the name of its config); a resumed run's from its own command line.
+    Keys of where a run writes and reads (paths, logging, checkpoints) and values that are absolute paths
+    are left out: they tell machines apart, not runs."""
+    import json
+
+    from genlab.config import NOT_IN_RUN_NAMES
+    from genlab.runs import overrides_of
+
+    if cfg.get("resume"):
+        given = [f"{k}={v}" for k, v in overrides_of(Path(str(cfg.resume))).items()]
+    else:
+        given = [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    params: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.get("seed")}
+    for override in given:
+        key = override.split("=", 1)[0]
+        if key.startswith("~"):
+            continue
+        key = key.lstrip("+")
+        if key.startswith((*NOT_IN_RUN_NAMES, *NOT_IN_HPARAMS)):
+            continue
+        value = choice(key) if "." not in key else None  # a config group (trainer=debug)
+        if value is None:
+            value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, (DictConfig, list)) or OmegaConf.is_list(value):
+            value = json.dumps(OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+        elif value is None:
+            value = "null"
+        if isinstance(value, str) and value.startswith(("/", "~")):
+            continue
+        params[key] = value
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def write_hparams(lg: TensorBoardLogger, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """The run's row of TensorBoard's HParams tab: its settings (``params``) and that it ended. The metric
+    values there are the run's own test scalars, which the test logged at the last training step: nothing is
+    logged again (Lightning's ``log_hyperparams(..., metrics=)`` would add them at step 0). No experiment
+    summary either: without one, TensorBoard builds the table from all the runs it shows and marks the
+    settings whose values differ between them, which it shows first; one written by a run would hold that
+    run's settings alone, each marked as differing nowhere."""
+    from torch.utils.tensorboard.summary import hparams
+
+    _, start, end = hparams(params, metrics)
+    writer = lg.experiment._get_file_writer()
+    writer.add_summary(start)
+    writer.add_summary(end)
+    writer.flush()
+
+
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """The composed config as hyperparameters and, in TensorBoard, as text."""
     text = OmegaConf.to_yaml(cfg, resolve=True)
@@ -256,8 +337,8 @@ def finish(cfg: DictConfig, loggers: list[Logger], metrics: dict[str, float], te
     }
     tests = {k: v for k, v in metrics.items() if k.startswith("test/")}
     for lg in loggers:
-        if isinstance(lg, TensorBoardLogger) and tests:  # the HParams tab needs metrics beside the settings
-            lg.log_hyperparams(hyperparameters(cfg), metrics=tests)
+        if isinstance(lg, TensorBoardLogger):
+            write_hparams(lg, chosen_hyperparameters(cfg), tests)
         lg.finalize("success")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", result)  # strict JSON, written whole

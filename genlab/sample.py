@@ -6,8 +6,11 @@
     genlab-sample outputs/train/runs/<run> -n 64 --steps 50 --seed 1 --out grid.png
 
 The run is rebuilt from its composed config and its tested checkpoint (as genlab-eval does); the grid goes
-to ``--out`` or, by default, to ``<run>/samples/<what>_seed<seed>.png`` — a new name for every request, so
-no earlier grid is overwritten without being asked.
+to ``--out`` or, by default, to ``<run>/samples/<what>_seed<seed>.png`` — a new name for every request
+(``samples_seed0-2.png`` when ``samples_seed0.png`` exists), so no earlier grid is overwritten without being asked.
+
+torch is imported only once the request and the run folder are checked: ``--help`` and a wrong path are
+answered at once.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import argparse
 import re
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from genlab.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 COLUMNS = 8
 
@@ -31,6 +36,8 @@ def slug(text: str) -> str:
 def draw(model: torch.nn.Module, n: int, prompts: list[str], classes: list[int], steps: int | None
          ) -> tuple[torch.Tensor, list[str], str]:
     """The samples (rows·n, *shape), one row label per block of n, and what was asked (for the file name)."""
+    import torch
+
     from genlab.capabilities import CanSample, CanSampleFromText
     from genlab.nets.text import words
 
@@ -73,17 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="the sampler's step budget (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="the PNG to write (default: RUN_DIR/samples/...)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="where the model runs (default: cuda when available)")
     parser.add_argument("--trust", action="store_true", help="as genlab-eval's --trust")
     args = parser.parse_args(argv)
-    from genlab.config import setup_hydra
-    from genlab.evaluate import check_device, load_run
-    from genlab.run import build, load_model, route_framework_logs
-    from genlab.safety import set_user_trust
+    from genlab.config import is_run, setup_hydra
 
-    setup_hydra()
-    route_framework_logs()
-    set_user_trust(args.trust)  # the run's frozen components read it
     try:
         if args.n < 1:
             raise UserError(f"-n {args.n}: at least one sample.")
@@ -93,6 +94,21 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError("give --prompt or --class, not both.")
         if not 0 <= args.seed < 2**32:
             raise UserError(f"--seed {args.seed}: from 0 to 2^32 - 1.")
+        if not args.run.is_dir():
+            raise UserError(f"{args.run} is not a folder.")
+        if not is_run(str(args.run)):
+            raise UserError(f"{args.run} is not a genlab run: it has no .hydra/config.yaml "
+                            "(genlab-train writes one into every run directory).")
+        import torch
+
+        from genlab.evaluate import check_device, default_device, load_run
+        from genlab.run import build, load_model, route_framework_logs
+        from genlab.safety import set_user_trust
+
+        setup_hydra()
+        route_framework_logs()
+        set_user_trust(args.trust)  # the runs' frozen components (model.autoencoder=, model.clip=) read it
+        args.device = args.device or default_device()
         check_device(args.device)
         cfg, ckpt = load_run(args.run, args.trust)
         info = build(cfg.data).info
@@ -101,16 +117,45 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(args.seed)
         with torch.no_grad():
             samples, rows, what = draw(model, args.n, args.prompt, args.classes, args.steps)
-        out = args.out or args.run / "samples" / f"{what}_seed{args.seed}.png"
-        write_grid(samples.float().cpu(), rows, args.n, info, out, ckpt.name)
+        out = args.out or new_file(args.run / "samples", f"{what}_seed{args.seed}")
+        try:
+            write_grid(samples.float().cpu(), rows, args.n, info, out, ckpt.name)
+        except UserError:
+            if args.out is None:  # the empty file that held the name
+                out.unlink(missing_ok=True)
+            raise
         print(f"{len(samples)} samples written to {out}")
     except UserError as e:
         print(f"genlab-sample: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
 
 
+def new_file(folder: Path, stem: str, suffix: str = ".png") -> Path:
+    """A file of ``folder`` that did not exist: ``stem.png``, else ``stem-2.png``, ``stem-3.png``, ... It is
+    created empty here (exclusively), so two requests at the same time never take the same name."""
+    import itertools
+    import os
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot make the folder for the samples ({e.strerror or e}).") from None
+    for k in itertools.count(1):
+        path = folder / f"{stem}{'' if k == 1 else f'-{k}'}{suffix}"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UserError(f"{path}: cannot be written ({e.strerror or e}).") from None
+        return path
+    raise AssertionError("unreachable")
+
+
 def write_grid(samples: torch.Tensor, rows: list[str], n: int, info: object, out: Path, source: str) -> None:
     """The samples as a labelled grid (images) or a scatter (points) in the PNG ``out``."""
+    import torch
+
     from genlab.callbacks.figures import labelled_grid
 
     if out.suffix.lower() != ".png":

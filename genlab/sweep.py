@@ -87,7 +87,7 @@ def write_summary(sweep_dir: Path, runs: Sequence[Run], metric: str | None, dire
 
     header, rows = summary_rows(runs, metric, direction)
     every = sorted({k for r in runs for k in r.metrics})
-    keys = swept_keys(runs)
+    keys = [k for k in swept_keys(runs) if k not in ("job", "folder", "seed")]  # those have columns of their own
     with (sweep_dir / "summary.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["job", "folder", *keys, "seed", *every])

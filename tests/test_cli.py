@@ -89,3 +89,38 @@ def test_optuna_search_runs_trials_with_their_own_directories(tmp_path: Path) ->
     losses = {p: json.loads((p / "metrics.json").read_text())["metrics"]["val/loss"] for p in jobs}
     best = min(losses, key=losses.get)  # the study minimises val/loss
     assert f"best job      : {best}" in res.stdout and (sweep / "summary.csv").is_file()
+
+
+@pytest.mark.parametrize("args,needs", [
+    (["-m", "hparams_search=ae_optuna"], "hparams_search=ae_optuna needs Hydra's Optuna sweeper"),
+    (["-m", "hydra/sweeper=optuna", "seed=0,1"], "hydra/sweeper=optuna needs Hydra's Optuna sweeper"),
+    (["-m", "hydra/launcher=joblib", "seed=0,1"], "hydra/launcher=joblib needs Hydra's joblib launcher"),
+    (["-m", "hydra/launcher=submitit_local", "seed=0,1"], "hydra/launcher=submitit_local needs Hydra's submitit"),
+    (["-m", "hydra/launcher=slurm", "seed=0,1"], "hydra/launcher=slurm needs Hydra's submitit launcher"),
+])
+def test_a_sweep_without_the_sweep_extra_says_what_to_install(tmp_path: Path, args: list[str], needs: str) -> None:
+    """genlab installed without [sweep]: an empty package hydra_plugins first on the path hides the installed
+    plugins, as Hydra's plugin scan sees them when they were never installed."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "hydra_plugins").mkdir()
+    (tmp_path / "hydra_plugins" / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "HYDRA_FULL_ERROR": "0"}
+    res = subprocess.run([sys.executable, "-m", "genlab.train", *args, f"paths.log_dir={tmp_path / 'logs'}"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"genlab-train: error: {needs}")
+    assert line.endswith('which is not installed: pip install "genlab[sweep]"')
+    assert not (tmp_path / "logs").exists()
+
+
+def test_installed_sweep_plugins_pass_the_check() -> None:
+    from genlab.config.preflight import missing_plugin
+
+    for group, name in [("hparams_search", "ae_optuna"), ("hydra/launcher", "joblib"), ("hydra/launcher", "slurm"),
+                        ("hydra/launcher", "basic"), ("model", "vae")]:
+        assert missing_plugin(group, name) is None, (group, name)

@@ -80,3 +80,31 @@ def test_relative_data_paths_are_read_from_where_the_run_was_started(tmp_path, m
     cfg, _ = load_run(run, trust=True)  # its stand-in targets are not genlab's
     assert cfg.data.root == "/work/project/../shared/data/mnist10k"
     assert cfg.data.path == "/abs/folder"  # absolute paths stay
+
+
+def test_help_and_a_wrong_path_are_answered_without_torch(tmp_path: Path) -> None:
+    """genlab-eval and genlab-sample say --help and refuse a missing or foreign folder before torch is imported."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from genlab import evaluate, sample
+for main, args in ((evaluate.main, ["--help"]), (evaluate.main, ["{tmp_path}/nope"]),
+                   (sample.main, ["--help"]), (sample.main, ["{tmp_path}/nope"]), (sample.main, ["{tmp_path}"])):
+    try:
+        main(args)
+    except SystemExit as e:
+        print("exit", e.code)
+print("imported:", sorted(m for m in ("torch", "pytorch_lightning") if m in sys.modules))
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [line for line in res.stdout.splitlines() if line.startswith("exit")] == [
+        "exit 0", "exit 2", "exit 0", "exit 2", "exit 2"]
+    assert "imported: []" in res.stdout
+    assert "usage: genlab-eval" in res.stdout and "usage: genlab-sample" in res.stdout
+    errors = res.stderr.splitlines()
+    assert f"genlab-eval: error: {tmp_path}/nope does not exist." in errors
+    assert f"genlab-sample: error: {tmp_path}/nope is not a folder." in errors
+    assert any(e.startswith(f"genlab-sample: error: {tmp_path} is not a genlab run") for e in errors)

@@ -31,6 +31,16 @@ def test_class_rows_free_samples_and_new_names(cvae_run: Path, capsys: pytest.Ca
     assert Image.open(out).size[0] > 0
 
 
+def test_a_repeated_request_gets_a_new_file(cvae_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main([str(cvae_run), "-n", "2", "--seed", "5"])
+    first = cvae_run / "samples" / "samples_seed5.png"
+    kept = first.read_bytes()
+    main([str(cvae_run), "-n", "3", "--seed", "5"])
+    second = cvae_run / "samples" / "samples_seed5-2.png"
+    assert first.read_bytes() == kept and Image.open(second).size[0] > 0
+    assert f"written to {second}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args,expect", [
     (["--prompt", "a seven"], "not conditioned on text"),
     (["--class", "12"], "classes 0..9"),

@@ -98,8 +98,9 @@ def test_tensorboard_shows_the_sweep_settings_beside_the_test_metrics(sweep) -> 
         if len(experiment.get("hparamInfos", [])) > 1:
             break
         time.sleep(0.5)
-    hparams = {h["name"] for h in experiment["hparamInfos"]}
-    assert {"seed", "model/latent_dim", "data/batch_size"} <= hparams
+    # the keys of the command line, the swept ones (those that differ) first in TensorBoard's columns
+    differs = {h["name"]: h.get("differs", False) for h in experiment["hparamInfos"]}
+    assert differs == {"model": True, "seed": True, "data": False, "trainer": False, "data.max_train": False}
     assert {"test/sq_err_per_image", "test/knn_acc"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
     groups = post("data/plugin/hparams/session_groups", {
         "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"], "colParams": [],
@@ -154,3 +155,18 @@ def test_genlab_eval_takes_a_sweep_folder_or_the_readme_glob(sweep, tmp_path, ca
     assert {r["model"] for r in rows} == {"ae", "dae"}
     out = capsys.readouterr().out
     assert f"{folder.name}/0" in out  # whole run names, not cut
+
+
+def test_summary_csv_has_each_column_once(tmp_path: Path) -> None:
+    from genlab.runs import Run
+    from genlab.sweep import write_summary
+
+    runs = []
+    for job, (model, seed) in enumerate([("ae", "0"), ("ae", "1"), ("dae", "0")]):
+        (tmp_path / str(job)).mkdir()
+        record = {"model": model, "data": "digits", "seed": int(seed), "metrics": {"val/loss": 1.0 + job}}
+        runs.append(Run(tmp_path / str(job), {"model": model, "seed": seed}, record))
+    write_summary(tmp_path, runs, "val/loss", "minimize")
+    with (tmp_path / "summary.csv").open() as f:
+        header = next(csv.reader(f))
+    assert len(header) == len(set(header)) and header[:4] == ["job", "folder", "model", "seed"]

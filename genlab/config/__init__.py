@@ -24,6 +24,7 @@ import importlib
 import os
 import pkgutil
 import re
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -76,24 +77,30 @@ def register() -> None:
 NOT_IN_RUN_NAMES = ("paths.", "hydra.", "trainer.enable_", "callbacks.image_logger.")  # overrides that say nothing
 
 
-def run_name() -> str:
+def run_name(choices: Mapping[str, object] | None = None, overrides: Sequence[str] | None = None) -> str:
     """A run's name for TensorBoard's run list: the model, the data, then the run's other command-line
-    overrides (``dae-digits-seed=1``), in characters every file system takes; "run" outside Hydra."""
-    if not HydraConfig.initialized():
-        return "run"
-    hc = HydraConfig.get()
-    parts = [hc.runtime.choices.get("model"), hc.runtime.choices.get("data")]
-    for override in hc.overrides.task:
+    overrides (``dae-digits-seed=1``), in characters every file system takes. ``choices`` and ``overrides``
+    are the group choices and command-line overrides of a run (a resumed run's own); by default this Hydra
+    run's, and "run" outside Hydra."""
+    if choices is None or overrides is None:
+        if not HydraConfig.initialized():
+            return "run"
+        hc = HydraConfig.get()
+        choices, overrides = hc.runtime.choices, hc.overrides.task
+    parts = [choices.get("model"), choices.get("data")]
+    for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key not in ("model", "data") and not key.startswith(NOT_IN_RUN_NAMES):
-            parts.append(override)
+            parts.append(str(override))
     return re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", "-".join(p for p in parts if p))[:120]
 
 
 def is_run(folder: str | None) -> bool:
     """Whether ``folder`` is a genlab run folder (resume= writes into it only then; otherwise the run gets
     a fresh folder, which is removed when resume= then fails)."""
-    return folder is not None and (Path(str(folder)).expanduser() / ".hydra" / "config.yaml").is_file()
+    from genlab.runfolder import RunFolder
+
+    return folder is not None and RunFolder(folder).is_run()
 
 
 def slurm_tasks(devices: object) -> int:

@@ -3,7 +3,8 @@
 ``launch_errors`` runs in the Hydra callback ``genlab.sweep.Preflight`` (the task name, the output
 folders, keys added to Hydra's own config, the sweeper's and launcher's settings: Optuna and joblib
 would fail late); ``command_line_error`` runs in ``genlab.train.main`` on overrides Hydra itself stops
-on with a traceback (a config group given null or a number). Nothing here imports torch.
+on with a traceback (a config group given null or a number) and on sweepers and launchers of the sweep
+extra that is not installed (``missing_plugin``). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -134,4 +135,66 @@ def command_line_error(argv: list[str]) -> str | None:
             group = o.key_or_group
             return (f"{o.input_line}: a config group takes the name of one of its configs, "
                     f"{group}=NAME with NAME one of {', '.join(group_names(group))}")
+    for o in overrides:
+        value = o.value()
+        for v in value.list if isinstance(value, ChoiceSweep) else [value]:
+            problem = None if o.is_delete() or not isinstance(v, str) else missing_plugin(o.key_or_group, v)
+            if problem:
+                return problem
+    return None
+
+
+# Hydra's plugins of the sweep extra (pyproject.toml), by the config they register, with the module each
+# needs: Hydra finds the config only when the plugin is installed, and says so with a traceback otherwise
+SWEEP_PLUGINS = {
+    ("hydra/sweeper", "optuna"): ("Hydra's Optuna sweeper", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    ("hydra/launcher", "joblib"): ("Hydra's joblib launcher", "hydra_plugins.hydra_joblib_launcher", "joblib"),
+    ("hydra/launcher", "submitit_local"): ("Hydra's submitit launcher", "hydra_plugins.hydra_submitit_launcher",
+                                           "submitit"),
+    ("hydra/launcher", "submitit_slurm"): ("Hydra's submitit launcher", "hydra_plugins.hydra_submitit_launcher",
+                                           "submitit"),
+}
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found, not imported: Optuna alone takes a second)."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing or broken
+        return False
+
+
+def plugin_choices(group: str, name: str) -> list[tuple[str, str]]:
+    """The (group, name) of Hydra's config ``group=name`` and of the Hydra plugin configs it selects in
+    turn: genlab's own preset that extends one (hydra/launcher=slurm: submitit_slurm) or overrides one
+    (hparams_search=ae_optuna: hydra/sweeper=optuna)."""
+    out = [(group, name)]
+    file = Path(str(files("genlab.conf"))) / group / f"{name}.yaml"
+    try:
+        defaults = OmegaConf.load(file).get("defaults") or [] if file.is_file() else []
+    except Exception:  # a YAML error is Hydra's to report, with the file's name
+        return out
+    for entry in defaults:
+        if isinstance(entry, str) and group.startswith("hydra/"):  # `- submitit_slurm`: the same group
+            out.append((group, entry))
+        elif isinstance(entry, DictConfig):
+            for key, value in entry.items():
+                key = str(key).removeprefix("override ").strip().lstrip("/")
+                if key.startswith("hydra/") and isinstance(value, str):
+                    out.append((key, value))
+    return out
+
+
+def missing_plugin(group: str, name: str) -> str | None:
+    """``group=name`` (hydra/sweeper=optuna, hydra/launcher=joblib|submitit_local|slurm, hparams_search=...)
+    needs a Hydra plugin of the sweep extra that is not installed: the line that says what to install."""
+    for chosen in plugin_choices(group, name):
+        if chosen not in SWEEP_PLUGINS:
+            continue
+        what, *modules = SWEEP_PLUGINS[chosen]
+        if not all(installed(m) for m in modules):
+            via = "" if chosen == (group, name) else f" ({chosen[0]}={chosen[1]})"
+            return f'{group}={name} needs {what}{via}, which is not installed: pip install "genlab[sweep]"'
     return None
