@@ -24,14 +24,14 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from genlab.config import adversarial, autoencoders, callbacks, contrastive, core, data, diffusion, rbm, vae
+from genlab.config import adversarial, autoencoders, callbacks, contrastive, core, data, diffusion, flow, rbm, vae
 from genlab.config.checks import validate
 from genlab.config.fields import opt
 
 __all__ = ["CONFIG_PATH", "FAMILIES", "conf_dir", "opt", "register", "setup_hydra", "validate"]
 
 # each has SCHEMAS: {group: {name: dataclass}}
-FAMILIES = (core, data, autoencoders, vae, rbm, adversarial, contrastive, diffusion, callbacks)
+FAMILIES = (core, data, autoencoders, vae, rbm, adversarial, contrastive, diffusion, flow, callbacks)
 # The config folder: conf/ at the top of the source tree, shipped in the wheel as the package
 # genlab.conf, so an installed genlab finds it from any folder.
 CONFIG_PATH = "pkg://genlab.conf"
