@@ -146,3 +146,13 @@ def test_genlab_train_scores_the_flow_with_the_unchanged_evaluator(make_cfg, dat
     if data == "toy2d":
         assert "test/modes_covered" in metrics
     assert (Path(cfg.paths.output_dir) / "images" / "samples.png").is_file()
+
+
+@pytest.mark.parametrize("override", ["model.scales=0", "model.couplings=0", "model.alpha=0.5", "model.temperature=0",
+                                      "model.net.kind=nope", "model.net.channels=0", "model.net.hidden=[0]"])
+def test_the_schema_refuses_values_outside_their_ranges_naming_the_key(make_cfg, override: str) -> None:
+    from genlab.config import validate
+
+    cfg = make_cfg("model=realnvp", override)
+    with pytest.raises(UserError, match=override.split("=")[0].replace(".", r"\.")):
+        validate(cfg)
