@@ -14,11 +14,13 @@ import torch
 from conftest import FAST, TINY
 from torch.autograd.functional import jacobian
 
+from genlab.capabilities import Budget
 from genlab.data.base import DataInfo
 from genlab.errors import UserError
 from genlab.metrics.sample_quality import mode_coverage
 from genlab.models.flow import RealNVP
 from genlab.nets.flow import coupling_net
+from genlab.run import load_model
 from genlab.train import train
 
 POINTS = DataInfo("toy2d", (2,), bounded=False)
@@ -51,7 +53,7 @@ def test_the_log_likelihood_of_points_is_the_change_of_variables() -> None:
     expected = torch.stack([change_of_variables(flow, xi) for xi in x])
     assert torch.allclose(model.log_density(x, 0.0), expected, atol=1e-10)
     assert torch.allclose(model.nll(x), -expected, atol=1e-10)  # nats per point
-    assert model.likelihood_bounds(None)[0].name == "nll" and model.likelihood_bounds(None)[0].unit == "nats"
+    assert (model.likelihood_bounds(Budget())[0].name, model.likelihood_bounds(Budget())[0].unit) == ("nll", "nats")
 
 
 def test_the_bound_on_images_is_the_change_of_variables_of_the_dequantised_pixels() -> None:
@@ -74,7 +76,7 @@ def test_the_bound_on_images_is_the_change_of_variables_of_the_dequantised_pixel
     torch.manual_seed(1)
     noise = torch.rand_like(x)  # the draw nll made
     assert torch.allclose(bpd, (-model.log_density(x, noise) / d + math.log(256)) / math.log(2), atol=1e-10)
-    bound = model.likelihood_bounds(None)[0]
+    bound = model.likelihood_bounds(Budget())[0]
     assert (bound.name, bound.unit) == ("bpd", "bits/dim")  # ddpm's key and unit
 
 
@@ -145,7 +147,13 @@ def test_genlab_train_scores_the_flow_with_the_unchanged_evaluator(make_cfg, dat
     assert 0 <= metrics["test/knn_acc"] <= 1  # encode: the probes score the codes
     if data == "toy2d":
         assert "test/modes_covered" in metrics
-    assert (Path(cfg.paths.output_dir) / "images" / "samples.png").is_file()
+    out = Path(cfg.paths.output_dir)
+    assert (out / "images" / "samples.png").is_file()
+    model = load_model(None, out / written["best_checkpoint"])  # rebuilt from the config the checkpoint carries
+    assert isinstance(model, RealNVP)
+    x = torch.rand(4, *model.data_info.shape)
+    assert (model.decode(model.encode(x)) - x).abs().max() < 1e-5
+    assert model.sample(3).shape == (3, *model.data_info.shape)
 
 
 @pytest.mark.parametrize("override", ["model.scales=0", "model.couplings=0", "model.alpha=0.5", "model.temperature=0",
