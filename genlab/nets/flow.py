@@ -66,7 +66,8 @@ def coupling_net(*, in_shape: Sequence[int], out_shape: Sequence[int], kind: str
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
-    layers += [zero_output(nn.Linear(width, 2 * math.prod(out_shape))), nn.Unflatten(1, (2 * out_shape[0], *out_shape[1:]))]
+    layers += [zero_output(nn.Linear(width, 2 * math.prod(out_shape))),
+               nn.Unflatten(1, (2 * out_shape[0], *out_shape[1:]))]
     return nn.Sequential(*layers)
 
 
@@ -218,7 +219,8 @@ class RealNVPFlow(nn.Module):
             self.couplings = nn.ModuleList()
         else:
             if math.prod(self.shape) < 2 or len(self.shape) != 1:
-                raise UserError(f"RealNVP needs images (C, H, W) or vectors of 2 or more numbers, not shape {self.shape}")
+                raise UserError(f"RealNVP needs images (C, H, W) or vectors of 2 or more numbers, not shape "
+                                f"{self.shape}")
             self.couplings = nn.ModuleList(SplitCoupling(self.shape, k % 2, net) for k in range(couplings))
             self.scales = nn.ModuleList()
 
