@@ -46,3 +46,72 @@ def write_json(path: str | Path, value: Any) -> None:
     """Strict JSON (no NaN), written atomically."""
     text = json.dumps(strict_json(value), indent=2, allow_nan=False)
     write_atomically(path, lambda f: f.write(text.encode()))
+
+
+# ---- caches that carry their own checksum ----------------------------------------------------------
+# A cache file genlab wrote is loaded weights-only (no code can run), and also only when its content
+# still has the sha256 recorded when it was written: a damaged, truncated or swapped file is built again
+# rather than used. The digest is not a signature: it catches accidents and stale files, not a forger,
+# which the weights-only load already keeps from running code.
+
+
+def tensors_digest(value: Any) -> str:
+    """sha256 over a nest of dicts, lists and tensors: keys, dtypes, shapes and bytes, in a fixed order."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(v, dict):
+            h.update(f"D{len(v)}".encode())
+            for k in sorted(v, key=str):
+                h.update(f"K{k!r}".encode())
+                walk(v[k])
+        elif isinstance(v, (list, tuple)):
+            h.update(f"L{len(v)}".encode())
+            for item in v:
+                walk(item)
+        else:  # plain values (str, int, float, bool, None)
+            h.update(f"V{v!r}".encode())
+
+    walk(value)
+    return h.hexdigest()
+
+
+def save_checked(path: str | Path, payload: Any) -> None:
+    """``torch.save`` of ``payload`` with its ``tensors_digest``, written whole (``write_atomically``)."""
+    import torch
+
+    record = {"genlab_digest": tensors_digest(payload), "payload": payload}
+    write_atomically(path, lambda f: torch.save(record, f))
+
+
+def load_checked(path: str | Path) -> Any:
+    """The payload ``save_checked`` wrote at ``path``, read weights-only; None when the file is absent, cannot
+    be read, was not written by ``save_checked`` or no longer has its digest (then the caller builds it again)."""
+    import torch
+
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # absent, damaged, a pickle that names code: not a cache genlab can use
+        return None
+    if not isinstance(record, dict) or set(record) != {"genlab_digest", "payload"}:
+        return None
+    return record["payload"] if record["genlab_digest"] == tensors_digest(record["payload"]) else None
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes, read in 4 MiB pieces (array caches can be gigabytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

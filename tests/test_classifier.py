@@ -91,8 +91,32 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch) -> None:
     path.write_bytes(b"half a file")  # a damaged cache: trained again and replaced, never an error
     repaired = C.dataset_classifier(dm, tmp_path, epochs=1, min_steps=0)
     assert len(calls) == 5 and all(torch.equal(a, b) for a, b in zip(_state(first), _state(repaired)))
-    assert torch.load(path, weights_only=True)["checksum"]
+    assert torch.load(path, weights_only=True)["payload"]["checksum"]
     assert not [p for p in (tmp_path / "classifiers").iterdir() if p.suffix == ".tmp"]  # no temporary files left
+
+
+def test_a_swapped_cache_file_is_trained_again_not_used(tmp_path, monkeypatch) -> None:
+    """A file under the right name and key but with other weights (written without genlab's digest, or
+    with a digest its weights no longer have) is not loaded: the classifier is trained again."""
+    calls = []
+    train = C.train_classifier
+    monkeypatch.setattr(C, "train_classifier", lambda *a, **k: calls.append(1) or train(*a, **k))
+    dm = _dm()
+    first = C.dataset_classifier(dm, tmp_path, epochs=1, min_steps=0)
+    (path,) = (tmp_path / "classifiers").iterdir()
+    record = torch.load(path, weights_only=True)
+    zeroed = {k: torch.zeros_like(v) for k, v in record["payload"]["state_dict"].items()}
+    swaps = [
+        {"checksum": record["payload"]["checksum"], "state_dict": zeroed},  # the old layout: no digest
+        {"genlab_digest": record["genlab_digest"],  # the digest of the real weights beside other weights
+         "payload": {"checksum": record["payload"]["checksum"], "state_dict": zeroed}},
+    ]
+    for i, swap in enumerate(swaps, start=2):
+        torch.save(swap, path)
+        got = C.dataset_classifier(dm, tmp_path, epochs=1, min_steps=0)
+        assert len(calls) == i
+        assert all(torch.equal(a, b) for a, b in zip(_state(first), _state(got)))  # not the zeroed weights
+    assert C.dataset_classifier(dm, tmp_path, epochs=1, min_steps=0) and len(calls) == 3  # repaired: loaded
 
 
 def test_cache_files_are_replaced_whole_while_others_read_them(tmp_path) -> None:

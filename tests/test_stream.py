@@ -69,6 +69,22 @@ def test_the_arrays_are_built_once_and_reused(pictures: Path, tmp_path: Path, mo
     assert isinstance(np.load(again.arrays["train"], mmap_mode="r"), np.memmap)
 
 
+def test_a_damaged_or_swapped_array_is_built_again(pictures: Path, tmp_path: Path) -> None:
+    """An array file whose bytes no longer have the recorded sha256 (another array of the same shape, a
+    truncated file, a missing digest) is rebuilt, and the batches are those of the images."""
+    good = datamodule(pictures, tmp_path, False)
+    train = good.arrays["train"]
+    want = good.splits["train"].x.clone()
+    arr = np.load(train)
+    np.save(train, np.zeros_like(arr))  # the same shape and dtype, other content
+    assert torch.equal(datamodule(pictures, tmp_path, False).splits["train"].x, want)
+    train.write_bytes(train.read_bytes()[:100])  # truncated
+    assert torch.equal(datamodule(pictures, tmp_path, False).splits["train"].x, want)
+    stream.digest_file(train).unlink()  # written by a genlab that recorded no digest
+    assert torch.equal(datamodule(pictures, tmp_path, False).splits["train"].x, want)
+    assert stream.digest_file(train).is_file()
+
+
 def test_a_resumed_epoch_streams_from_the_batch_it_stopped_at(pictures: Path, tmp_path: Path) -> None:
     dm = datamodule(pictures, tmp_path, False)
     whole = dm.make_loader("train", 16, True)

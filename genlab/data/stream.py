@@ -11,6 +11,7 @@ a tensor (the torchvision arrays) is written to its array as it is.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from genlab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 CHUNK = 256  # images decoded per worker task while an array is built
 
@@ -88,36 +91,78 @@ def tensor_checksum(x: Tensor) -> str:
 def to_array(x: Tensor | FileImages, folder: Path, workers: int) -> tuple[Tensor, Path]:
     """``x`` as a memory-mapped uint8 tensor (N, C, H, W) backed by ``folder/<checksum>.npy``, built once
     (decoded by ``workers`` processes, written beside and renamed, so a stopped build leaves no array
-    that looks whole). Returns the tensor and the file."""
+    that looks whole). The array's sha256 is written beside it (``<checksum>.sha256``) and checked before
+    the array is used: a damaged, truncated or swapped file, or one of another shape, is built again.
+    Returns the tensor and the file."""
     if isinstance(x, Tensor) and x.dtype != torch.uint8:
         raise UserError(f"data.in_memory=false keeps uint8 images in files; this dataset holds {x.dtype} values "
                         "(it is generated in memory): leave data.in_memory=true.")
     path = folder / f"{x.checksum() if isinstance(x, FileImages) else tensor_checksum(x)}.npy"
-    if not path.is_file():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(x.shape))
-        except OSError as e:
-            raise UserError(f"data.array_cache={folder}: cannot write the array of the data there ({e.strerror}); "
-                            "give a writable folder.") from None
-        try:
-            if isinstance(x, Tensor):
-                out[:] = x.numpy()
-            else:
-                pos = 0
-                for chunk in DataLoader(Chunks(x), batch_size=None, num_workers=workers):
-                    if isinstance(chunk, str):
-                        raise UserError(chunk)
-                    out[pos : pos + len(chunk)] = chunk.numpy()
-                    pos += len(chunk)
-            out.flush()
-            del out
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    if not array_is_whole(path, tuple(x.shape)):
+        build_array(x, path, workers)
     # copy-on-write: a writable tensor for torch, pages read from the file as they are used
     return torch.from_numpy(np.load(path, mmap_mode="c")), path
+
+
+def digest_file(path: Path) -> Path:
+    return path.with_suffix(".sha256")
+
+
+def array_is_whole(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether ``path`` is the uint8 array of ``shape`` that genlab wrote (its header, then its recorded sha256).
+    A file that fails is logged and will be rebuilt."""
+    from genlab.files import file_digest
+
+    if not path.is_file():
+        return False
+    why = None
+    try:
+        arr = np.load(path, mmap_mode="r")  # reads only the header; allow_pickle stays False
+        if arr.dtype != np.uint8 or tuple(arr.shape) != shape:
+            why = f"it holds {arr.dtype} {tuple(arr.shape)}, not uint8 {shape}"
+        del arr
+        if why is None:
+            recorded = digest_file(path).read_text().strip() if digest_file(path).is_file() else None
+            if recorded is None:
+                why = "it has no recorded checksum"
+            elif recorded != file_digest(path):
+                why = "its content no longer has the checksum recorded when it was written"
+    except (OSError, ValueError) as e:  # truncated header, not an .npy file
+        why = f"it cannot be read ({e})"
+    if why is not None:
+        log.warning("The array cache %s is not used (%s): building it again", path, why)
+    return why is None
+
+
+def build_array(x: Tensor | FileImages, path: Path, workers: int) -> None:
+    from genlab.files import file_digest, write_atomically
+
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(x.shape))
+    except OSError as e:
+        raise UserError(f"data.array_cache={folder}: cannot write the array of the data there ({e.strerror}); "
+                        "give a writable folder.") from None
+    try:
+        if isinstance(x, Tensor):
+            out[:] = x.numpy()
+        else:
+            pos = 0
+            for chunk in DataLoader(Chunks(x), batch_size=None, num_workers=workers):
+                if isinstance(chunk, str):
+                    raise UserError(chunk)
+                out[pos : pos + len(chunk)] = chunk.numpy()
+                pos += len(chunk)
+        out.flush()
+        del out
+        digest = file_digest(tmp)
+        # the digest first: an array beside a stale digest is rebuilt, never trusted
+        write_atomically(digest_file(path), lambda f: f.write(digest.encode()))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class ArrayBatches(Dataset):

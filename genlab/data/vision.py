@@ -27,7 +27,7 @@ from genlab.data.builtin import resize_images, split_by_fraction
 from genlab.data.decode import IMAGE_READ_ERRORS, image_problem, open_image, read_images
 from genlab.data.stream import FileImages
 from genlab.errors import MissingDataError, UserError
-from genlab.files import write_atomically
+from genlab.files import load_checked, save_checked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -269,15 +269,14 @@ class CelebADataModule(VisionDataModule):
         if not self.options.in_memory:  # each split decoded once into its own array file (genlab.data.stream)
             return self.file_splits()
         cache = self.cache_file()
-        try:
-            data = torch.load(cache, weights_only=True) if cache.is_file() else None
-        except Exception as e:  # a damaged cache is decoded again and replaced
-            log.warning("The CelebA tensor cache %s cannot be read (%s): decoding the images again", cache, e)
-            data = None
+        data = load_checked(cache)  # None: absent, or damaged, swapped or older than its digest
         if data is None:
+            if cache.is_file():
+                log.warning("The CelebA tensor cache %s does not hold what genlab wrote there: decoding the "
+                            "images again", cache)
             data = self.guarded(lambda: {s: self.read_split(s) for s in ("train", "valid", "test")})
             try:  # the root may be read-only: then the next run decodes again
-                write_atomically(cache, lambda f: torch.save(data, f))
+                save_checked(cache, data)
             except OSError as e:
                 log.warning("Could not cache CelebA tensors at %s: %s", cache, e)
         col = CELEBA_ATTRIBUTES.index(self.attribute) if self.attribute else None

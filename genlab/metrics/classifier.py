@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from genlab.data.base import TensorDataModule, map_batches
 from genlab.errors import UserError
-from genlab.files import write_atomically
+from genlab.files import load_checked, save_checked
 
 FORMAT_VERSION = 1  # bump when the architecture or the file layout changes: old caches retrain
 
@@ -130,16 +130,16 @@ def cached_classifier(tag: str, x: Tensor, y: Tensor, num_classes: int, cfg: Cla
     key = checksum(x, y, shape, num_classes, cfg)
     path = Path(cache_dir) / "classifiers" / f"{tag}-{key[:16]}.pt"
     net = DatasetClassifier(shape, num_classes, cfg.channels, cfg.hidden)  # type: ignore[arg-type]
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("checksum") == key:  # the prefix matched; the full checksum must too
+    state = load_checked(path)  # None: absent, damaged, swapped or of another version
+    if isinstance(state, dict) and state.get("checksum") == key:  # the prefix matched; the full key must too
+        try:
             net.load_state_dict(state["state_dict"])
             return net.to(device).eval()
-    except Exception:  # absent, another version, a damaged file: train it again
-        pass
+        except (KeyError, RuntimeError, TypeError):  # weights of another network: train it again
+            net = DatasetClassifier(shape, num_classes, cfg.channels, cfg.hidden)  # type: ignore[arg-type]
     net = train_classifier(x, y, num_classes, cfg, device)
     state = {"checksum": key, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}
-    write_atomically(path, lambda f: torch.save(state, f))  # two runs may write the same cache at once
+    save_checked(path, state)  # written whole, with its content's digest: two runs may write it at once
     return net
 
 
