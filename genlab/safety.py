@@ -8,7 +8,8 @@ instantiated. So such a config is data: before anything is built from it,
 - every ``_target_`` must name, *after following the name to the object it reaches*, an allowed object
   (``allowed``): a class defined in genlab, a genlab network builder (a function of ``genlab.nets``), a
   ``torch.nn`` module class, a ``torch.optim`` optimiser or schedule class, a torchvision module class, or
-  one of Lightning's trainer, callback, logger, strategy and plugin classes. The check is on the object, not
+  one of Lightning's trainer, callback, strategy and plugin classes and its two loggers that write into
+  the run folder (TensorBoard, CSV; never one that sends the run to a server the folder names). The check is on the object, not
   on its name: ``genlab.checkpoints.torch.load`` is ``torch.load`` under another name, and every callable has
   many names, so a list of forbidden names could never hold. Names outside those packages are refused
   before anything is imported, so a folder cannot make genlab import a module it carries.
@@ -76,8 +77,18 @@ def allowed(obj: Any, trusted: tuple[str, ...] = ()) -> bool:
     if in_package(module, "torch.optim"):
         return issubclass(obj, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
     if any(in_package(module, p) for p in ("pytorch_lightning", "lightning", "lightning_fabric")):
-        return issubclass(obj, lightning_bases())
+        return issubclass(obj, lightning_bases()) and not lightning_refused(obj)
     return False
+
+
+def lightning_refused(cls: type) -> bool:
+    """Lightning classes a folder may not build: loggers other than the two that write into the run folder
+    (the others send the run's data to a server the folder would name) and the callback made of callables."""
+    from pytorch_lightning.callbacks import LambdaCallback
+    from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+
+    remote_logger = issubclass(cls, Logger) and not issubclass(cls, (TensorBoardLogger, CSVLogger))
+    return remote_logger or issubclass(cls, LambdaCallback)
 
 
 def lightning_bases() -> tuple[type, ...]:

@@ -18,6 +18,7 @@ from genlab.capabilities import CanEncode, CanReconstruct, CanSample, CanTransla
 from genlab.data.base import DataInfo
 from genlab.errors import IncompatibleError
 from genlab.run import build, load_model
+from genlab.runfolder import RunFolder
 from genlab.train import train
 
 SMOKE_TINY = {**TINY, "digits_inverted": TINY["digits"]}
@@ -145,6 +146,13 @@ def test_every_experiment_preset_composes_and_smoke_trains(make_cfg, fake_mnist,
     out = Path(cfg.paths.output_dir)
     assert math.isfinite(metrics["test/loss"]) and (out / "metrics.json").is_file()
     assert (out / json.loads((out / "metrics.json").read_text())["best_checkpoint"]).is_file()
+    # genlab's own folder is data it accepts without trust: its config (read by resume=, genlab-eval and
+    # genlab-sample) and its tested checkpoint with the config it carries (model.autoencoder=, model.clip=)
+    (out / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")  # as genlab-train's Hydra run writes it
+    folder = RunFolder(out)
+    assert folder.config(trust=False).model._target_ == cfg.model._target_
+    assert type(load_model(None, folder.tested_checkpoint())).__name__ == cfg.model._target_.rsplit(".", 1)[-1]
 
 
 def test_best_checkpoint_reloads_and_reproduces_the_test_metrics(make_cfg) -> None:
