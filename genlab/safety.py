@@ -9,10 +9,11 @@ instantiated. So such a config is data: before anything is built from it,
   (``allowed``): a class defined in genlab, a genlab network builder (a function of ``genlab.nets``), a
   ``torch.nn`` module class, a ``torch.optim`` optimiser or schedule class, a torchvision module class, or
   one of Lightning's trainer, callback, strategy and plugin classes and its two loggers that write into
-  the run folder (TensorBoard, CSV; never one that sends the run to a server the folder names). The check is on the object, not
-  on its name: ``genlab.checkpoints.torch.load`` is ``torch.load`` under another name, and every callable has
-  many names, so a list of forbidden names could never hold. Names outside those packages are refused
-  before anything is imported, so a folder cannot make genlab import a module it carries.
+  the run folder (TensorBoard, CSV; never one that sends the run to a server the folder names).
+  The check is on the object, not on its name: ``genlab.checkpoints.torch.load`` is ``torch.load`` under
+  another name, and every callable has many names, so a list of forbidden names could never hold.
+  Names outside those packages are refused before anything is imported, so a folder cannot make genlab
+  import a module it carries.
 - every interpolation may call only the resolvers genlab's own configs use (``ALLOWED_RESOLVERS``), so a
   folder cannot read the environment (``oc.env``) or make new nodes from strings (``oc.create``,
   ``oc.decode``); a ``_target_`` may not be an interpolation at all.
