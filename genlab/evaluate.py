@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,8 +91,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    if not console.is_terminal:  # piped or captured: wide enough that no header wraps
-        console = Console(highlight=False, width=max(console.width, 200))
     names = list(dict.fromkeys(c for r in rows for c in r["metrics"].columns))
     keys = [k for k in swept_keys([r["run"] for r in rows]) if k not in ("model", "data", "seed")]
     table = Table(title="genlab-eval: test metrics (in brackets the floor: real training samples in place "
@@ -106,6 +103,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         run = r["run"]
         table.add_row(f"{run.path.parent.name}/{run.name}", r["model"], r["data"], str(run.seed),
                       *[run.overrides.get(k, "") for k in keys], *[_cell(r["metrics"], c) for c in names])
+    if not console.is_terminal:  # piped or captured: wide enough that no header or cell wraps
+        from rich.measure import Measurement
+
+        console = Console(highlight=False, width=10**4)
+        console = Console(highlight=False, width=max(200, Measurement.get(console, console.options, table).maximum))
     console.print(table)
 
 
@@ -167,8 +169,7 @@ def check_device(device: str) -> None:
 
 def _choice(run_dir: Path, cfg: DictConfig, group: str) -> str:
     """The config group's choice (metrics.json, written by genlab-train), else the _target_ class."""
-    metrics = run_dir / "metrics.json"
-    choice = json.loads(metrics.read_text()).get(group) if metrics.is_file() else None
+    choice = RunFolder(run_dir).record().get(group)
     return choice or str(cfg[group]["_target_"]).rsplit(".", 1)[-1]
 
 
@@ -182,7 +183,7 @@ def convert_runs(configs: list[DictConfig]) -> None:
     for cfg in configs:
         info = dataclasses.asdict(build(cfg.data).info)
         model = OmegaConf.to_container(cfg.model, resolve=True)
-        for path in sorted(Path(cfg.paths.output_dir, "checkpoints").glob("*.ckpt")):
+        for path in sorted(RunFolder(cfg.paths.output_dir).checkpoints.glob("*.ckpt")):
             backup = convert_checkpoint(path, model, info)
             print(f"{path}: {'converted (original kept as ' + backup.name + ')' if backup else 'safe already'}")
 

@@ -149,7 +149,8 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
 
     run_dir = Path(cfg.resume).expanduser().resolve()
     stored = stored_config(run_dir, bool(cfg.trust), tuple(cfg.get("trusted_modules") or ()))
-    last = run_dir / "checkpoints" / "last.ckpt"
+    folder = RunFolder(run_dir)
+    last = folder.last_checkpoint
     if not last.is_file():
         raise UserError(f"{run_dir} has no checkpoints/last.ckpt to resume from (the run stopped before its "
                         "first epoch ended): start it again.")
@@ -161,16 +162,15 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     for key in RESUMABLE:
         if key in given:
             OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
-    state = read_checkpoint(last)
+    state = read_checkpoint(last, trust=bool(cfg.trust))
     epochs = OmegaConf.select(stored, "trainer.max_epochs")
-    done = (run_dir / "metrics.json").is_file() and not (run_dir / "interrupted.json").is_file()
+    done = folder.metrics_file.is_file() and not folder.interrupted_file.is_file()
     if done and epochs is not None and epochs >= 0 and int(state.get("epoch", -1)) + 1 >= epochs:
         raise RunFinished(f"{run_dir} has finished ({epochs} of {epochs} epochs, test metrics in metrics.json): "
                           "nothing to resume. Raise trainer.max_epochs to train it further.")
     stored.ckpt_path, stored.resume = str(last), str(run_dir)
     keep_csv_logs(stored, run_dir)
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") if hydra_file.is_file() else None
+    choices = folder.hydra_setting("runtime.choices")
     RESUMED_CHOICES.clear()
     RESUMED_CHOICES.update({str(k): str(v) for k, v in (choices or {}).items() if v is not None})
     keep_tensorboard_run(stored, run_dir)
@@ -183,7 +183,7 @@ def keep_tensorboard_run(cfg: DictConfig, run_dir: Path) -> None:
     data and overrides: ``genlab.config.run_name``), not one made of the resume= command line."""
     from genlab.config import run_name
 
-    file = run_dir / ".hydra" / "overrides.yaml"
+    file = RunFolder(run_dir).overrides_file
     try:
         overrides = [str(o) for o in OmegaConf.load(file)] if file.is_file() else []
     except Exception:  # a damaged record: the name is made of the model and data alone

@@ -7,7 +7,6 @@ files only — no torch, no re-scoring.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from genlab.errors import UserError
+from genlab.runfolder import RunFolder
 
 SEED_KEYS = ("seed",)  # overrides that repeat a setting rather than change it
 
@@ -78,7 +78,7 @@ def job_order(folder: Path) -> tuple[int, str]:
 
 def overrides_of(folder: Path) -> dict[str, str]:
     """The command-line overrides of a run (``.hydra/overrides.yaml``), as key -> value strings."""
-    file = folder / ".hydra" / "overrides.yaml"
+    file = RunFolder(folder).overrides_file
     if not file.is_file():
         return {}
     out = {}
@@ -92,9 +92,7 @@ def load(paths: Sequence[str | Path]) -> list[Run]:
     """The runs under ``paths`` (see ``expand``) with their overrides and metrics.json."""
     runs = []
     for folder in expand(paths):
-        record_file = folder / "metrics.json"
-        record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-        runs.append(Run(folder, overrides_of(folder), record))
+        runs.append(Run(folder, overrides_of(folder), RunFolder(folder).record()))
     return runs
 
 

@@ -28,7 +28,7 @@ def test_vae_run_reports_sample_quality_and_genlab_eval_reproduces_it(make_cfg, 
     capsys.readouterr()
     main([str(run), "--out", str(tmp_path / "table.csv")])
     out = capsys.readouterr().out
-    assert "fid" in out and "neg_elbo" in out and run.name in out and "VAE" in out
+    assert "fid" in out and "neg_elbo" in out and run.name in out and "VAE" in out, out[-4000:]
     with (tmp_path / "table.csv").open() as f:
         (row,) = list(csv.DictReader(f))
     for name in ("test/fid", "test/fid_floor", "test/kid", "test/precision", "test/neg_elbo"):  # the same path
