@@ -9,6 +9,11 @@ class UserError(Exception):
     exit_code = 2
 
 
+class GenlabWarning(UserWarning):
+    """Something genlab skipped so that the run goes on (a picture it could not draw, a metric on NaN codes).
+    The test suite turns these into failures: a picture or a metric that silently fails is a bug there."""
+
+
 class IncompatibleError(UserError):
     """A model cannot run on a dataset (e.g. a convolutional model on 2-D points).
 

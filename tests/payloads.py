@@ -30,6 +30,16 @@ class Exec:
         return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
 
 
+def tiny_run(logs: Path) -> Path:
+    """One finished genlab-train run (a tiny autoencoder on digits) under ``logs``, as a user makes it."""
+    from conftest import FAST, TINY, run_cli
+
+    r = run_cli("model=ae", "data=digits", *TINY["digits"], *FAST, f"paths.log_dir={logs}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = (logs / "train" / "runs").iterdir()
+    return run
+
+
 def write_code(marker: Path) -> str:
     return f"open({str(marker)!r}, 'w').write('code ran')"
 

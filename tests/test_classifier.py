@@ -62,6 +62,7 @@ def test_learns_left_right_and_features(tmp_path) -> None:
     assert torch.allclose(net(x), net.head(feats)) and net(x).shape == (10, 2)
 
 
+@pytest.mark.slow
 def test_cache_reused_and_invalidated(tmp_path, monkeypatch) -> None:
     calls = []
     train = C.train_classifier

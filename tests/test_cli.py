@@ -12,6 +12,7 @@ from conftest import run_cli
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
+@pytest.mark.slow
 def test_default_job_trains_tests_and_says_where_everything_is(tmp_path: Path) -> None:
     # the default job (ae on digits), shortened to two batches per stage
     res = run_cli(f"paths.log_dir={tmp_path}", "trainer=debug", *QUIET)
@@ -39,6 +40,7 @@ def test_help_lists_groups_and_cfg_prints_the_composed_config() -> None:
     assert "genlab.models.autoencoder.ContractiveAutoencoder" in res.stdout
 
 
+@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_directory_and_metrics(tmp_path: Path) -> None:
     res = run_cli("-m", f"paths.log_dir={tmp_path}", "model=ae,pca", "seed=0,1", "trainer=debug", "logger=csv", *QUIET)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -61,6 +63,7 @@ def test_multirun_gives_each_job_its_own_directory_and_metrics(tmp_path: Path) -
         (["model=conv_ae", "data=toy2d"], ["model=conv_ae cannot run on data=toy2d", "image data"]),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_a_clear_error_and_touches_no_run(tmp_path: Path, args: list[str], expected: list[str]) -> None:
     existing = tmp_path / "train" / "runs" / "2026-01-01_00-00-00-000000"
     existing.mkdir(parents=True)
@@ -76,6 +79,7 @@ def test_bad_input_is_a_clear_error_and_touches_no_run(tmp_path: Path, args: lis
     assert (existing / "metrics.json").read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_trials_with_their_own_directories(tmp_path: Path) -> None:
     res = run_cli(
         f"paths.log_dir={tmp_path}", "hparams_search=ae_optuna", "hydra.sweeper.n_trials=2",

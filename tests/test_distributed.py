@@ -14,6 +14,7 @@ from torch.utils.data import DistributedSampler
 from genlab.data.base import Split, TensorLoader, TrainLoader, epoch_order, shard
 from genlab.data.unpaired import UnpairedLoader
 
+pytestmark = pytest.mark.slow  # every test here starts several processes
 
 @pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (7, 3), (2, 4), (1, 3)])
 def test_shard_takes_what_a_distributed_sampler_takes(n: int, world: int) -> None:

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the fuzz runs its cases in subprocesses (about 3 minutes on 2 cores)
+
 PROJECT = Path(__file__).resolve().parents[1]
 SLOTS = 2  # cases run at once (one per core)
 CASE_TIMEOUT = 120  # seconds; a case that trains instead of failing is stopped

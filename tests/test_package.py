@@ -40,6 +40,7 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_trains_from_an_empty_folder(installed_wheel: Path, tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(installed_wheel)}
     where = python("-c", "import genlab, genlab.conf; print(genlab.__file__); print(genlab.conf.__file__)",

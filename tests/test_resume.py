@@ -80,6 +80,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_run_stopped_in_the_middle_and_resumed_ends_bit_identical(uninterrupted: Path, tmp_path: Path,
                                                                     sig: signal.Signals) -> None:
@@ -113,6 +114,7 @@ def test_a_run_stopped_in_the_middle_and_resumed_ends_bit_identical(uninterrupte
     assert "train/loss" in first and "test/loss" in rest and "test/loss" not in first
 
 
+@pytest.mark.slow
 def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tmp_path: Path) -> None:
     """The test of a diffusion model sampling 1000 steps would run for minutes after a SIGTERM: it stops at
     once, with the scheduler's code, the record and the resume= command."""
@@ -135,6 +137,7 @@ def test_a_signal_during_the_test_stops_at_once_and_resume_runs_the_test(tmp_pat
     assert record["checkpoint"] == "checkpoints/last.ckpt" and not (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_run_stopped_in_its_test_resumes_to_the_same_metrics(uninterrupted: Path, tmp_path: Path) -> None:
     """What a stop during the test leaves (training done, no metrics.json, the record): resume= tests the
     same checkpoint under the same seed, so the metrics are those of the run that was never stopped."""
@@ -148,6 +151,7 @@ def test_a_run_stopped_in_its_test_resumes_to_the_same_metrics(uninterrupted: Pa
     assert metrics_of(run)["metrics"] == metrics_of(uninterrupted)["metrics"]
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(uninterrupted: Path, tmp_path: Path) -> None:
     before = (uninterrupted / "metrics.json").read_bytes()
     r = run_cli(f"resume={uninterrupted}", f"paths.log_dir={tmp_path}")
@@ -155,6 +159,7 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(uninterrupted: Pat
     assert (uninterrupted / "metrics.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_what_would_change_the_run(uninterrupted: Path, tmp_path: Path) -> None:
     r = run_cli(f"resume={uninterrupted}", "model.latent_dim=3", f"paths.log_dir={tmp_path}")
     assert r.returncode == 2 and "model.latent_dim" in r.stderr and "trainer.max_epochs" in r.stderr
@@ -200,6 +205,7 @@ def test_a_non_finite_loss_stops_every_family_naming_model_term_and_step(make_cf
     assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_the_command_line_exits_3_and_leaves_no_folder(tmp_path: Path) -> None:
     r = run_cli("model=ae", "model.optimizer.lr=1e6", "data=digits", *TINY["digits"], *FAST,
                 f"paths.log_dir={tmp_path}")
@@ -231,6 +237,7 @@ def test_nan_retries_roll_back_to_the_last_checkpoint_with_the_learning_rate_hal
     assert written["metrics"]["test/loss"] == metrics["test/loss"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_model_and_data_names(tmp_path: Path) -> None:
     """metrics.json and the summary name the run's own model and data, not the defaults of the command line."""
     first = run_cli("model=linear_ae", "data=shapes", *TINY["shapes"], *FAST, f"paths.log_dir={tmp_path}")

@@ -15,28 +15,16 @@ import pytest
 import torch
 from conftest import FAST, TINY, run_cli
 from omegaconf import OmegaConf
+from payloads import Exec, tiny_run
 
 from genlab.evaluate import find_checkpoint, main
 
-
-class Payload:
-    """Pickles as a call of exec: loading it with weights_only=False writes ``marker``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self) -> tuple:
-        return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
-
+pytestmark = pytest.mark.slow  # crafted folders entered through genlab's entry points, most in subprocesses
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished genlab-train run (tiny AE on digits), copied by each test before it is tampered with."""
-    logs = tmp_path_factory.mktemp("logs")
-    r = run_cli("model=ae", "data=digits", *TINY["digits"], *FAST, f"paths.log_dir={logs}")
-    assert r.returncode == 0, r.stderr[-2000:]
-    (run,) = (logs / "train" / "runs").iterdir()
-    return run
+    return tiny_run(tmp_path_factory.mktemp("logs"))
 
 
 @pytest.fixture
@@ -49,7 +37,7 @@ def run_copy(trained_run: Path, tmp_path: Path) -> Path:
 def plant_payload(checkpoint: Path, marker: Path) -> None:
     """The real checkpoint, with one extra entry that runs code when unpickled."""
     state = torch.load(checkpoint, weights_only=True)
-    state["extra"] = Payload(marker)
+    state["extra"] = Exec(marker)
     torch.save(state, checkpoint)
     torch.load(checkpoint, weights_only=False)  # the payload is real: a plain load runs it
     assert marker.read_text() == "code ran"

@@ -110,6 +110,7 @@ def test_generated_float_data_is_refused_with_the_reason(tmp_path: Path) -> None
     assert done.returncode != 0 and "data.in_memory=true" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_image_folder_trains_alike_in_memory_and_streamed(pictures: Path, tmp_path: Path) -> None:
     metrics = []
     for in_memory in ("true", "false"):

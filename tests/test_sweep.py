@@ -35,6 +35,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return folder, res.stdout
 
 
+@pytest.mark.slow
 def test_the_end_of_a_sweep_prints_and_writes_a_table_of_all_jobs(sweep) -> None:
     folder, out = sweep
     with (folder / "summary.csv").open() as f:

@@ -35,6 +35,7 @@ def board(run: Path) -> EventAccumulator:
     return events
 
 
+@pytest.mark.slow
 def test_a_resumed_run_writes_on_in_its_own_tensorboard_run(resumed: Path) -> None:
     names = [p.name for p in (resumed / "tensorboard").iterdir()]
     assert names == ["vae-digits-data.max_train=96-data.batch_size=32-trainer=debug-model.optimizer.lr=0.002"]

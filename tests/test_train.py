@@ -129,6 +129,7 @@ def test_a_smoke_run_caps_the_evaluation_budget_where_the_config_has_the_keys(ma
     assert full.model.sample_steps is None and full.callbacks.evaluator.max_test is None  # all T steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_preset_composes_and_smoke_trains(make_cfg, fake_mnist, experiment: str) -> None:
     """Every conf/experiment/*.yaml, as a user would run it with debug=fast; presets made for MNIST

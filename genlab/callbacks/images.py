@@ -39,7 +39,7 @@ from genlab.capabilities import (
 )
 from genlab.config.fields import require
 from genlab.data.base import DataInfo, TensorDataModule
-from genlab.errors import UserError
+from genlab.errors import GenlabWarning, UserError
 from genlab.metrics.base import eval_mode, seeded
 from genlab.metrics.codes import project_2d
 from genlab.metrics.translation import OTHER, domain_splits
@@ -411,4 +411,4 @@ def _by_product(tag: str) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        warnings.warn(f"ImageLogger: could not write '{tag}': {type(e).__name__}: {e}", stacklevel=3)
+        warnings.warn(f"ImageLogger: could not write '{tag}': {type(e).__name__}: {e}", GenlabWarning, stacklevel=3)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanSample
 from genlab.data.base import Split, TensorDataModule, map_batches
+from genlab.errors import GenlabWarning
 from genlab.metrics import classifier as classifier_module
 from genlab.metrics.classifier import DatasetClassifier
 from genlab.models.base import GenerativeModel
@@ -116,7 +117,8 @@ class Context:
         def make() -> Tensor | None:
             h = self.map(lambda x, y=None: self.model.encode(x, y).flatten(1), split.x, self.labels(split))
             if not torch.isfinite(h).all():
-                warnings.warn("Evaluator: the codes hold NaN or inf; the metrics on codes are skipped.", stacklevel=3)
+                warnings.warn("Evaluator: the codes hold NaN or inf; the metrics on codes are skipped.", GenlabWarning,
+                              stacklevel=3)
                 return None
             return h
 
@@ -146,7 +148,7 @@ class Context:
                 ])
             if not torch.isfinite(fake).all():
                 warnings.warn("Evaluator: the samples hold NaN or inf; the metrics on samples are skipped.",
-                              stacklevel=3)
+                              GenlabWarning, stacklevel=3)
                 return None
             return fake
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from genlab.capabilities import CanEncode, CanReconstruct
 from genlab.config.fields import require
 from genlab.data.base import TensorDataModule
-from genlab.errors import UserError
+from genlab.errors import GenlabWarning, UserError
 from genlab.metrics.base import Context, Metric, seeded
 from genlab.metrics.reconstruction import squared_error_per_image
 
@@ -193,6 +193,7 @@ class EncoderJacobian(Metric):
                 out.append(jacobian_singular_values(encoder_jacobian(model.encode, x[idx].to(ctx.device), yb)).cpu())
         except RuntimeError as e:
             warnings.warn(f"EncoderJacobian: the encoder's Jacobian could not be computed ({e}); skipped.",
+                          GenlabWarning,
                           stacklevel=2)
             return None
         return torch.cat(out)
