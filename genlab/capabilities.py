@@ -258,13 +258,14 @@ class Needs:
     domains: int = 1  # 2: two unpaired domains (batches carry x and x_b)
     shape: tuple[int, ...] | None = None  # exactly this sample shape (the toy GAN: (2,))
     views: int = 1  # 2: every batch also carries batch["views"] (2, B, *shape), disturbed views (CanDisturb)
+    batch: int = 1  # samples every training batch must hold (contrastive losses: the others are the negatives)
 
     def __or__(self, other: Needs) -> Needs:
         if self.shape is not None and other.shape is not None and self.shape != other.shape:
             raise ValueError(f"needs contradict each other: shape {self.shape} and {other.shape}")
         return replace(self, image=self.image or other.image, labels=self.labels or other.labels,
                        domains=max(self.domains, other.domains), shape=self.shape or other.shape,
-                       views=max(self.views, other.views))
+                       views=max(self.views, other.views), batch=max(self.batch, other.batch))
 
     def problems(self, info: DataInfo) -> list[str]:
         """Why data described by ``info`` cannot serve, one sentence each; [] when it can."""

@@ -417,10 +417,12 @@ def smoke_budget(cfg: DictConfig) -> None:
         with open_dict(parent):
             parent[name] = most if value is None else min(value, most)
 
-    cap("model.sample_steps", SMOKE_STEPS, none_is_unbounded=True)  # null: all T steps
+    chain = OmegaConf.select(cfg, "model.timesteps")  # a diffusion chain shorter than the smoke budget keeps T
+    steps = min(SMOKE_STEPS, chain) if isinstance(chain, int) and chain > 0 else SMOKE_STEPS
+    cap("model.sample_steps", steps, none_is_unbounded=True)  # null: all T steps
     cap("callbacks.image_logger.n_points", SMOKE_IMAGES)
     cap("callbacks.image_logger.latent.embedding_points", SMOKE_IMAGES)
-    cap("callbacks.evaluator.sample_steps", SMOKE_STEPS, none_is_unbounded=True)  # null: the model's own
+    cap("callbacks.evaluator.sample_steps", steps, none_is_unbounded=True)  # null: the model's own
     cap("callbacks.evaluator.max_test", SMOKE_IMAGES, none_is_unbounded=True)  # null: the whole test set
     cap("callbacks.evaluator.metrics.likelihood.samples", SMOKE_DRAWS)
     cap("callbacks.evaluator.metrics.likelihood.chunk", SMOKE_DRAWS)

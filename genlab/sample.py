@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 COLUMNS = 8
+MAX_GRID = 4096  # samples in one grid (n x rows): a 64x64-pixel sample is 12 KB, so a grid stays under ~50 MB
 
 
 def slug(text: str) -> str:
@@ -92,6 +93,13 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--steps {args.steps}: at least one step.")
         if args.prompt and args.classes:
             raise UserError("give --prompt or --class, not both.")
+        empty = [p for p in args.prompt if not p.strip()]
+        if empty:
+            raise UserError(f"--prompt {empty[0]!r}: give a caption with words, e.g. 'a handwritten seven'.")
+        rows = max(1, len(args.prompt) + len(args.classes))
+        if args.n * rows > MAX_GRID:
+            raise UserError(f"-n {args.n} x {rows} row(s) = {args.n * rows} samples: one grid holds at most "
+                            f"{MAX_GRID}; ask for fewer, or for several grids with different --seed.")
         if not 0 <= args.seed < 2**32:
             raise UserError(f"--seed {args.seed}: from 0 to 2^32 - 1.")
         if not args.run.is_dir():

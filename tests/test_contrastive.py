@@ -182,6 +182,14 @@ def test_simclr_trains_on_views_the_datamodule_draws(make_cfg, monkeypatch) -> N
     assert {"codes.png", "neighbours.png", "views.png"} <= {p.name for p in images.iterdir()}
 
 
+@pytest.mark.parametrize("model", ["simclr", "clip"])
+def test_a_batch_of_one_has_no_negatives_and_is_refused_before_a_step(make_cfg, model: str) -> None:
+    cfg = make_cfg(f"model={model}", "data=digits", *TINY["digits"], *FAST, "data.batch_size=1")
+    with pytest.raises(UserError, match=r"data\.batch_size=1: .* at least 2 samples"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # not one step trained
+
+
 def test_clip_classifies_zero_shot_from_templates_it_never_saw(make_cfg) -> None:
     cfg = make_cfg("model=clip", "data=digits", "data.batch_size=64", *FAST, "trainer.max_epochs=6",
                    "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -571,10 +572,13 @@ def test_conditional_and_latent_configs_keep_the_ddpm_settings(make_cfg) -> None
     ("ddpm", "model.net.channels=[]", "model.net.channels"), ("ddpm", "model.net.hidden=[0]", "model.net.hidden"),
     ("ddpm", "model.net.dropout=1", "model.net.dropout"), ("cddpm", "model.label_dropout=1", "model.label_dropout"),
     ("cddpm", "model.guidance_scale=-1", "model.guidance_scale"),
+    ("ddpm", "model.sample_steps=5000", "model.sample_steps=5000 exceeds model.timesteps=1000"),
+    ("ddpm", "model.net.groups=7", "model.net.groups=7 does not divide"),
+    ("ddpm", "callbacks.evaluator.sample_steps=2000", "callbacks.evaluator.sample_steps=2000 exceeds"),
 ])
 def test_bad_settings_are_clear_errors(make_cfg, model: str, override: str, key: str) -> None:
     cfg = make_cfg(f"model={model}", "data=digits", override)
-    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+    with pytest.raises(UserError, match=re.escape(key)):
         validate(cfg)
         build(cfg.model, data_info=instantiate(cfg.data).info)
 

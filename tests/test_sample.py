@@ -48,6 +48,9 @@ def test_a_repeated_request_gets_a_new_file(cvae_run: Path, capsys: pytest.Captu
     (["--steps", "0"], "--steps 0"),
     (["--class", "1", "--prompt", "x"], "not both"),
     (["--out", "grid.jpg"], ".png"),
+    (["--prompt", " "], "a caption with words"),
+    (["-n", "100000000"], "at most 4096"),
+    (["-n", "1000", "--class", "1", "--class", "2", "--class", "3", "--class", "4", "--class", "5"], "5000 samples"),
 ])
 def test_bad_requests_are_refused_in_one_line(cvae_run: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                                expect: str) -> None:

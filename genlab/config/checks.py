@@ -387,6 +387,10 @@ def config_errors(cfg: DictConfig) -> list[str]:
     if errors:
         return errors
     errors = optimiser_errors(cfg.model) + model_errors(cfg.model) + trainer_errors(cfg) + entry_errors(cfg)
+    budget, chain = select(cfg, "callbacks.evaluator.sample_steps"), cfg.model.get("timesteps")
+    if is_number(budget) and is_number(chain) and budget > chain:
+        errors.append(f"callbacks.evaluator.sample_steps={budget} exceeds model.timesteps={chain}: a diffusion "
+                      "sample takes at most T reverse steps")
     return errors or build_errors(cfg)
 
 

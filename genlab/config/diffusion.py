@@ -23,7 +23,7 @@ class DenoiserNetConfig:
     hidden: list[int] = opt([256, 256, 256], gt=0)  # MLP: hidden widths
     emb_dim: int = opt(128, gt=0)  # the time (and class) embedding
     dropout: float = opt(0.0, ge=0, lt=1)
-    groups: int = opt(8, ge=1)  # GroupNorm groups (fewer where they do not divide the channels)
+    groups: int = opt(8, ge=1)  # GroupNorm groups: must divide every U-Net width in channels
 
 
 @dataclass

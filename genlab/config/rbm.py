@@ -21,7 +21,7 @@ class RBMConfig(ModelConfig):
     sparsity_cost: float = opt(0.0, ge=0)
     ais_runs: Optional[int] = opt(100, ge=1)  # None: the evaluator's likelihood budget (samples)
     ais_betas: int = opt(1000, ge=2)  # AIS inverse temperatures, evenly spaced in [0, 1]
-    sample_steps: int = opt(1000, ge=0)  # Gibbs sweeps per sample when the evaluator sets no budget
+    sample_steps: int = opt(1000, ge=1)  # Gibbs sweeps per sample when the evaluator sets no budget
     init_std: float = opt(0.01, gt=0)  # the initial weights' standard deviation
     # training writes the CD gradient in closed form (no autograd graph) where the Trainer allows it; false:
     # back-propagation of the free-energy surrogate (the same update, slower)

@@ -130,6 +130,7 @@ class GenerativeModel(pl.LightningModule):
         self.compiled_loss: Callable[[Batch, str], dict[str, Tensor]] | None = None  # model.compile: training's
         needs = type(self).needs | needs_of(builders) | Needs(labels=self.conditional)
         needs.check(data_info, type(self).__name__)
+        self.needs = needs
         self.data_info = data_info
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -143,6 +144,15 @@ class GenerativeModel(pl.LightningModule):
         #: the logged values when the restored checkpoint was written: a resumed run that has no epoch
         #: left to train reports them, as the uninterrupted run did
         self.restored_metrics: dict[str, float] = {}
+
+    def setup(self, stage: str) -> None:
+        """Before fit: the batch size against what the model needs (``Needs.batch``), which only the
+        datamodule knows; Lightning calls this after the datamodule's setup, before any step."""
+        options = getattr(getattr(self._trainer, "datamodule", None), "options", None) if self._trainer else None
+        size = getattr(options, "batch_size", None)
+        if stage == "fit" and isinstance(size, int) and size < self.needs.batch:
+            raise UserError(f"data.batch_size={size}: {type(self).__name__} contrasts each sample with the others "
+                            f"of its batch, so a batch needs at least {self.needs.batch} samples")
 
     # ---- the contract -------------------------------------------------------------
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:

@@ -33,7 +33,7 @@ class CLIP(ContrastiveModel):
     ``text``: the text encoder's kind (transformer or gru), width, layers and heads.
     """
 
-    needs: ClassVar[Needs] = Needs(image=True, labels=True)
+    needs: ClassVar[Needs] = Needs(image=True, labels=True, batch=2)
 
     def __init__(
         self, *, templates: Sequence[str], test_templates: Sequence[str],

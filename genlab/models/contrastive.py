@@ -145,7 +145,7 @@ class SimCLR(ContrastiveModel):
     """SimCLR: two disturbed views of every image (``views``, drawn by the datamodule), one encoder and
     projection head for both, NT-Xent over the batch."""
 
-    needs: ClassVar[Needs] = Needs(image=True, views=2)
+    needs: ClassVar[Needs] = Needs(image=True, views=2, batch=2)
 
     def __init__(self, *, views: Disturbances, gather_negatives: bool = True, **kwargs: Any) -> None:
         """``views``: the disturbances (genlab.data.augment); ``gather_negatives``: under data parallelism,

@@ -81,6 +81,9 @@ class DDPM(GenerativeModel):
                          updates_per_batch=updates_per_batch)
         if schedule == "linear" and beta_start >= beta_end:  # two options together: no one field can say it
             raise UserError(f"model.beta_start={beta_start} must be below model.beta_end={beta_end}")
+        if sample_steps is not None and sample_steps > timesteps:
+            raise UserError(f"model.sample_steps={sample_steps} exceeds model.timesteps={timesteps}: a sample takes at "
+                            "most T reverse steps (model.sample_steps=null: all T)")
         self.variance, self.sample_steps, self.clip_denoised = variance, sample_steps, clip_denoised
         self.num_classes = (data_info.num_classes or 0) if self.conditional else 0
         self.noise_schedule = NoiseSchedule(schedule, timesteps, beta_start, beta_end, prediction)
@@ -177,7 +180,10 @@ class DDPM(GenerativeModel):
     # ---- sampling ---------------------------------------------------------------------------------------
     def step_count(self, steps: int | None) -> int | None:
         """The reverse steps a sample takes: ``steps`` (the evaluator's budget), else ``sample_steps``
-        (None: all T)."""
+        (None: all T). UserError for a budget longer than the chain."""
+        if steps is not None and steps > self.timesteps:
+            raise UserError(f"{steps} sampling steps: this model's chain has T = {self.timesteps} steps "
+                            "(model.timesteps), so a sample takes at most that many")
         return self.sample_steps if steps is None else steps
 
     @torch.no_grad()

@@ -218,7 +218,7 @@ def denoiser(
     """The denoiser for samples of ``in_shape``: ``kind`` auto is the U-Net for images (C, H, W) and the
     MLP for vectors; ``unet`` or ``mlp`` force one (the MLP flattens images). U-Net options: ``channels``
     per level, ``blocks`` residual blocks per level, ``attention`` at the lowest resolution, ``groups``
-    of GroupNorm (fewer where they do not divide the channels); MLP: ``hidden`` widths. Both:
+    of GroupNorm (each width a multiple of it); MLP: ``hidden`` widths. Both:
     ``emb_dim`` of the time (and class) embedding, ``dropout`` in every block. ``num_classes`` (a class
     embedding) or ``cond_dim`` (a projection of condition vectors) come from the model. The options'
     ranges and choices are the schema's (genlab/config/diffusion.py)."""
@@ -230,5 +230,10 @@ def denoiser(
         raise IncompatibleError(f"model.net.kind=unet needs images (C, H, W), but the samples have shape "
                                 f"{tuple(in_shape)}; use kind=mlp (or auto)", "the U-Net")
     if image and kind != "mlp":
+        uneven = [c for c in channels if c % groups]
+        if uneven:  # GroupNorm splits a layer's channels into equal groups
+            raise UserError(f"model.net.groups={groups} does not divide the U-Net widths {uneven} of "
+                            f"model.net.channels={list(channels)}: give groups that divide every width (e.g. "
+                            f"{math.gcd(*channels)}) or widths that are multiples of {groups}")
         return UNet(in_shape[0], list(channels), blocks, attention, emb_dim, num_classes, dropout, groups, cond_dim)
     return MLPDenoiser(math.prod(in_shape), list(hidden), emb_dim, num_classes, dropout, cond_dim)
