@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+
+# the exit codes of a run stopped by a signal: 128 + the signal's number, what schedulers that requeue a job
+# look for (SIGTERM), and what a shell reports for Ctrl-C (SIGINT)
+SIGNAL_EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
+
 
 class UserError(Exception):
     """A mistake in the user's config, data or command line; the message says how to fix it."""
@@ -12,6 +18,15 @@ class UserError(Exception):
 class GenlabWarning(UserWarning):
     """Something genlab skipped so that the run goes on (a picture it could not draw, a metric on NaN codes).
     The test suite turns these into failures: a picture or a metric that silently fails is a bug there."""
+
+
+class StoppedEarly(SystemExit):
+    """SIGTERM or SIGINT outside training and the test (while the run is being set up): nothing was trained,
+    so nothing is saved; the exit code is the signal's (``SIGNAL_EXIT_CODES``)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal = signal.Signals(signum)
+        super().__init__(SIGNAL_EXIT_CODES.get(self.signal, 128 + int(signum)))
 
 
 class IncompatibleError(UserError):

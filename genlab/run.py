@@ -6,7 +6,6 @@ train.py, genlab-eval and the tests; imports Lightning, so train.py imports it o
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -79,35 +78,6 @@ def pin_run_dir() -> None:
         hc = HydraConfig.get()
         with read_write(hc), open_dict(hc):
             hc.run.dir = hc.runtime.output_dir
-
-
-def discard_failed_run() -> None:
-    """Remove this process's fresh run directory if the run stopped before writing anything; in a
-    multirun, the sweep folder too when no job folder is left in it (only Hydra's multirun.yaml).
-
-    Run directories are unique to the microsecond, so the directory is this run's own;
-    anything with a checkpoint or metrics is kept, and so is a sweep folder with any job in it.
-    """
-    from hydra.types import RunMode
-
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return
-    out = Path(hc.runtime.output_dir)
-    if out.is_dir() and not (out / "checkpoints").exists() and not (out / "metrics.json").exists():
-        shutil.rmtree(out, ignore_errors=True)
-    if hc.mode != RunMode.MULTIRUN:
-        return
-    sweep = Path(hc.sweep.dir).absolute()
-    left = list(sweep.iterdir()) if sweep.is_dir() and out.absolute().is_relative_to(sweep) else None
-    if left is not None and all(p.name == "multirun.yaml" and p.is_file() for p in left):
-        for p in left:
-            p.unlink(missing_ok=True)
-        try:
-            sweep.rmdir()
-        except OSError:  # a job of a parallel launcher has just made its folder: the sweep goes on
-            pass
 
 
 def load_model(model_cfg: DictConfig | None, checkpoint: str | Path, device: str = "cpu",

@@ -73,6 +73,10 @@ class RunFolder:
         """Whether the folder holds a genlab run (its saved config)."""
         return self.config_file.is_file()
 
+    def has_results(self) -> bool:
+        """Whether the run wrote anything worth keeping: a checkpoint folder or metrics.json."""
+        return self.checkpoints.exists() or self.metrics_file.exists()
+
     # ---- what it says about itself --------------------------------------------------------------
     def record(self) -> dict[str, Any]:
         """metrics.json as a dict ({} when the run wrote none); UserError when it is damaged."""
@@ -156,3 +160,34 @@ class RunFolder:
             raise UserError(f"{key}={given} has no finished run's checkpoint ({self.last_checkpoint} is missing): "
                             f"give the folder of {a} {what} run that has finished.")
         return checkpoint
+
+
+def discard_failed_run() -> None:
+    """Remove this process's fresh run directory if the run stopped before writing anything
+    (``RunFolder.has_results``); in a multirun, the sweep folder too when no job folder is left in it (only
+    Hydra's multirun.yaml). Run directories are unique to the microsecond, so the directory is this run's own;
+    a sweep folder with any job in it is kept. Light to import: a run stopped by a signal in its first
+    seconds calls it before torch is loaded."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return
+    out = Path(hc.runtime.output_dir)
+    if out.is_dir() and not RunFolder(out).has_results():
+        shutil.rmtree(out, ignore_errors=True)
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    sweep = Path(hc.sweep.dir).absolute()
+    left = list(sweep.iterdir()) if sweep.is_dir() and out.absolute().is_relative_to(sweep) else None
+    if left is not None and all(p.name == "multirun.yaml" and p.is_file() for p in left):
+        for p in left:
+            p.unlink(missing_ok=True)
+        try:
+            sweep.rmdir()
+        except OSError:  # a job of a parallel launcher has just made its folder: the sweep goes on
+            pass

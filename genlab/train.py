@@ -19,7 +19,9 @@ import hydra
 from omegaconf import DictConfig
 
 from genlab.config import CONFIG_PATH, is_run, setup_hydra, validate
-from genlab.errors import IncompatibleError, UserError
+from genlab.entry import defer_signals, raise_deferred
+from genlab.errors import IncompatibleError, StoppedEarly, UserError
+from genlab.runfolder import RunFolder, discard_failed_run
 
 setup_hydra()
 
@@ -73,10 +75,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    from genlab.run import choice, discard_failed_run, is_main_process
-
     try:
+        raise_deferred()  # a signal while Hydra made the folder: stop now, where the folder is known
+        from genlab.run import choice, is_main_process  # torch and Lightning: seconds, in which a signal may come
+
         metrics = train(cfg)
+    except StoppedEarly as e:  # a signal outside training and the test: nothing new to save
+        e.kept = stopped_early(cfg)
+        raise
     except UserError as e:
         msg = str(e)
         if isinstance(e, IncompatibleError):
@@ -97,17 +103,32 @@ def _main(cfg: DictConfig) -> float | None:
     return metrics.get(name) if name else None
 
 
+def stopped_early(cfg: DictConfig) -> str | None:
+    """After a signal outside training and the test: a fresh folder with nothing in it is removed (never one
+    the user named with resume=); the run folder when it holds a checkpoint to resume from, else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run = sys.modules.get("genlab.run")  # not imported yet: no process of a data-parallel run was started
+    if not is_run(cfg.get("resume")) and (run is None or run.is_main_process()):
+        discard_failed_run()
+    folder = RunFolder(HydraConfig.get().runtime.output_dir)
+    return str(folder.path) if folder.last_checkpoint.is_file() else None
+
+
 def main() -> None:
-    """Console-script entry point (``genlab-train``). Overrides Hydra would stop on with a traceback
-    (``model=null``) are refused here, before Hydra parses them."""
+    """The command (``genlab-train`` calls it through ``genlab.entry.train``). Overrides Hydra would
+    stop on with a traceback (``model=null``) are refused here, before Hydra parses them."""
     from genlab.config.preflight import command_line_error
 
     problem = command_line_error(sys.argv[1:])
     if problem:
         print(f"genlab-train: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    defer_signals()  # Hydra makes the run folder next: a signal there is raised once the recipe starts
     _main()
 
 
 if __name__ == "__main__":
-    main()
+    from genlab.entry import train as command
+
+    command()

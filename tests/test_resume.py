@@ -248,3 +248,27 @@ def test_a_resumed_run_keeps_its_model_and_data_names(tmp_path: Path) -> None:
     written = metrics_of(run)
     assert (written["model"], written["data"]) == ("linear_ae", "shapes")
     assert "linear_ae on shapes" in again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,when", [(signal.SIGTERM, 0.2), (signal.SIGTERM, "folder"), (signal.SIGINT, "folder")])
+def test_a_signal_before_training_starts_ends_the_run_cleanly(tmp_path: Path, sig: signal.Signals,
+                                                               when: float | str) -> None:
+    """In the first second (Hydra not yet imported) or once the run folder exists (torch and the data still
+    loading): the documented exit code, one line, and no half-made folder."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    command = Path(sys.executable).parent / "genlab-train"  # as a user starts it (python -m imports Hydra first)
+    proc = subprocess.Popen([str(command), "model=ae", "data=digits", *TINY["digits"], *FAST,
+                             f"paths.log_dir={tmp_path}", f"paths.cache_dir={CACHE}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if when == "folder":  # Hydra has made the run folder; train() is importing torch or building the data
+        deadline = time.time() + 60
+        while not list(tmp_path.glob("train/runs/*/.hydra/config.yaml")) and time.time() < deadline:
+            time.sleep(0.02)
+    else:
+        time.sleep(when)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig], err[-2000:]
+    assert "Traceback" not in err and f"stopped by {sig.name}" in err, err[-2000:]
+    assert not list(tmp_path.glob("train/runs/*")), "a half-made run folder was left"

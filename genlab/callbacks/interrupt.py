@@ -21,9 +21,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
+from genlab.errors import SIGNAL_EXIT_CODES as EXIT_CODES
 from genlab.files import write_json
-
-EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 
 
 class Interrupted(Exception):
