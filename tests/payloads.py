@@ -58,7 +58,7 @@ SPELLINGS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
     "numpy.load": lambda f, m: {"_target_": "numpy.load", "file": str(f), "allow_pickle": True},
     "joblib.load": lambda f, m: {"_target_": "joblib.load", "filename": str(f)},
     "builtins.exec": lambda f, m: {"_target_": "builtins.exec", "_args_": [write_code(m)]},
-    "os.system via genlab": lambda f, m: {"_target_": "genlab.run.shutil.os.system", "_args_": [f"touch {m}"]},
+    "os.system via genlab": lambda f, m: {"_target_": "genlab.files.os.system", "_args_": [f"touch {m}"]},
     "target from env": lambda f, m: {"_target_": "${oc.env:GENLAB_PAYLOAD_TARGET}", "f": str(f),
                                      "weights_only": False},
 }

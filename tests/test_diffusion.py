@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TINY
+from conftest import FAST, TINY, run_cli
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor
@@ -564,6 +564,12 @@ def test_conditional_and_latent_configs_keep_the_ddpm_settings(make_cfg) -> None
         assert cfg["net"]["emb_dim"] == base["net"]["emb_dim"]
 
 
+def test_a_step_budget_beyond_the_chain_is_refused_on_the_command_line(tmp_path) -> None:
+    r = run_cli("model=ddpm", "data=digits", "model.sample_steps=5000", f"paths.log_dir={tmp_path}")
+    assert r.returncode == 2 and "model.sample_steps=5000 exceeds model.timesteps=1000" in r.stderr, r.stderr[-1500:]
+    assert "Traceback" not in r.stderr and not list(tmp_path.glob("train/runs/*"))
+
+
 @pytest.mark.parametrize("model,override,key", [
     ("ddpm", "model.timesteps=0", "model.timesteps"), ("ddpm", "model.schedule=nope", "model.schedule"),
     ("ddpm", "model.sampler=nope", "model.sampler"), ("ddpm", "model.sample_steps=0", "model.sample_steps"),
@@ -572,7 +578,6 @@ def test_conditional_and_latent_configs_keep_the_ddpm_settings(make_cfg) -> None
     ("ddpm", "model.net.channels=[]", "model.net.channels"), ("ddpm", "model.net.hidden=[0]", "model.net.hidden"),
     ("ddpm", "model.net.dropout=1", "model.net.dropout"), ("cddpm", "model.label_dropout=1", "model.label_dropout"),
     ("cddpm", "model.guidance_scale=-1", "model.guidance_scale"),
-    ("ddpm", "model.sample_steps=5000", "model.sample_steps=5000 exceeds model.timesteps=1000"),
     ("ddpm", "model.net.groups=7", "model.net.groups=7 does not divide"),
     ("ddpm", "callbacks.evaluator.sample_steps=2000", "callbacks.evaluator.sample_steps=2000 exceeds"),
 ])

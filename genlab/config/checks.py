@@ -181,6 +181,25 @@ def model_errors(model: DictConfig) -> list[str]:
     return errors
 
 
+def step_budget_errors(cfg: DictConfig) -> list[str]:
+    """A diffusion sampler's step budget the user gave beyond the chain's T steps (the evaluator's, or the
+    model's own on the command line; the model's default is clamped to T, so model.timesteps=20 alone is fine)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    chain = cfg.model.get("timesteps")
+    if not is_number(chain):
+        return []
+    given = {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task} \
+        if HydraConfig.initialized() else set()
+    errors = []
+    for key in ("callbacks.evaluator.sample_steps", "model.sample_steps"):
+        steps = select(cfg, key)
+        if is_number(steps) and steps > chain and (key in given or key.startswith("callbacks")):
+            errors.append(f"{key}={steps} exceeds model.timesteps={chain}: a diffusion sample takes at most T "
+                          "reverse steps")
+    return errors
+
+
 # ---- the trainer --------------------------------------------------------------------------------
 def batches_problem(key: str, value: Any) -> str | None:
     """Lightning's rule for limit_*_batches and val_check_interval: a fraction up to 1.0 or a whole count."""
@@ -387,10 +406,7 @@ def config_errors(cfg: DictConfig) -> list[str]:
     if errors:
         return errors
     errors = optimiser_errors(cfg.model) + model_errors(cfg.model) + trainer_errors(cfg) + entry_errors(cfg)
-    budget, chain = select(cfg, "callbacks.evaluator.sample_steps"), cfg.model.get("timesteps")
-    if is_number(budget) and is_number(chain) and budget > chain:
-        errors.append(f"callbacks.evaluator.sample_steps={budget} exceeds model.timesteps={chain}: a diffusion "
-                      "sample takes at most T reverse steps")
+    errors += step_budget_errors(cfg)
     return errors or build_errors(cfg)
 
 

@@ -81,9 +81,6 @@ class DDPM(GenerativeModel):
                          updates_per_batch=updates_per_batch)
         if schedule == "linear" and beta_start >= beta_end:  # two options together: no one field can say it
             raise UserError(f"model.beta_start={beta_start} must be below model.beta_end={beta_end}")
-        if sample_steps is not None and sample_steps > timesteps:
-            raise UserError(f"model.sample_steps={sample_steps} exceeds model.timesteps={timesteps}: a sample takes at "
-                            "most T reverse steps (model.sample_steps=null: all T)")
         self.variance, self.sample_steps, self.clip_denoised = variance, sample_steps, clip_denoised
         self.num_classes = (data_info.num_classes or 0) if self.conditional else 0
         self.noise_schedule = NoiseSchedule(schedule, timesteps, beta_start, beta_end, prediction)
