@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     set_user_trust(cfg.trust)  # this command's, never a resumed folder's: frozen components read it
     validate(cfg)  # types were checked while composing; ranges and choices here
+    run.RESUMED_CHOICES.clear()  # an earlier run's in this process (a sweep, the tests) never names this one
     if cfg.get("resume"):  # the run's own config, from its last checkpoint
         cfg = run.resumed_config(cfg)
     run.smoke_budget(cfg)  # debug=fast: a token evaluation too
