@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from genlab.errors import SIGNAL_EXIT_CODES, StoppedEarly
+from genlab.errors import SIGNAL_EXIT_CODES, StoppedEarly, stopped_early_in
 
 _deferred: list[int] | None = None  # signals noted while Hydra sets the run up; None: raise at once
 
@@ -47,9 +47,12 @@ def train() -> None:
         from genlab.train import main
 
         main()
-    except StoppedEarly as e:
+    except BaseException as error:
+        e = stopped_early_in(error)
+        if e is None:
+            raise
         kept = getattr(e, "kept", None)  # set by genlab.train once a run folder exists
         print(f"genlab-train: stopped by {e.signal.name}; "
               + (f"continue it with: genlab-train resume={kept}" if kept else "nothing was trained, no run kept"),
               file=sys.stderr)
-        raise
+        raise SystemExit(e.code) from None

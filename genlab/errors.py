@@ -29,6 +29,19 @@ class StoppedEarly(SystemExit):
         super().__init__(SIGNAL_EXIT_CODES.get(self.signal, 128 + int(signum)))
 
 
+def stopped_early_in(error: BaseException) -> StoppedEarly | None:
+    """The StoppedEarly an error is, or was raised from: Python wraps what a signal handler raises inside some
+    calls (a dataclass field's ``__set_name__`` gives a RuntimeError), and a stop must stay a stop."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, StoppedEarly):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class IncompatibleError(UserError):
     """A model cannot run on a dataset (e.g. a convolutional model on 2-D points).
 

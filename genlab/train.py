@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from genlab.config import CONFIG_PATH, is_run, setup_hydra, validate
 from genlab.entry import defer_signals, raise_deferred
-from genlab.errors import IncompatibleError, StoppedEarly, UserError
+from genlab.errors import IncompatibleError, UserError, stopped_early_in
 from genlab.runfolder import RunFolder, discard_failed_run
 
 setup_hydra()
@@ -77,13 +77,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     try:
-        raise_deferred()  # a signal while Hydra made the folder: stop now, where the folder is known
-        from genlab.run import choice, is_main_process  # torch and Lightning: seconds, in which a signal may come
+        return recipe(cfg)
+    except BaseException as error:
+        stop = stopped_early_in(error)  # a signal outside training and the test: nothing new to save
+        if stop is None:
+            raise
+        stop.kept = stopped_early(cfg)
+        raise stop from None
 
+
+def recipe(cfg: DictConfig) -> float | None:
+    """``train`` with the house answers: a UserError in one line (its fresh folder removed), a signal's stop
+    with the resume= command; the optimised metric for a sweeper."""
+    raise_deferred()  # a signal while Hydra made the folder: stop now, where the folder is known
+    from genlab.run import choice, is_main_process  # torch and Lightning: seconds, in which a signal may come
+
+    try:
         metrics = train(cfg)
-    except StoppedEarly as e:  # a signal outside training and the test: nothing new to save
-        e.kept = stopped_early(cfg)
-        raise
     except UserError as e:
         msg = str(e)
         if isinstance(e, IncompatibleError):
@@ -95,7 +105,7 @@ def _main(cfg: DictConfig) -> float | None:
     except Exception as e:
         from genlab.callbacks.interrupt import Interrupted
 
-        if not isinstance(e, Interrupted):
+        if stopped_early_in(e) is not None or not isinstance(e, Interrupted):
             raise
         print(f"genlab-train: {e}; continue it with: genlab-train resume={e.checkpoint.parent.parent}",
               file=sys.stderr)
