@@ -51,8 +51,7 @@ def train() -> None:
         e = stopped_early_in(error)
         if e is None:
             raise
-        kept = getattr(e, "kept", None)  # set by genlab.train once a run folder exists
         print(f"genlab-train: stopped by {e.signal.name}; "
-              + (f"continue it with: genlab-train resume={kept}" if kept else "nothing was trained, no run kept"),
+              + (f"continue it with: genlab-train resume={e.kept}" if e.kept else "nothing was trained, no run kept"),
               file=sys.stderr)
         raise SystemExit(e.code) from None

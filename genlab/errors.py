@@ -26,6 +26,7 @@ class StoppedEarly(SystemExit):
 
     def __init__(self, signum: int) -> None:
         self.signal = signal.Signals(signum)
+        self.kept: str | None = None  # the run folder, when it holds a checkpoint to resume from (genlab.train)
         super().__init__(SIGNAL_EXIT_CODES.get(self.signal, 128 + int(signum)))
 
 
