@@ -12,13 +12,14 @@ on its network builders, see ``genlab.nets.layers.needs``), checked against the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from genlab.errors import IncompatibleError
+from genlab.errors import IncompatibleError, with_article
 
 if TYPE_CHECKING:  # the figure type only; matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
@@ -296,6 +297,44 @@ class Needs:
         problems = self.problems(info)
         if problems:
             raise IncompatibleError(" Also, ".join(problems), who)
+
+
+@dataclass(frozen=True)
+class FrozenRun:
+    """A constructor argument that is the tested model of another, finished run, kept frozen (latent
+    diffusion's autoencoder, caption diffusion's CLIP). The config gives the run's folder; the recipe
+    (``genlab.checkpoints.build_model``) loads its model, checks it against this declaration and hands it
+    to the constructor, so a model never opens a folder. Declared on the model class, by argument name:
+    ``frozen_runs = {"autoencoder": FrozenRun("autoencoder or VAE", can=(CanEncode, CanDecode))}``."""
+
+    what: str  # the kind of run wanted, for messages ("autoencoder or VAE")
+    can: tuple[type, ...] = ()  # the capabilities (protocols above) its model must have
+    unconditional: bool = False  # its model must not depend on a class (codes of x alone)
+    same_data: tuple[str, ...] = ("shape",)  # DataInfo fields it must share with this run's data
+    how: str = ""  # how to make such a run, for messages ("genlab-train experiment=mnist_clip")
+
+    def problems(self, model: object, info: DataInfo | None) -> list[str]:
+        """Why ``model`` cannot serve as this component of a run on data ``info`` (None: any data); [] when it
+        can."""
+        out = []
+        missing = [verb(p) for p in self.can if not isinstance(model, p)]
+        if missing:
+            out.append(f"holds {with_article(type(model).__name__)}, which cannot {' or '.join(missing)}")
+        if self.unconditional and getattr(model, "conditional", False):
+            out.append(f"holds a conditional {type(model).__name__}, whose output depends on a class")
+        theirs = getattr(model, "data_info", None)
+        known = theirs is not None and info is not None
+        differ = [f for f in self.same_data if known and getattr(theirs, f) != getattr(info, f)]
+        if differ:
+            mine, other = ("; ".join(f"{f} {getattr(i, f)}" for f in self.same_data) for i in (info, theirs))
+            out.append(f"was trained on {theirs.name} ({other}), but this run's data is {info.name} ({mine}): "
+                       "train on that run's data")
+        return out
+
+
+def verb(protocol: type) -> str:
+    """What a capability protocol can do, in words: CanEmbedText -> "embed text"."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", protocol.__name__.removeprefix("Can")).lower()
 
 
 def needs_of(builders: Iterable[object]) -> Needs:

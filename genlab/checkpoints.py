@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from genlab.errors import UserError
+from genlab.errors import UserError, with_article
 from genlab.files import write_atomically
 from genlab.runfolder import moved_target
 from genlab.safety import check_config
@@ -122,7 +122,6 @@ def model_from_checkpoint(state: dict[str, Any], source: str, model_cfg: Any = N
     the config says is refused.
     ``data_info``: the run's DataInfo, for older checkpoints that do not carry it.
     """
-    from genlab.config.instantiation import build
     from genlab.data.base import DataInfo
 
     record = state.get("genlab") or {}
@@ -139,10 +138,48 @@ def model_from_checkpoint(state: dict[str, Any], source: str, model_cfg: Any = N
         raise UserError(f"{source} holds a {carried.get('_target_')} model, but the run's config builds "
                         f"{cfg.get('_target_')}: the checkpoint belongs to another run.")
     check_config(cfg, source, trust, trusted)
-    model = build(cfg, data_info=DataInfo.from_dict(info))
+    model = build_model(cfg, DataInfo.from_dict(info))
     load_weights(model, state, source)
     model.config_record = OmegaConf.to_container(cfg, resolve=True)
     return model
+
+
+def build_model(node: DictConfig, data_info: Any, where: str = "model") -> Any:
+    """The model of config node ``node`` (at config path ``where``) for data ``data_info``. Its frozen
+    components — the constructor arguments its class declares in ``frozen_runs`` (``genlab.capabilities.
+    FrozenRun``), given in the config as a finished run's folder — are loaded from their folders, checked
+    against the declaration and passed in as models, so that no model opens a folder itself."""
+    from hydra.utils import get_object
+
+    from genlab.config.instantiation import build
+
+    declared = getattr(get_object(node._target_), "frozen_runs", None) or {}
+    if not declared:
+        return build(node, data_info=data_info)
+    parts = {name: frozen_component(node, name, f"{where}.{name}", spec, data_info) for name, spec in declared.items()}
+    rest = OmegaConf.create({k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in parts})
+    return build(rest, data_info=data_info, **parts)
+
+
+def frozen_component(node: DictConfig, name: str, key: str, spec: Any, data_info: Any) -> Any:
+    """The tested model of the finished run whose folder ``node[name]`` gives (config path ``key``), frozen,
+    trusted only as far as this command's user vouches (``genlab.safety.user_trust``); UserError naming the
+    key when the folder is missing or not a run, or its model is not what ``spec`` (a FrozenRun) asks for."""
+    from genlab.runfolder import RunFolder
+    from genlab.safety import user_trust
+
+    how = f" ({spec.how})" if spec.how else ""
+    if OmegaConf.is_missing(node, name) or node.get(name) is None:
+        raise UserError(f"{key} must be given: the folder of a finished {spec.what} run{how}.")
+    folder = str(node[name])
+    checkpoint = RunFolder(folder).finished_checkpoint(key, spec.what)
+    model = model_from_checkpoint(read_checkpoint(checkpoint, trust=user_trust()), f"checkpoint {checkpoint}",
+                                  trust=user_trust())
+    problems = spec.problems(model, data_info)
+    if problems:
+        raise UserError(f"{key}={folder} " + "; it ".join(problems) + f": give the folder of "
+                        f"{with_article(spec.what)} run{how}.")
+    return model.requires_grad_(False).eval()
 
 
 def load_weights(model: Any, state: dict[str, Any], source: str) -> None:

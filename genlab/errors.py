@@ -9,6 +9,11 @@ import signal
 SIGNAL_EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 
 
+def with_article(noun: str) -> str:
+    """``noun`` with its indefinite article, for messages: "an autoencoder", "a CLIP"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 class UserError(Exception):
     """A mistake in the user's config, data or command line; the message says how to fix it."""
 

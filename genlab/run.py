@@ -92,15 +92,6 @@ def load_model(model_cfg: DictConfig | None, checkpoint: str | Path, device: str
     return model_from_checkpoint(state, source, model_cfg, trusted, trust, data_info).to(device)
 
 
-def load_finished_run(run_dir: str | Path, key: str, what: str) -> Any:
-    """The tested model of a finished run folder given as ``key`` (a frozen component), rebuilt from the config
-    its checkpoint carries, trusted only as far as this command's user vouches (``genlab.safety.user_trust``);
-    UserError naming ``key`` and ``what`` (the kind of run wanted) when the folder or its checkpoint is missing."""
-    from genlab.safety import user_trust
-
-    return load_model(None, RunFolder(run_dir).finished_checkpoint(key, what), trust=user_trust())
-
-
 def stored_config(run_dir: str | Path, trust: bool = False, trusted: tuple[str, ...] = ()) -> DictConfig:
     """A run folder's composed config, checked as data (``RunFolder.config``)."""
     return RunFolder(run_dir).config(trust, trusted)
@@ -403,7 +394,9 @@ def smoke_budget(cfg: DictConfig) -> None:
 
 def new_model(cfg: DictConfig, info: Any) -> Any:
     """The model of ``cfg.model`` for data ``info``, carrying its config as plain data (checkpoints keep it)."""
-    model = build(cfg.model, data_info=info)  # checks the model/data pair
+    from genlab.checkpoints import build_model
+
+    model = build_model(cfg.model, info)  # checks the model/data pair, loads frozen components
     model.config_record = OmegaConf.to_container(cfg.model, resolve=True)
     return model
 

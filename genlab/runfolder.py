@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.errors import UserError
+from genlab.errors import UserError, with_article
 
 # classes that moved: runs written before the move name them by their old path (config and checkpoint)
 MOVED_TARGETS = {"genlab.models.diffusion.LatentDDPM": "genlab.models.latent_diffusion.LatentDDPM"}
@@ -144,7 +144,6 @@ class RunFolder:
     def finished_checkpoint(self, key: str, what: str) -> Path:
         """The tested checkpoint of a finished run given as ``key`` (a frozen component: ``model.autoencoder``),
         a run of ``what`` kind; UserError naming the key when the folder or its checkpoint is missing."""
-        a = "an" if what[:1].lower() in "aeiou" else "a"
         given = self.given
         if not given.strip():  # Path("") is the current folder: say what was meant instead
             raise UserError(f"{key} is empty: give the folder of a finished {what} run "
@@ -158,7 +157,7 @@ class RunFolder:
             raise UserError(f"{key}={given}: {self.metrics_file} is not a genlab metrics file.") from None
         if checkpoint is None:
             raise UserError(f"{key}={given} has no finished run's checkpoint ({self.last_checkpoint} is missing): "
-                            f"give the folder of {a} {what} run that has finished.")
+                            f"give the folder of {with_article(what)} run that has finished.")
         return checkpoint
 
 

@@ -215,9 +215,9 @@ def genlab_fit(
     import pytorch_lightning as pl
     from hydra import compose, initialize_config_dir
 
+    from genlab.checkpoints import build_model
     from genlab.config import setup_hydra
     from genlab.data.base import Split, Splits, TensorDataModule
-    from genlab.run import build
 
     class InMemory(TensorDataModule):  # the benchmark's tensors, through genlab's datamodule
         info = property(lambda self: _mnist_info())
@@ -234,7 +234,7 @@ def genlab_fit(
     pl.seed_everything(seed, verbose=False)
     dm = InMemory(batch_size=batch_size * updates, binarize=binarize, seed=seed)
     dm.setup("fit")
-    model = build(cfg.model, data_info=dm.info)
+    model = build_model(cfg.model, dm.info)
     out = tempfile.mkdtemp(prefix="genlab-bench-")
     timer = EpochTimer(device)
     trainer = pl.Trainer(

@@ -112,8 +112,8 @@ def genlab_train(cfg: Any, train: Tensor, test: Tensor, args: argparse.Namespace
     """Train genlab's RBM through its datamodule, model and Lightning Trainer; (model, seconds of training)."""
     import pytorch_lightning as pl
 
+    from genlab.checkpoints import build_model
     from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
-    from genlab.run import build
 
     class InMemory(TensorDataModule):  # the script's (already binary) tensors, through genlab's datamodule
         info = property(lambda self: DataInfo("rbm_vs_sklearn", tuple(train.shape[1:])))
@@ -135,7 +135,7 @@ def genlab_train(cfg: Any, train: Tensor, test: Tensor, args: argparse.Namespace
     # the loader hands over updates_per_batch minibatches at a time; the model updates on each in turn
     dm = InMemory(batch_size=args.batch_size * args.updates_per_batch, binarize=False, seed=args.seed)
     dm.setup("fit")
-    model = build(cfg.model, data_info=dm.info)
+    model = build_model(cfg.model, dm.info)
     timer = Timer()
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=args.epochs, limit_val_batches=0, num_sanity_val_steps=0,
@@ -162,10 +162,10 @@ def sklearn_train(train: Tensor, args: argparse.Namespace) -> tuple[Any, float]:
 def copy_sklearn(rbm: Any, cfg: Any, info_shape: tuple[int, ...]) -> Any:
     """A genlab RBM holding sklearn's parameters: W = components_.T (D, H), visible biases a =
     intercept_visible_, hidden biases b = intercept_hidden_."""
+    from genlab.checkpoints import build_model
     from genlab.data.base import DataInfo
-    from genlab.run import build
 
-    model = build(cfg.model, data_info=DataInfo("rbm_vs_sklearn", info_shape))
+    model = build_model(cfg.model, DataInfo("rbm_vs_sklearn", info_shape))
     with torch.no_grad():
         model.W.copy_(torch.as_tensor(rbm.components_.T, dtype=torch.float32))
         model.visible_bias.copy_(torch.as_tensor(rbm.intercept_visible_, dtype=torch.float32))

@@ -90,6 +90,30 @@ def _trust(flag: bool) -> None:
     set_user_trust(flag)
 
 
+def load_component(key: str, run: Path) -> None:
+    """Load ``run`` as the frozen component ``key`` (model.autoencoder, model.clip) as the recipe does."""
+    try:
+        from genlab.checkpoints import frozen_component
+    except ImportError:  # older genlab: the models loaded their components themselves
+        if key == "model.autoencoder":
+            from genlab.models.latent_diffusion import load_autoencoder
+
+            load_autoencoder(str(run))
+        else:
+            from genlab.models.caption_diffusion import CaptionDDPM
+
+            CaptionDDPM(clip=str(run), data_info=None)
+        return
+    from omegaconf import OmegaConf
+
+    from genlab.models.caption_diffusion import CaptionDDPM
+    from genlab.models.latent_diffusion import LatentDDPM
+
+    name = key.split(".")[1]
+    spec = {**LatentDDPM.frozen_runs, **CaptionDDPM.frozen_runs}[name]
+    frozen_component(OmegaConf.create({name: str(run)}), name, key, spec, None)
+
+
 def enter(entry: str, run: Path, trust: bool, logs: Path) -> str:
     """Give the folder to genlab by ``entry``; returns how it ended: "refused: <message>", "exit <code>",
     "error: <exception>" or "ok"."""
@@ -116,16 +140,9 @@ def enter(entry: str, run: Path, trust: bool, logs: Path) -> str:
                 cfg = compose("train", overrides=[f"resume={run}", f"trust={str(trust).lower()}",
                                                   f"paths.log_dir={logs}", f"paths.output_dir={logs / 'new'}"])
             train(cfg)
-        elif entry == "model.autoencoder=":
-            from genlab.models.latent_diffusion import load_autoencoder
-
+        elif entry in ("model.autoencoder=", "model.clip="):
             _trust(trust)
-            load_autoencoder(str(run))
-        elif entry == "model.clip=":
-            from genlab.models.caption_diffusion import CaptionDDPM
-
-            _trust(trust)
-            CaptionDDPM(clip=str(run), data_info=None)
+            load_component(entry.strip("="), run)
         else:
             raise ValueError(entry)
     except SystemExit as e:

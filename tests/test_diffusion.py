@@ -23,12 +23,13 @@ from torch import Tensor
 from torch.distributions import Normal
 
 from genlab.capabilities import Budget
+from genlab.checkpoints import build_model
 from genlab.config import validate
 from genlab.data.base import DataInfo
 from genlab.errors import UserError
 from genlab.models.diffusion import DDPM, ConditionalDDPM, discretised_gaussian_log_likelihood
 from genlab.models.guidance import ClassifierFreeGuidance
-from genlab.models.latent_diffusion import LatentDDPM, check_autoencoder, load_autoencoder
+from genlab.models.latent_diffusion import LatentDDPM
 from genlab.models.schedulers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -39,7 +40,7 @@ from genlab.models.schedulers import (
     make_scheduler,
 )
 from genlab.nets.unet import denoiser
-from genlab.run import build, load_model, stored_config
+from genlab.run import load_model, stored_config
 from genlab.train import train
 
 PTS = DataInfo("pts", (2,), num_classes=3, bounded=False)
@@ -248,7 +249,7 @@ def test_the_sampler_is_chosen_in_config(make_cfg) -> None:
                             (["model.sampler=ddim", "model.ddim_eta=0.3"], DDIMScheduler),
                             (["model.sampler=dpm_solver"], DPMSolverScheduler)):
         cfg = make_cfg("model=ddpm", "data=toy2d", "model.net.hidden=[8]", *overrides)
-        model = build(cfg.model, data_info=info)
+        model = build_model(cfg.model, info)
         assert type(model.sampler) is kind and model.sampler.schedule is model.noise_schedule
         assert getattr(model.sampler, "eta", 0.3) == 0.3
         assert getattr(model.sampler, "variance", "posterior") == "posterior"
@@ -516,7 +517,7 @@ def test_latent_ddpm_diffuses_the_codes_of_a_finished_autoencoder_run(make_cfg, 
     # the codes were standardised with the training codes' statistics, and the autoencoder stayed frozen
     model = load_model(None, out / json.loads((out / "metrics.json").read_text())["best_checkpoint"])
     assert isinstance(model, LatentDDPM) and bool(model.code_stats_ready)
-    ae = load_autoencoder(ae_dir)
+    ae = component("autoencoder", ae_dir)
     dm = instantiate(cfg.data)
     dm.setup("fit")
     codes = ae.encode(dm.tensors("train").x).detach()
@@ -539,19 +540,29 @@ def test_latent_ddpm_diffuses_the_codes_of_a_finished_autoencoder_run(make_cfg, 
     assert stored_config(old_run.parent).model._target_ == "genlab.models.latent_diffusion.LatentDDPM"
 
 
-def test_latent_ddpm_refuses_a_folder_that_is_not_a_finished_autoencoder_run(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="is not a folder"):
-        load_autoencoder(tmp_path / "nope")
+def component(name: str, folder: Path | str, info: DataInfo | None = None) -> object:
+    """The frozen component ``name`` of LatentDDPM / CaptionDDPM loaded from ``folder`` as the recipe does."""
+    from genlab.checkpoints import frozen_component
+    from genlab.models.caption_diffusion import CaptionDDPM
+
+    spec = {**LatentDDPM.frozen_runs, **CaptionDDPM.frozen_runs}[name]
+    return frozen_component(OmegaConf.create({name: str(folder)}), name, f"model.{name}", spec, info)
+
+
+def test_latent_ddpm_refuses_a_folder_that_is_not_a_finished_autoencoder_run(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="model.autoencoder=.*nope is not a folder"):
+        component("autoencoder", tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no finished run's checkpoint.*folder of an autoencoder or VAE run"):
-        load_autoencoder(tmp_path / "empty")
+        component("autoencoder", tmp_path / "empty")
     with pytest.raises(UserError, match="model.autoencoder is empty: give the folder of a finished"):
-        load_autoencoder("")  # `model.autoencoder=` on the command line: not the current folder
-    with pytest.raises(UserError, match="cannot both encode and decode"):
-        check_autoencoder(tiny(), "runs/ddpm")
-    with pytest.raises(UserError, match="is not a folder"):
-        LatentDDPM(autoencoder=str(tmp_path / "nope"), data_info=IMG,
-                   net=functools.partial(denoiser), optimizer=None)
+        component("autoencoder", "")  # `model.autoencoder=` on the command line: not the current folder
+    with pytest.raises(UserError, match="model.autoencoder must be given: the folder of a finished autoencoder"):
+        build_model(make_cfg("model=latent_ddpm", "data=digits").model, IMG)
+    # the recipe builds the component: a config naming a missing folder fails there, naming the key
+    cfg = make_cfg("model=latent_ddpm", f"model.autoencoder={tmp_path / 'nope'}", "data=digits")
+    with pytest.raises(UserError, match="model.autoencoder=.*nope is not a folder"):
+        build_model(cfg.model, instantiate(cfg.data).info)
 
 
 # ---- configs -------------------------------------------------------------------------------------------------
@@ -585,7 +596,7 @@ def test_bad_settings_are_clear_errors(make_cfg, model: str, override: str, key:
     cfg = make_cfg(f"model={model}", "data=digits", override)
     with pytest.raises(UserError, match=re.escape(key)):
         validate(cfg)
-        build(cfg.model, data_info=instantiate(cfg.data).info)
+        build_model(cfg.model, instantiate(cfg.data).info)
 
 
 # ---- caption to image (the small DALLE-2) ---------------------------------------------------------------------
@@ -665,17 +676,14 @@ def test_caption_ddpm_learns_from_clip_captions_and_samples_from_free_text(make_
 
 def test_caption_ddpm_refuses_a_run_without_a_text_encoder_or_of_other_data(make_cfg, clip_run: Path,
                                                                           tmp_path: Path) -> None:
-    from genlab.errors import IncompatibleError
-    from genlab.models.caption_diffusion import CaptionDDPM
-
-    net = functools.partial(denoiser, channels=[4, 8], emb_dim=8, groups=2)
     with pytest.raises(UserError, match="model.clip=.* is not a folder"):
-        CaptionDDPM(clip=str(tmp_path / "nope"), data_info=IMG, net=net)
-    with pytest.raises(IncompatibleError, match="captions name the classes"):
-        CaptionDDPM(clip=str(clip_run), data_info=IMG, net=net)  # 4x4 images of 3 classes
+        component("clip", tmp_path / "nope", IMG)
+    with pytest.raises(UserError, match=r"model.clip=.* was trained on .*\(shape \(1, 8, 8\); num_classes 10\).*"
+                                        r"this run's data is img \(shape \(1, 4, 4\); num_classes 3\)"):
+        component("clip", clip_run, IMG)  # 4x4 images of 3 classes
     ae_cfg = make_cfg("model=ae", "data=digits", *TINY["digits"], *FAST, "model.latent_dim=4", "model.net.hidden=[16]")
     OmegaConf.update(ae_cfg, "paths.output_dir", str(tmp_path / "ae"))
     train(ae_cfg)
     digits = DataInfo("digits", (1, 8, 8), num_classes=10)
-    with pytest.raises(UserError, match="no text encoder"):
-        CaptionDDPM(clip=str(tmp_path / "ae"), data_info=digits, net=net)
+    with pytest.raises(UserError, match="holds an Autoencoder, which cannot embed text: give the folder of a CLIP run"):
+        component("clip", tmp_path / "ae", digits)

@@ -17,8 +17,9 @@ from omegaconf import OmegaConf, open_dict
 from torch.distributions import Normal
 
 from genlab.callbacks.evaluator import configured_evaluator
+from genlab.checkpoints import build_model
 from genlab.errors import IncompatibleError
-from genlab.run import build, load_model
+from genlab.run import load_model
 from genlab.train import train
 
 MODEL = {"_target_": "gaussian_family.DiagonalGaussian", "steps": 10,
@@ -69,4 +70,4 @@ def test_the_new_family_declares_what_it_needs(make_cfg) -> None:
     with open_dict(cfg):
         cfg.model = OmegaConf.create(MODEL)
     with pytest.raises(IncompatibleError, match="image data"):
-        build(cfg.model, data_info=instantiate(cfg.data).info)
+        build_model(cfg.model, instantiate(cfg.data).info)

@@ -15,9 +15,10 @@ from hydra.utils import get_class, get_method, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.capabilities import CanEncode, CanReconstruct, CanSample, CanTranslate, Needs
+from genlab.checkpoints import build_model
 from genlab.data.base import DataInfo
 from genlab.errors import IncompatibleError
-from genlab.run import build, load_model
+from genlab.run import load_model
 from genlab.runfolder import RunFolder
 from genlab.train import train
 
@@ -57,10 +58,10 @@ def test_every_model_composes_with_every_dataset(make_cfg, image_folder, model: 
     info = instantiate(cfg.data).info
     if not serves(declared_needs(cfg.model), info):
         with pytest.raises(IncompatibleError) as e:
-            build(cfg.model, data_info=info)
+            build_model(cfg.model, info)
         assert info.name in str(e.value)  # the reason names the data
         return
-    net = build(cfg.model, data_info=info)
+    net = build_model(cfg.model, info)
     x = torch.rand(2, *info.shape)
     if isinstance(net, CanReconstruct):
         assert net.reconstruct(x).shape == x.shape

@@ -16,16 +16,15 @@ it embeds the text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanEmbedText
+from genlab.capabilities import CanEmbedText, FrozenRun
 from genlab.data.base import DataInfo
-from genlab.errors import IncompatibleError, UserError
+from genlab.errors import UserError
 from genlab.models.diffusion import ConditionalDDPM
-from genlab.run import load_finished_run
 
 
 class CaptionTable:
@@ -41,35 +40,28 @@ class CaptionTable:
 
 class CaptionDDPM(ConditionalDDPM):
     """DDPM (pixel space, the U-Net) conditioned on the CLIP text embedding of a caption, with classifier-free
-    guidance. ``clip``: the folder of a finished CLIP run on the same data (frozen). ``label_dropout``: the
+    guidance. ``clip``: the tested model of a finished CLIP run on the same data, frozen (the config gives the
+    run's folder and the recipe loads it). ``label_dropout``: the
     share of training captions dropped to "no caption"; ``guidance_scale`` s. ``sample(n, y)``: y classes
     (n,) give held-out captions of those classes, y vectors (n, D) condition directly; ``sample_texts``
     samples for free captions. The likelihood bound is −log p(x | a held-out caption of x's class)."""
 
-    def __init__(self, *, clip: str, data_info: DataInfo, **kwargs: Any) -> None:
-        encoder = load_finished_run(clip, "model.clip", "CLIP (experiment=mnist_clip)")
-        if not isinstance(encoder, CanEmbedText):
-            raise UserError(f"model.clip={clip} holds a {type(encoder).__name__}, which has no text encoder: give the "
-                            "folder of a CLIP run (genlab-train experiment=mnist_clip ...).")
-        theirs = encoder.data_info
-        if tuple(theirs.shape) != tuple(data_info.shape) or theirs.num_classes != data_info.num_classes:
-            raise IncompatibleError(
-                f"model.clip={clip} was trained on {theirs.name} ({tuple(theirs.shape)}, {theirs.num_classes} "
-                f"classes), but this data is {data_info.name} ({tuple(data_info.shape)}, {data_info.num_classes} "
-                "classes): the captions name the classes of the CLIP run's data; train on that data.",
-                "the caption-conditioned diffusion")
-        encoder.requires_grad_(False).eval()
+    frozen_runs: ClassVar[dict[str, FrozenRun]] = {
+        "clip": FrozenRun("CLIP", can=(CanEmbedText,), same_data=("shape", "num_classes"),
+                          how="genlab-train experiment=mnist_clip")}  # the captions name the CLIP run's classes
+
+    def __init__(self, *, clip: Any, data_info: DataInfo, **kwargs: Any) -> None:
         with torch.no_grad():  # the caption tables: CLIP is frozen, so its embeddings are fixed
-            train_vectors, train_classes = encoder.training_captions()
-            test_vectors, test_classes = encoder.held_out_captions()
+            train_vectors, train_classes = clip.training_captions()
+            test_vectors, test_classes = clip.held_out_captions()
         self.cond_dim = int(train_vectors.shape[1])  # set before the net is built (net_conditioning)
         super().__init__(data_info=data_info, **kwargs)
-        self.clip = encoder
+        self.clip = clip.requires_grad_(False).eval()
         n = self.num_classes
         for name, table in (("train", CaptionTable(train_vectors, train_classes, n)),
                             ("test", CaptionTable(test_vectors, test_classes, n))):
             if bool((table.count == 0).any()):
-                raise UserError(f"model.clip={clip}: some classes have no {name} captions")
+                raise UserError(f"the CLIP run's {name} captions leave some classes without a caption")
             # from the CLIP run at build time: buffers that move with the model, not saved
             for field in ("vectors", "first", "count"):
                 self.register_buffer(f"{name}_{field}", getattr(table, field), persistent=False)

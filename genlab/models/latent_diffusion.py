@@ -3,37 +3,34 @@ VAE run (latent_ddpm), whose frozen decoder turns the sampled codes into images.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from genlab.capabilities import Budget, CanDecode, CanEncode, LikelihoodBound
+from genlab.capabilities import Budget, CanDecode, CanEncode, FrozenRun, LikelihoodBound
 from genlab.data.base import DataInfo, TensorDataModule
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel
 from genlab.models.diffusion import DDPM
-from genlab.run import load_finished_run
 
 
 class LatentDDPM(DDPM):
     """Latent diffusion (Rombach et al. 2022) over the codes of a finished autoencoder or VAE run
-    (``autoencoder``: its folder; the tested checkpoint is loaded, frozen): the codes of the training
-    images are standardised per dimension (their mean and standard deviation, computed when training
-    starts and kept in checkpoints) and diffused with the MLP denoiser; samples are decoded by the run's
-    decoder. It reports no likelihood bound: a deterministic decoder gives the codes' density no
-    density over images."""
+    (``autoencoder``: its tested model, frozen; the config gives the run's folder and the recipe loads it):
+    the codes of the training images are standardised per dimension (their mean and standard deviation,
+    computed when training starts and kept in checkpoints) and diffused with the MLP denoiser; samples are
+    decoded by the run's decoder. It reports no likelihood bound: a deterministic decoder gives the codes'
+    density no density over images."""
 
-    def __init__(self, *, autoencoder: str, data_info: DataInfo, **kwargs: Any) -> None:
-        ae = load_autoencoder(autoencoder)
-        if tuple(ae.data_info.shape) != tuple(data_info.shape):
-            raise UserError(f"model.autoencoder={autoencoder} was trained on samples of shape "
-                            f"{tuple(ae.data_info.shape)}, but this data has {tuple(data_info.shape)}: "
-                            f"train on the run's data ({ae.data_info.name}).")
-        self.code_dim = int(ae.latent_dim or ae.encode(torch.zeros(1, *data_info.shape)).shape[1])
+    frozen_runs: ClassVar[dict[str, FrozenRun]] = {
+        "autoencoder": FrozenRun("autoencoder or VAE", can=(CanEncode, CanDecode), unconditional=True,
+                                 how="genlab-train model=ae, conv_ae, vae, ...")}
+
+    def __init__(self, *, autoencoder: GenerativeModel, data_info: DataInfo, **kwargs: Any) -> None:
+        self.code_dim = int(autoencoder.latent_dim or autoencoder.encode(torch.zeros(1, *data_info.shape)).shape[1])
         super().__init__(data_info=data_info, **kwargs)
-        self.autoencoder = ae.requires_grad_(False).eval()
+        self.autoencoder = autoencoder.requires_grad_(False).eval()
         self.register_buffer("code_mean", torch.zeros(self.code_dim))
         self.register_buffer("code_std", torch.ones(self.code_dim))
         self.register_buffer("code_stats_ready", torch.tensor(False))
@@ -81,19 +78,3 @@ class LatentDDPM(DDPM):
     def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
         return []
 
-
-def load_autoencoder(run_dir: str | Path) -> GenerativeModel:
-    """The frozen autoencoder of LatentDDPM: a finished run's model that encodes and decodes."""
-    model = load_finished_run(run_dir, "model.autoencoder", "autoencoder or VAE")
-    check_autoencoder(model, str(run_dir))
-    return model
-
-
-def check_autoencoder(model: GenerativeModel, where: str) -> None:
-    """UserError unless ``model`` encodes and decodes (without labels) to a flat code."""
-    if not (isinstance(model, CanEncode) and isinstance(model, CanDecode)):
-        raise UserError(f"model.autoencoder={where} holds a {type(model).__name__}, which cannot both encode and "
-                        "decode: give the folder of an autoencoder or VAE run (model=ae, conv_ae, vae, ...).")
-    if model.conditional:
-        raise UserError(f"model.autoencoder={where} holds a conditional {type(model).__name__}, whose codes depend "
-                        "on the class: give an unconditional autoencoder or VAE run.")
