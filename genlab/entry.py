@@ -1,57 +1,17 @@
-"""The ``genlab-train`` command itself: the stop at SIGTERM and Ctrl-C is in place before anything heavy is
-imported (Hydra, then torch and Lightning take seconds), so a signal in a run's first seconds ends it with the
-documented exit code (143, 130) and no half-made run folder, rather than killing the process.
-
-Three phases: while modules load and Hydra composes, a signal stops at once (no folder exists yet); while
-Hydra makes the run folder and hands over to the recipe, a signal is noted (``defer_signals``) and raised as
-the recipe starts (``raise_deferred``), where the folder is known and can be removed; in the recipe it stops at
-once again, until ``GracefulStop`` takes over for fit and the test.
-"""
+"""The ``genlab-train`` command: the stop at SIGTERM and Ctrl-C (``genlab.signals``) is installed before the
+recipe's module and what it imports load (Hydra, then torch and Lightning take seconds), so a signal in a
+run's first second ends it with the documented exit code and no half-made run folder."""
 
 from __future__ import annotations
 
-import signal
-import sys
-
-from genlab.errors import SIGNAL_EXIT_CODES, StoppedEarly, stopped_early_in
-
-_deferred: list[int] | None = None  # signals noted while Hydra sets the run up; None: raise at once
-
-
-def stop_early(signum: int, frame: object) -> None:
-    """The handler outside fit and the test."""
-    if _deferred is not None:
-        _deferred.append(signum)
-        return
-    raise StoppedEarly(signum)
-
-
-def defer_signals() -> None:
-    global _deferred
-    _deferred = []
-
-
-def raise_deferred() -> None:
-    """The recipe has started: a signal noted since ``defer_signals`` stops it now; later ones at once."""
-    global _deferred
-    pending, _deferred = _deferred, None
-    if pending:
-        raise StoppedEarly(pending[0])
+from genlab.signals import stoppable
 
 
 def train() -> None:
-    """Console-script entry point (``genlab-train``, ``python -m genlab.train``)."""
-    for signum in SIGNAL_EXIT_CODES:  # GracefulStop takes over during fit and the test, and gives these back
-        signal.signal(signum, stop_early)
-    try:
-        from genlab.train import main
+    """Console-script entry point (``genlab-train``)."""
+    def main() -> None:
+        from genlab.train import main as recipe_command
 
-        main()
-    except BaseException as error:
-        e = stopped_early_in(error)
-        if e is None:
-            raise
-        print(f"genlab-train: stopped by {e.signal.name}; "
-              + (f"continue it with: genlab-train resume={e.kept}" if e.kept else "nothing was trained, no run kept"),
-              file=sys.stderr)
-        raise SystemExit(e.code) from None
+        recipe_command()
+
+    stoppable("genlab-train", main)

@@ -19,9 +19,9 @@ import hydra
 from omegaconf import DictConfig
 
 from genlab.config import CONFIG_PATH, is_run, setup_hydra, validate
-from genlab.entry import defer_signals, raise_deferred
 from genlab.errors import IncompatibleError, UserError, stopped_early_in
 from genlab.runfolder import RunFolder, discard_failed_run
+from genlab.signals import defer_signals, raise_deferred, stoppable
 
 setup_hydra()
 
@@ -140,6 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from genlab.entry import train as command
-
-    command()
+    stoppable("genlab-train", main)
