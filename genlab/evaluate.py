@@ -23,9 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import setup_hydra
 from genlab.errors import UserError
-from genlab.report import read_runs
 from genlab.runfolder import RunFolder
-from genlab.runs import swept_keys
+from genlab.runs import load, swept_keys
 from genlab.safety import set_user_trust
 
 if TYPE_CHECKING:
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.convert and not args.trust:
             raise UserError("--convert unpickles the checkpoints, which can run code: give --trust with it, "
                             "for run folders you made yourself.")
-        found = read_runs(args.runs)  # a wrong path is said before torch is imported (seconds)
+        found = load(args.runs)  # a wrong path is said before torch is imported (seconds)
         from genlab.run import route_framework_logs
 
         setup_hydra()  # the resolvers of the saved configs

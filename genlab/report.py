@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import math
 import shutil
 import statistics
@@ -24,10 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import ListConfig, OmegaConf
-
 from genlab.errors import UserError
-from genlab.runs import SEED_KEYS, Run, expand, headline, load, swept_keys
+from genlab.runfolder import RunFolder
+from genlab.runs import SEED_KEYS, Run, headline, load, swept_keys
 
 PICTURES = ("samples.png", "reconstructions.png")  # per group, from its first run
 
@@ -153,7 +151,8 @@ def write_report(runs: Sequence[Run], out: Path, metrics: Sequence[str] = (), co
             md += [f"![{metric} against {key}](figures/{path.name})", ""]
     md += ["## Pictures", ""]
     for i, g in enumerate(groups):
-        shown = [(p, g.runs[0].path / "images" / p) for p in PICTURES if (g.runs[0].path / "images" / p).is_file()]
+        images = RunFolder(g.runs[0].path).images
+        shown = [(p, images / p) for p in PICTURES if (images / p).is_file()]
         if shown:
             md += [f"### {g.label}", ""]
         for name, src in shown:
@@ -200,38 +199,6 @@ def to_html(md: Sequence[str], base: Path) -> str:
     return f"<!doctype html><meta charset='utf-8'><title>genlab report</title><style>{style}</style>" + "".join(body)
 
 
-def check_record(folder: Path) -> None:
-    """A run folder's records as genlab-train writes them: metrics.json a JSON object (its metrics and
-    units objects, its columns a list) and .hydra/overrides.yaml a list. UserError naming the damaged file."""
-    record = folder / "metrics.json"
-    if record.is_file():
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise UserError(f"{record} is not valid JSON ({type(e).__name__}): the run's record is damaged.") from None
-        shapes = {"metrics": dict, "units": dict, "columns": list, "tags": list}
-        if not isinstance(data, dict) or any(k in data and not isinstance(data[k], t) for k, t in shapes.items()):
-            raise UserError(f"{record} is not a genlab record: an object with metrics (an object of numbers).")
-        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in data.get("metrics", {}).values()):
-            raise UserError(f"{record} is not a genlab record: its metrics must all be numbers.")
-    overrides = folder / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        try:
-            ok = isinstance(OmegaConf.load(overrides), ListConfig)
-        except Exception:  # YAML syntax errors of every kind
-            ok = False
-        if not ok:
-            raise UserError(f"{overrides} is not a list of overrides in YAML: the run's record is damaged.")
-
-
-def read_runs(paths: Sequence[Path]) -> list[Run]:
-    """``genlab.runs.load`` after ``check_record`` of every run folder it finds: a damaged file is a UserError
-    naming it, before any work (genlab-report, genlab-eval)."""
-    for folder in expand(paths):
-        check_record(folder)
-    return load(paths)
-
-
 def check_out(out: Path) -> None:
     """The report folder is a folder that can be written (checked before anything is written)."""
     from genlab.config.checks import folder_problem
@@ -243,7 +210,7 @@ def check_out(out: Path) -> None:
 
 def default_out(paths: Sequence[Path]) -> Path:
     """<sweep>/report for one sweep folder, else ./genlab-report."""
-    if len(paths) == 1 and paths[0].is_dir() and not (paths[0] / "metrics.json").is_file():
+    if len(paths) == 1 and paths[0].is_dir() and not RunFolder(paths[0]).is_run():
         return paths[0] / "report"
     return Path("genlab-report")
 
@@ -260,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not 0 < args.confidence < 1:
             raise UserError(f"--confidence={args.confidence}: it must lie between 0 and 1.")
-        runs = read_runs(args.paths)
+        runs = load(args.paths)
         known = {k for r in runs for k in r.metrics}
         unknown = [m for m in args.metric if m not in known]
         if unknown:

@@ -226,10 +226,9 @@ def chosen_hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     import json
 
     from genlab.config import NOT_IN_RUN_NAMES
-    from genlab.runs import overrides_of
 
     if cfg.get("resume"):
-        given = [f"{k}={v}" for k, v in overrides_of(Path(str(cfg.resume))).items()]
+        given = [f"{k}={v}" for k, v in RunFolder(str(cfg.resume)).overrides().items()]
     else:
         given = [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
     params: dict[str, Any] = {"model": choice("model"), "data": choice("data"), "seed": cfg.get("seed")}
@@ -480,7 +479,7 @@ def fit(cfg: DictConfig, model: Any, datamodule: Any, loggers: list[Logger],
                                     f"halved, last x {scale:g}: lower model.optimizer.lr.)") from None
             if attempt == retries:
                 raise
-            last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+            last = RunFolder(cfg.paths.output_dir).last_checkpoint
             start, scale = (str(last) if last.is_file() else start), scale / 2
             log.warning("%s Retry %d of %d: from %s with the learning rates x %g.", e, attempt + 1, retries,
                         start or "the initial weights", scale)

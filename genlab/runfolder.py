@@ -7,6 +7,7 @@
     <run>/metrics.json           the test metrics and the tested checkpoint (``best_checkpoint``)
     <run>/interrupted.json       only in a run stopped by a signal
     <run>/checkpoints/last.ckpt  and the best epoch's file
+    <run>/images/                the pictures (also in TensorBoard)
 
 Reads only: torch-free, so ``genlab-eval --help`` and a bad path are answered at once.
 """
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import UserError, with_article
 
@@ -69,6 +70,10 @@ class RunFolder:
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.ckpt"
 
+    @property
+    def images(self) -> Path:
+        return self.path / "images"
+
     def is_run(self) -> bool:
         """Whether the folder holds a genlab run (its saved config)."""
         return self.config_file.is_file()
@@ -79,16 +84,39 @@ class RunFolder:
 
     # ---- what it says about itself --------------------------------------------------------------
     def record(self) -> dict[str, Any]:
-        """metrics.json as a dict ({} when the run wrote none); UserError when it is damaged."""
+        """metrics.json as a dict ({} when the run wrote none): an object whose metrics are numbers (and units
+        an object, columns and tags lists). UserError naming the file when it is damaged."""
         if not self.metrics_file.is_file():
             return {}
         try:
             record = json.loads(self.metrics_file.read_text())
-        except (ValueError, UnicodeDecodeError):
-            raise UserError(f"{self.metrics_file} is not valid JSON: the run's record is damaged.") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{self.metrics_file} is not a genlab metrics file.")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise UserError(f"{self.metrics_file} is not valid JSON ({type(e).__name__}): the run's record is "
+                            "damaged.") from None
+        shapes = {"metrics": dict, "units": dict, "columns": list, "tags": list}
+        if not isinstance(record, dict) or any(k in record and not isinstance(record[k], t) for k, t in shapes.items()):
+            raise UserError(f"{self.metrics_file} is not a genlab record: an object with metrics (an object of "
+                            "numbers).")
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in record.get("metrics", {}).values()):
+            raise UserError(f"{self.metrics_file} is not a genlab record: its metrics must all be numbers.")
         return record
+
+    def overrides(self) -> dict[str, str]:
+        """The run's command-line overrides (``.hydra/overrides.yaml``) as key -> value strings ({} when it has
+        none); UserError naming the file when it is not a list in YAML."""
+        if not self.overrides_file.is_file():
+            return {}
+        try:
+            items = OmegaConf.load(self.overrides_file)
+        except Exception:  # YAML syntax errors of every kind
+            items = None
+        if not isinstance(items, ListConfig):
+            raise UserError(f"{self.overrides_file} is not a list of overrides in YAML: the run's record is damaged.")
+        out = {}
+        for item in OmegaConf.to_container(items):
+            key, _, value = str(item).partition("=")
+            out[key.lstrip("+~")] = value
+        return out
 
     def tested_checkpoint(self) -> Path | None:
         """The checkpoint the run tested (metrics.json's ``best_checkpoint``, looked up by its name in the run's

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from genlab.errors import UserError
 from genlab.runfolder import RunFolder
 
@@ -48,11 +46,6 @@ class Run:
         return self.path.name
 
 
-def is_run(folder: Path) -> bool:
-    """A genlab run folder: Hydra's saved config, and usually metrics.json."""
-    return (folder / ".hydra" / "config.yaml").is_file() or (folder / "metrics.json").is_file()
-
-
 def expand(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders from run folders and sweep folders (their job subfolders, in job order). What a
     shell glob of a sweep brings along besides its jobs (multirun.yaml, summary.csv, report/) is
@@ -62,13 +55,13 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     for p in paths:
         if not p.exists():
             raise UserError(f"{p} does not exist.")
-        if is_run(p):
+        if RunFolder(p).is_run():
             out.append(p)
         elif p.is_dir():
-            out.extend(sorted((d for d in p.iterdir() if d.is_dir() and is_run(d)), key=job_order))
+            out.extend(sorted((d for d in p.iterdir() if d.is_dir() and RunFolder(d).is_run()), key=job_order))
     if not out:
-        raise UserError(f"no genlab run in {', '.join(map(str, paths))}: a run folder holds .hydra/config.yaml "
-                        "or metrics.json, a sweep folder holds run folders.")
+        raise UserError(f"no genlab run in {', '.join(map(str, paths))}: a run folder holds .hydra/config.yaml, "
+                        "a sweep folder holds run folders.")
     return list(dict.fromkeys(out))
 
 
@@ -76,24 +69,10 @@ def job_order(folder: Path) -> tuple[int, str]:
     return (int(folder.name), "") if folder.name.isdigit() else (10**9, folder.name)
 
 
-def overrides_of(folder: Path) -> dict[str, str]:
-    """The command-line overrides of a run (``.hydra/overrides.yaml``), as key -> value strings."""
-    file = RunFolder(folder).overrides_file
-    if not file.is_file():
-        return {}
-    out = {}
-    for item in OmegaConf.to_container(OmegaConf.load(file)) or []:
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("+~")] = value
-    return out
-
-
 def load(paths: Sequence[str | Path]) -> list[Run]:
-    """The runs under ``paths`` (see ``expand``) with their overrides and metrics.json."""
-    runs = []
-    for folder in expand(paths):
-        runs.append(Run(folder, overrides_of(folder), RunFolder(folder).record()))
-    return runs
+    """The runs under ``paths`` (see ``expand``) with their overrides and metrics.json; UserError naming a
+    damaged file, before any is used."""
+    return [Run(folder, RunFolder(folder).overrides(), RunFolder(folder).record()) for folder in expand(paths)]
 
 
 def swept_keys(runs: Sequence[Run]) -> list[str]:

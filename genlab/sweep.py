@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import UserError
+from genlab.runfolder import RunFolder
 from genlab.runs import Run, headline, load, swept_keys
 
 
@@ -156,8 +157,7 @@ def discard_failed_jobs(sweep_dir: Path) -> None:
     if not sweep_dir.is_dir():
         return
     for job in sweep_dir.iterdir():
-        if job.is_dir() and (job / ".hydra").is_dir() and not any(
-                (job / name).exists() for name in ("metrics.json", "checkpoints")):
+        if job.is_dir() and RunFolder(job).is_run() and not RunFolder(job).has_results():
             shutil.rmtree(job, ignore_errors=True)
     left = list(sweep_dir.iterdir())
     if all(p.name == "multirun.yaml" and p.is_file() for p in left):

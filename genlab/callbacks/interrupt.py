@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from genlab.errors import SIGNAL_EXIT_CODES as EXIT_CODES
 from genlab.files import write_json
+from genlab.runfolder import RunFolder
 
 
 class Interrupted(Exception):
@@ -124,15 +125,15 @@ class GracefulStop(Checkpoint):
 
     @staticmethod
     def last_checkpoint(trainer: pl.Trainer) -> Path:
-        """Where the run keeps last.ckpt: the checkpoint callback's folder, else <root>/checkpoints."""
+        """Where the run keeps last.ckpt: the checkpoint callback's folder, else the run folder's."""
         folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
                    if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-        return (folders[0] if folders else Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
+        return folders[0] / "last.ckpt" if folders else RunFolder(trainer.default_root_dir).last_checkpoint
 
     @staticmethod
     def record(trainer: pl.Trainer, signum: int, checkpoint: Path, stage: str) -> None:
         """<run>/interrupted.json: the signal, the stage it stopped, the epoch and step of last.ckpt."""
         if trainer.is_global_zero:
-            write_json(checkpoint.parent.parent / "interrupted.json", {
+            write_json(RunFolder(trainer.default_root_dir).interrupted_file, {
                 "signal": signal.Signals(signum).name, "stage": stage, "epoch": trainer.current_epoch,
                 "global_step": trainer.global_step, "checkpoint": f"{checkpoint.parent.name}/{checkpoint.name}"})
