@@ -1,6 +1,8 @@
-"""A family that exists only in the tests (tests/gaussian_family.py) runs through genlab-train's
-recipe, the unchanged evaluator and the unchanged pictures: its own likelihood bound under its
-own name and unit, its iterative sampler under the evaluator's step budget, its declared needs."""
+"""A family that exists only in the tests (tests/genlab_plugins/gaussian.py and tests/conf/model/gaussian.yaml)
+is composed as ``model=gaussian`` through Hydra's search path and genlab's schema registry, and runs through
+genlab-train's recipe, the unchanged evaluator and the unchanged pictures: its own likelihood bound under its
+own name and unit, its iterative sampler under the evaluator's step budget, its declared needs, its schema's
+types and ranges."""
 
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CACHE, FAST, TINY
-from gaussian_family import DiagonalGaussian
+from genlab_plugins.gaussian import DiagonalGaussian
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
 from torch.distributions import Normal
 
 from genlab.callbacks.evaluator import configured_evaluator
@@ -22,15 +23,13 @@ from genlab.errors import IncompatibleError
 from genlab.run import load_model
 from genlab.train import train
 
-MODEL = {"_target_": "gaussian_family.DiagonalGaussian", "steps": 10,
-         "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.05}}
+PLUGIN = [f"hydra.searchpath=[file://{Path(__file__).parent / 'conf'}]", "model=gaussian"]
 
 
 def test_the_new_family_trains_and_is_scored_by_the_unchanged_evaluator(make_cfg) -> None:
-    cfg = make_cfg("data=digits", *TINY["digits"], *FAST, "trainer.max_epochs=3", "trainer.limit_test_batches=1.0",
-                   "callbacks.evaluator.sample_steps=3")
-    with open_dict(cfg):
-        cfg.model = OmegaConf.create(MODEL)  # the model config a conf/model/<name>.yaml would hold
+    cfg = make_cfg(*PLUGIN, "data=digits", *TINY["digits"], *FAST, "trainer.max_epochs=3",
+                   "trainer.limit_test_batches=1.0", "callbacks.evaluator.sample_steps=3")
+    assert cfg.model.steps == 10 and cfg.model.step_size == 0.2  # the YAML's value, the schema's default
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
     written = json.loads((out / "metrics.json").read_text())
@@ -41,7 +40,7 @@ def test_the_new_family_trains_and_is_scored_by_the_unchanged_evaluator(make_cfg
     assert "test/sq_err_per_image" not in metrics and "test/knn_acc" not in metrics  # no reconstruction, no code
 
     # the bound against the closed form, from the tested checkpoint's μ and σ on the test split
-    model = load_model(None, out / written["best_checkpoint"], trusted=("gaussian_family",))
+    model = load_model(None, out / written["best_checkpoint"], trusted=("genlab_plugins",))
     assert isinstance(model, DiagonalGaussian)
     dm = instantiate(cfg.data)
     dm.setup("test")
@@ -55,7 +54,7 @@ def test_the_evaluator_hands_its_step_budget_to_the_sampler() -> None:
 
     dm = DigitsDataModule(max_train=96, val_fraction=0.15, eval_batch_size=64)  # the cached classifier's data
     dm.setup()
-    model = DiagonalGaussian(data_info=dm.info, steps=50).eval()
+    model = DiagonalGaussian(data_info=dm.info, steps=50, step_size=0.2).eval()
     scores = configured_evaluator(CACHE, ["sample_steps=4"]).evaluate(model, dm)
     assert set(model.steps_asked) == {4} and scores["test/sample_steps"] == 4
     model.steps_asked.clear()
@@ -66,8 +65,20 @@ def test_the_evaluator_hands_its_step_budget_to_the_sampler() -> None:
 
 
 def test_the_new_family_declares_what_it_needs(make_cfg) -> None:
-    cfg = make_cfg("data=toy2d")
-    with open_dict(cfg):
-        cfg.model = OmegaConf.create(MODEL)
+    cfg = make_cfg(*PLUGIN, "data=toy2d")
     with pytest.raises(IncompatibleError, match="image data"):
         build_model(cfg.model, instantiate(cfg.data).info)
+
+
+def test_the_new_family_s_schema_types_and_ranges_its_options(make_cfg) -> None:
+    from genlab_plugins.gaussian import DiagonalGaussianConfig
+    from hydra.errors import ConfigCompositionException
+
+    from genlab.config import schemas, validate
+    from genlab.errors import UserError
+
+    assert schemas()["schema_model_gaussian"] is DiagonalGaussianConfig  # found by the registry, no list edited
+    with pytest.raises(ConfigCompositionException, match="model.steps=abc"):
+        make_cfg(*PLUGIN, "model.steps=abc")
+    with pytest.raises(UserError, match="model.step_size"):
+        validate(make_cfg(*PLUGIN, "model.step_size=2"))

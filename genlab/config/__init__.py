@@ -12,7 +12,8 @@ that schema's defaults are merged over the parent's values, and a field whose va
 does not set). The schemas live with their family: ``core`` (top level, trainer, paths), ``data``,
 ``autoencoders``, ``vae``, ``rbm``, ``adversarial``, ``contrastive``, ``diffusion``, ``callbacks`` (the
 evaluator); ``schemas`` finds the ``SCHEMAS`` table of every module of this package, so a new family adds
-a module and edits no list.
+a module and edits no list, and of every module of a ``genlab_plugins`` package on the path, so a family of
+one's own needs no edit of genlab at all.
 
 This package imports neither torch nor Lightning: ``genlab-train --help`` and shell completion
 need only it.
@@ -28,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from types import ModuleType
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -49,15 +51,29 @@ def conf_dir() -> Path:
     return Path(str(files("genlab.conf")))
 
 
+PLUGINS = "genlab_plugins"  # a namespace package of one's own families, found as Hydra finds hydra_plugins
+
+
+def family_modules() -> list[ModuleType]:
+    """The modules whose ``SCHEMAS`` tables are registered: those of this package, by name, then those of the
+    ``genlab_plugins`` namespace package wherever it is on the path (a family of one's own: its model module
+    declares SCHEMAS, its YAML lives in a config folder added with ``hydra.searchpath=[file://...]``)."""
+    found = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    try:
+        plugins = importlib.import_module(PLUGINS)
+    except ModuleNotFoundError:
+        return found
+    return found + [importlib.import_module(f"{PLUGINS}.{m.name}") for m in pkgutil.iter_modules(plugins.__path__)]
+
+
 @cache
 def schemas() -> dict[str, type]:
     """Every schema by the name the YAML files give it: ``train_schema`` (the top level) and
     ``schema_<group>_<name>`` for each entry of the ``SCHEMAS`` table ({group: {name: dataclass}}) of every
-    module of this package, in the order of the modules' names."""
+    module ``family_modules`` finds, in its order."""
     found: dict[str, type] = {"train_schema": core.TrainConfig}
     where: dict[str, str] = {}
-    for module in pkgutil.iter_modules(__path__):
-        family = importlib.import_module(f"{__name__}.{module.name}")
+    for family in family_modules():
         for group, named in getattr(family, "SCHEMAS", {}).items():
             for name, node in named.items():
                 key = f"schema_{group}_{name}"

@@ -1,5 +1,6 @@
-"""A model family written only inside the test suite, to show that a new family is one module (and a
-config), with no edit to the evaluator, the pictures or train.py.
+"""A model family written only inside the test suite, to show that a new family is one module and one YAML
+(tests/conf/model/gaussian.yaml), with no edit of genlab: the module is found in the ``genlab_plugins``
+namespace package (its SCHEMAS registered with genlab's own), the YAML through ``hydra.searchpath``.
 
 ``DiagonalGaussian``: x ~ N(μ, diag σ²) per pixel, fitted by maximum likelihood with gradient
 descent. It samples iteratively (Langevin-like steps towards the density, with a step budget) and
@@ -9,12 +10,15 @@ reports its exact negative log-likelihood in bits per dimension, a bound it name
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from genlab.capabilities import Budget, LikelihoodBound, Needs
+from genlab.config import opt
+from genlab.config.core import ModelConfig
 from genlab.data.base import Batch
 from genlab.models.base import GenerativeModel
 
@@ -24,7 +28,7 @@ class DiagonalGaussian(GenerativeModel):
 
     needs: ClassVar[Needs] = Needs(image=True)
 
-    def __init__(self, *, steps: int = 20, step_size: float = 0.2, **kwargs: Any) -> None:
+    def __init__(self, *, steps: int, step_size: float, **kwargs: Any) -> None:
         """``kwargs``: data_info, optimizer, scheduler (GenerativeModel's)."""
         super().__init__(**kwargs)
         shape = self.data_info.shape
@@ -56,3 +60,12 @@ class DiagonalGaussian(GenerativeModel):
         dims = self.data_info.dim
         return [LikelihoodBound("bpd", "bits/dim", lambda x, y: self.nll(x) / (dims * math.log(2)),
                                 "exact negative log-likelihood of the diagonal Gaussian")]
+
+
+@dataclass
+class DiagonalGaussianConfig(ModelConfig):
+    steps: int = opt(20, ge=0)  # sampling steps when the caller sets no budget
+    step_size: float = opt(0.2, gt=0, lt=1)  # s of the Langevin-like step
+
+
+SCHEMAS = {"model": {"gaussian": DiagonalGaussianConfig}}
