@@ -38,6 +38,12 @@ class DataInfo:
     domains: tuple[str, ...] = ()  # names of unpaired domains (batches x, x_b); () for one domain
     modes: tuple[tuple[float, ...], ...] | None = None  # centres of a Gaussian mixture (ring8, grid25)
     mode_std: float | None = None  # the standard deviation of each mixture component
+    # captioned data (genlab.data.captioned): the attributes captions name, each (name, its values), stored as
+    # the value's index in the factor of that name; the combinations kept out of training, each a tuple of
+    # (attribute, value); and the chance a caption leaves out each attribute but the shape
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    holdout: tuple[tuple[tuple[str, str], ...], ...] = ()
+    caption_omit: float = 0.0
 
     @property
     def is_image(self) -> bool:
@@ -63,6 +69,8 @@ class DataInfo:
             d[key] = tuple(d.get(key) or ())
         if d.get("modes") is not None:
             d["modes"] = tuple(tuple(m) for m in d["modes"])
+        d["attributes"] = tuple((str(a), tuple(v)) for a, v in d.get("attributes") or ())
+        d["holdout"] = tuple(tuple((str(k), str(v)) for k, v in combo) for combo in d.get("holdout") or ())
         return cls(**d)
 
     def describe(self) -> str:
