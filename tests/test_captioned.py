@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli
 
 from genlab.data.base import DataInfo
-from genlab.data.captioned import ATTRIBUTES, RGB, SYNONYMS, TEMPLATES, Captioner, CaptionedShapesDataModule
+from genlab.data.captioned import ATTRIBUTES, RGB, SYNONYMS, TEMPLATES, CaptionedShapesDataModule, Captioner
 from genlab.errors import UserError
 from genlab.nets.text import words
 
