@@ -8,6 +8,7 @@
     <run>/interrupted.json       only in a run stopped by a signal
     <run>/checkpoints/last.ckpt  and the best epoch's file
     <run>/images/                the pictures (also in TensorBoard)
+    <run>/.lock                  held by the process that trains or tests the run (its pid inside)
 
 Reads only: torch-free, so ``genlab-eval --help`` and a bad path are answered at once.
 """
@@ -15,6 +16,9 @@ Reads only: torch-free, so ``genlab-eval --help`` and a bad path are answered at
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +78,10 @@ class RunFolder:
     def images(self) -> Path:
         return self.path / "images"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
     def is_run(self) -> bool:
         """Whether the folder holds a genlab run (its saved config)."""
         return self.config_file.is_file()
@@ -81,6 +89,33 @@ class RunFolder:
     def has_results(self) -> bool:
         """Whether the run wrote anything worth keeping: a checkpoint folder or metrics.json."""
         return self.checkpoints.exists() or self.metrics_file.exists()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder while this process trains or tests the run in it: a second genlab-train on the same
+        folder (two ``resume=`` of one run, or a resume while the run still trains) is refused, not raced.
+        An advisory lock of the operating system (``flock``) on ``.lock``: it ends with the process, so a
+        killed run leaves no stale lock. Where the system has no ``flock`` (Windows), nothing is held."""
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                raise UserError(f"{self.path} is in use by another genlab-train (process {holder}): two runs in "
+                                "one folder would overwrite each other's checkpoints. Wait for it to end, or stop "
+                                "it first.") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
 
     # ---- what it says about itself --------------------------------------------------------------
     def record(self) -> dict[str, Any]:

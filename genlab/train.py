@@ -28,11 +28,9 @@ setup_hydra()
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """The recipe. Returns the metrics written to ``metrics.json``."""
-    import pytorch_lightning as pl
-    import torch
+    from contextlib import nullcontext
 
     from genlab import run
-    from genlab.callbacks.evaluator import Evaluator
     from genlab.safety import set_user_trust
 
     set_user_trust(cfg.trust)  # this command's, never a resumed folder's: frozen components read it
@@ -40,6 +38,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run.RESUMED_CHOICES.clear()  # an earlier run's in this process (a sweep, the tests) never names this one
     if cfg.get("resume"):  # the run's own config, from its last checkpoint
         cfg = run.resumed_config(cfg)
+    # one process in a run folder at a time (the other processes of a data-parallel run are its own)
+    with RunFolder(cfg.paths.output_dir).lock() if run.is_main_process() else nullcontext():
+        return fit_and_test(cfg)
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+    """Build the data and the model, fit, test the checkpoint to test, write the run's records."""
+    import pytorch_lightning as pl
+    import torch
+
+    from genlab import run
+    from genlab.callbacks.evaluator import Evaluator
+
     run.smoke_budget(cfg)  # debug=fast: a token evaluation too
     run.route_framework_logs()
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
