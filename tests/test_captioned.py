@@ -4,14 +4,13 @@ that name them through templates and synonyms, held-out combinations kept out of
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import pytest
 import torch
 from conftest import run_cli
 
 from genlab.data.base import DataInfo
-from genlab.data.captioned import ATTRIBUTES, RGB, SYNONYMS, TEMPLATES, CaptionedShapesDataModule, Captioner
+from genlab.data.captioned import ATTRIBUTES, RGB, SYNONYMS, TEMPLATES, CaptionedShapesDataModule, Captioner, matches
 from genlab.errors import UserError
 from genlab.nets.text import words
 
@@ -67,20 +66,38 @@ def said(caption: str, attribute: str, value: str) -> bool:
 
 
 def test_captions_name_the_attributes_through_templates_and_synonyms() -> None:
-    rng = random.Random(0)
+    torch.manual_seed(0)
     values = torch.tensor([[2, 0, 0, 0], [0, 3, 1, 8], [1, 2, 1, 4]])
     full = Captioner(omit=0.0)
     for _ in range(20):
-        for caption, a in zip(full.texts(values, rng), attrs(values.float())):
+        draw = full.draw(values)
+        assert bool(draw.said.all())
+        for caption, a in zip(draw.texts, attrs(values.float())):
             assert all(said(caption, k, v) for k, v in a.items()), (caption, a)
             assert ", ," not in caption and not caption.endswith((",", ":")) and " a oval" not in caption
-    bare = Captioner(omit=1.0).texts(values, rng)
+    bare = Captioner(omit=1.0).draw(values)
+    assert bare.said.tolist() == [[True, False, False, False]] * 3
     assert all(said(c, "shape", a["shape"]) and not said(c, "colour", a["colour"]) for c, a in
-               zip(bare, attrs(values.float())))
-    many = {c for _ in range(200) for c in Captioner(omit=0.3).texts(values[:1], rng)}
+               zip(bare.texts, attrs(values.float())))
+    draws = [Captioner(omit=0.3).draw(values[:1]) for _ in range(300)]
+    many = {d.texts[0] for d in draws}
     assert len(many) > 30  # templates x synonyms x omissions: one image has many captions
+    share = torch.cat([d.said for d in draws]).float().mean(0)
+    assert share[0] == 1 and all(abs(float(v) - 0.7) < 0.08 for v in share[1:]), share
     vocab = {w for t in Captioner.vocabulary_texts(TEMPLATES) for w in words(t)}
     assert {w for c in many for w in words(c)} <= vocab
+    assert max(len(words(c)) for c in many) <= Captioner.longest(TEMPLATES)
+    torch.manual_seed(1)
+    first = Captioner().draw(values).texts
+    torch.manual_seed(1)
+    assert Captioner().draw(values).texts == first  # from torch's random stream: a resumed run draws the same
+
+
+def test_a_caption_matches_every_image_with_the_values_it_names() -> None:
+    values = torch.tensor([[2, 0, 0, 0], [2, 1, 0, 0]])  # two hearts, red and green
+    said = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    others = torch.tensor([[2, 0, 1, 3], [2, 1, 0, 0], [0, 1, 0, 0]])
+    assert matches(values, said, others).tolist() == [[True, True, False], [False, True, False]]
 
 
 @pytest.mark.parametrize("holdout,message", [

@@ -11,9 +11,9 @@ each attribute but the shape left out with probability ``omit``, so one caption 
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -62,37 +62,74 @@ TEST_TEMPLATES = (  # never used in training: zero-shot prompts and held-out cap
 )
 
 
+@dataclass(frozen=True)
+class CaptionDraw:
+    """Captions of B samples as drawn: their texts, and which attributes each one names, ``said`` (B, A) bool
+    in ATTRIBUTES order (a caption matches every image that has the values it names)."""
+
+    texts: list[str]
+    said: Tensor
+
+
 class Captioner:
-    """Captions of attribute values, drawn per call: ``texts(values)`` for (B, A) value indices in ATTRIBUTES
-    order. ``omit``: the probability that each attribute but the shape is left out of a caption."""
+    """Captions of attribute values: ``draw(values)`` for (B, A) value indices in ATTRIBUTES order picks, per
+    sample, a template, a word for each value and the attributes to name, from torch's random stream (so a
+    resumed run draws what the uninterrupted one did). ``omit``: the probability that each attribute but the
+    shape is left out."""
 
     def __init__(self, templates: Sequence[str] = TEMPLATES, omit: float = 0.3) -> None:
         self.templates, self.omit = tuple(templates), float(omit)
 
-    def text(self, values: Mapping[str, int], rng: random.Random, template: str | None = None,
-             said: Sequence[str] | None = None) -> str:
-        """One caption of the values (attribute -> value index); ``said``: the attributes to name (None: each
-        but the shape with probability 1 − omit)."""
-        template = template if template is not None else rng.choice(self.templates)
+    def draw(self, values: Tensor, said: Tensor | None = None, generator: torch.Generator | None = None) -> CaptionDraw:
+        """Captions of values (B, A); ``said`` (B, A) bool fixes what each names (None: drawn with ``omit``;
+        the shape is always named)."""
+        values = values.long().cpu()
+        b, a = values.shape
         if said is None:
-            said = [a for a in values if a == "shape" or rng.random() >= self.omit]
+            said = torch.rand(b, a, generator=generator) >= self.omit
+            said[:, 0] = True
+        template = torch.randint(len(self.templates), (b,), generator=generator)
+        word = torch.rand(b, a, generator=generator)  # which synonym, as a fraction of the value's list
+        texts = [self.text(v, s, self.templates[t], w) for v, s, t, w in
+                 zip(values.tolist(), said.tolist(), template.tolist(), word.tolist())]
+        return CaptionDraw(texts, said.clone())
+
+    @staticmethod
+    def text(values: Sequence[int], said: Sequence[bool], template: str, word: Sequence[float] | None = None) -> str:
+        """One caption: values and said in ATTRIBUTES order; ``word`` in [0, 1) picks each value's synonym (None:
+        its name)."""
         out = template
-        for attribute in ATTRIBUTES:
-            out = _fill(out, attribute, rng.choice(SYNONYMS[ATTRIBUTES[attribute][values[attribute]]])
-                        if attribute in values and attribute in said else None)
+        for i, (attribute, names) in enumerate(ATTRIBUTES.items()):
+            choices = SYNONYMS[names[values[i]]]
+            pick = choices[int(word[i] * len(choices))] if word is not None else choices[0]
+            out = _fill(out, attribute, pick if said[i] else None)
         out = " ".join(out.replace(" ,", ",").split()).strip(" ,:")
         return re.sub(r"\ba (?=[aeiou])", "an ", out)  # "an oval"
-
-    def texts(self, values: Tensor, rng: random.Random) -> list[str]:
-        """A caption of each row of values (B, A), in ATTRIBUTES order."""
-        names = list(ATTRIBUTES)
-        return [self.text(dict(zip(names, map(int, row))), rng) for row in values.tolist()]
 
     @staticmethod
     def vocabulary_texts(templates: Sequence[str]) -> list[str]:
         """Texts that hold every word captions from ``templates`` can use (a vocabulary is built from them)."""
         glue = [re.sub(r"[\[\]]|\{\w+\}", " ", t) for t in templates]  # the templates' own words
         return glue + [" ".join(w) for w in SYNONYMS.values()] + ["shape"]
+
+    @staticmethod
+    def longest(templates: Sequence[str]) -> int:
+        """The most words a caption from ``templates`` can have (every attribute named with its longest word)."""
+        most = {a: max(len(w.split()) for v in names for w in SYNONYMS[v]) for a, names in ATTRIBUTES.items()}
+        return max(len(_fill_all(t, {a: " ".join(["x"] * n) for a, n in most.items()}).split()) for t in templates)
+
+
+def matches(values: Tensor, said: Tensor, others: Tensor) -> Tensor:
+    """(B, M) bool: caption i (its values (B, A) and ``said`` (B, A)) describes sample j of ``others`` (M, A),
+    i.e. j has every value caption i names."""
+    same = values[:, None, :] == others[None, :, :]  # (B, M, A)
+    return (same | ~said[:, None, :]).all(-1)
+
+
+def _fill_all(template: str, words: Mapping[str, str | None]) -> str:
+    for attribute in ATTRIBUTES:
+        template = _fill(template, attribute, words.get(attribute))
+    return template
 
 
 def _fill(template: str, attribute: str, word: str | None) -> str:
