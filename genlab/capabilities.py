@@ -217,6 +217,20 @@ class CanZeroShot(Protocol):
 
 
 @runtime_checkable
+class CanPromptAttributes(Protocol):
+    """Models with a text side on captioned data (CLIP on captioned_shapes): prompts for each attribute's values
+    and captions of given values, in the space images embed into."""
+
+    def attribute_prompts(self) -> dict[str, Tensor]:
+        """For each attribute (the data's order), (V, D) unit prompts of its V values."""
+        ...
+
+    def describe(self, values: Tensor) -> Tensor:
+        """(n, D) unit embeddings of a held-out caption naming every attribute of each row of values (n, A)."""
+        ...
+
+
+@runtime_checkable
 class CanEmbedText(Protocol):
     """Text encoders whose embeddings condition other models (CLIP for the caption-to-image diffusion)."""
 

@@ -4,6 +4,7 @@ that name them through templates and synonyms, held-out combinations kept out of
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -114,3 +115,44 @@ def test_a_bad_holdout_on_the_command_line_is_one_line_and_leaves_no_run(tmp_pat
     r = run_cli("data=captioned_shapes", "data.holdout=[{colour: purple, shape: heart}]", f"paths.log_dir={tmp_path}")
     assert r.returncode == 2 and "not a value of colour" in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.glob("train/runs/*"))
+
+
+# ---- CLIP on captioned data ------------------------------------------------------------------------------------
+def test_clip_on_captions_of_attributes_takes_every_image_a_caption_describes_as_positive() -> None:
+    from genlab.models.contrastive import info_nce
+
+    torch.manual_seed(0)
+    values = torch.tensor([[2, 0, 0, 0], [2, 0, 1, 3], [0, 1, 0, 0], [2, 1, 0, 0]])
+    said = torch.tensor([[True, True, False, False], [True, False, True, False], [True] * 4, [True, False] * 2])
+    describes = matches(values, said, values)  # caption i describes image j
+    txt, img = (torch.nn.functional.normalize(torch.randn(4, 8), dim=1) for _ in range(2))
+    tau = 0.3
+    expected = 0.0
+    for i in range(4):  # -log of the probability mass on the images caption i describes, by hand
+        weights = [math.exp(float(txt[i] @ img[j]) / tau) for j in range(4)]
+        expected -= math.log(sum(w for j, w in enumerate(weights) if describes[i, j]) / sum(weights))
+    got = info_nce(txt, img, None, None, tau, positive=describes)
+    assert describes.tolist()[0] == [True, True, False, False] and got.item() == pytest.approx(expected / 4, rel=1e-5)
+    assert info_nce(txt, img, None, None, tau, chunk=3, positive=describes).item() == pytest.approx(got.item())
+
+
+def test_clip_trains_on_captioned_shapes_and_reads_each_attribute_zero_shot(make_cfg) -> None:
+    from conftest import FAST
+
+    from genlab.train import train
+
+    cfg = make_cfg("model=clip", "data=captioned_shapes", "data.n_samples=400", "data.batch_size=64", *FAST,
+                   "trainer.max_epochs=1", "model.net.channels=[8,16]", "model.net.hidden=[32]",
+                   "model.text.width=16", "model.text.heads=2", "model.rep_dim=32", "model.proj_hidden=32")
+    metrics = train(cfg)
+    for name in ("shape", "colour", "size", "position", "all", "all_held_out", "all_seen"):
+        assert 0 <= metrics[f"test/zero_shot_acc/{name}"] <= 1, name
+    assert 0 <= metrics["test/recall_i2t_exact_1"] <= 1 and 0 <= metrics["test/recall_t2i_exact_1"] <= 1
+    from genlab.checkpoints import build_model
+
+    model = build_model(cfg.model, CaptionedShapesDataModule(image_size=32, n_samples=10, holdout=HOLDOUT,
+                                                              omit=0.3).info)
+    prompts = model.attribute_prompts()
+    assert {a: tuple(p.shape) for a, p in prompts.items()} == {a: (len(v), 64) for a, v in ATTRIBUTES.items()}
+    assert torch.allclose(prompts["colour"].norm(dim=1), torch.ones(4))
+    assert model.describe(torch.tensor([[0, 1, 1, 4]])).shape == (1, 64)

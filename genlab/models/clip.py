@@ -3,6 +3,11 @@ encoder trained so that an image and its caption land close together, with a sof
 both directions. Captions are made from the labels through templates in config (genlab/nets/text.py),
 several per class, so the text side has to read the class word among other words rather than look a
 label up. Images are then classified zero-shot: by the class whose held-out prompts they are closest to.
+
+On captioned data (``data=captioned_shapes``: samples with attributes), the captions are the data's own: drawn
+per image and step from its templates (genlab/data/captioned.py), each naming the shape and some of colour,
+size and position, so a caption matches every image with the values it names — all of them are its
+positives. Zero-shot classification is then per attribute (``attribute_prompts``).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from torch import Tensor
 
 from genlab.capabilities import Needs
 from genlab.data.base import Batch
+from genlab.data.captioned import ATTRIBUTES, SYNONYMS, TEMPLATES, TEST_TEMPLATES, Captioner, matches
+from genlab.errors import UserError
 from genlab.models.contrastive import ContrastiveModel, info_nce
-from genlab.nets.text import UNK, TextEncoder, Vocabulary, check_templates, class_word_lists, make_captions, words
+from genlab.nets.text import PAD, UNK, TextEncoder, Vocabulary, check_templates, class_word_lists, make_captions, words
 
 
 class CLIP(ContrastiveModel):
@@ -44,12 +51,27 @@ class CLIP(ContrastiveModel):
         learn_temperature, loss_chunk, optimizer, scheduler, compile (see ContrastiveModel)."""
         super().__init__(**kwargs)
         info = self.data_info
+        self.captioner: Captioner | None = None
+        if info.attributes:  # the data's captions; its class captions (each shape alone) from the same templates
+            if tuple(info.attributes) != tuple(ATTRIBUTES.items()):
+                raise UserError(f"CLIP captions data with attributes through genlab.data.captioned, whose attributes "
+                                f"are not those of '{info.name}'.")
+            self.captioner = Captioner(TEMPLATES, info.caption_omit)
+            templates = [shape_slot(t) for t in TEMPLATES]
+            test_templates = [shape_slot(t) for t in TEST_TEMPLATES]
+            class_words = [list(SYNONYMS[shape]) for shape in ATTRIBUTES["shape"]]
         per_class = class_word_lists(class_words, info.class_names, info.num_classes or 0, "model.class_words")
         train_t = check_templates(templates, "model.templates")
         test_t = check_templates(test_templates, "model.test_templates")
         self.class_words = per_class
-        self.vocab = Vocabulary([t.replace("{word}", w) for t in train_t for ws in per_class for w in ws])
+        extra = Captioner.vocabulary_texts(TEMPLATES) if self.captioner else []
+        self.vocab = Vocabulary([t.replace("{word}", w) for t in train_t for ws in per_class for w in ws] + extra)
         self.length = max(len(words(t.replace("{word}", w))) for t in train_t + test_t for ws in per_class for w in ws)
+        if self.captioner:
+            self.length = max(self.length, Captioner.longest(TEMPLATES + TEST_TEMPLATES))
+            value_words = {w for ws in SYNONYMS.values() for v in ws for w in words(v)} | {"shape"}
+            self.register_buffer("value_ids", torch.tensor(sorted(self.vocab.ids[w] for w in value_words)),
+                                 persistent=False)  # the words word_dropout never drops
         self.train_captions = make_captions(train_t, per_class, self.vocab, self.length)
         self.test_captions = make_captions(test_t, per_class, self.vocab, self.length)
         self.word_dropout = word_dropout
@@ -106,6 +128,8 @@ class CLIP(ContrastiveModel):
 
     # ---- training -----------------------------------------------------------------------------
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        if self.captioner is not None:
+            return self.attribute_loss_terms(batch, stage)
         x, y = batch["x"], batch["y"]
         idx = self.pick_captions(y)  # (B,) a training caption per image
         tokens = self.caption_tokens(idx, dropout=self.word_dropout if stage == "train" else 0.0)
@@ -118,3 +142,55 @@ class CLIP(ContrastiveModel):
             caption_acc = (idx[(img @ txt.T).argmax(1)] == idx).float().mean()
         return {"image_to_text": i2t / 2, "text_to_image": t2i / 2, "caption_acc": caption_acc,
                 "temperature": tau.detach(), "loss": (i2t + t2i) / 2}
+
+    # ---- captions of attributes (captioned data) --------------------------------------------------------
+    def attribute_values(self, factors: Tensor) -> Tensor:
+        """(B, A) value indices of the attributes, from a batch's factors (B, F)."""
+        return factors[:, : len(ATTRIBUTES)].long()
+
+    def attribute_loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
+        assert self.captioner is not None
+        values = self.attribute_values(batch["factors"]).cpu()  # (B, A)
+        draw = self.captioner.draw(values)  # a caption per image, naming some of its attributes
+        tokens = self.vocab.encode(draw.texts, self.length).to(self.device)
+        if stage == "train" and self.word_dropout > 0:  # template words to <unk>, never a value's words
+            drop = (torch.rand(tokens.shape, device=tokens.device) < self.word_dropout)
+            drop &= (tokens != PAD) & ~torch.isin(tokens, self.value_ids)
+            tokens = tokens.masked_fill(drop, UNK)
+        describes = matches(values, draw.said, values).to(self.device)  # (B, B): caption i describes image j
+        img = self.project(self.head(self.encode(batch["x"])))  # (B, D)
+        txt = self.project(self.text_encoder(tokens))  # (B, D)
+        tau = self.temperature()
+        i2t = info_nce(img, txt, None, None, tau, chunk=self.loss_chunk, positive=describes.T)
+        t2i = info_nce(txt, img, None, None, tau, chunk=self.loss_chunk, positive=describes)
+        with torch.no_grad():  # how often an image's closest caption in the batch describes it
+            nearest = (img @ txt.T).argmax(1)
+            caption_acc = describes.T[torch.arange(len(img), device=img.device), nearest].float().mean()
+        return {"image_to_text": i2t / 2, "text_to_image": t2i / 2, "caption_acc": caption_acc,
+                "temperature": tau.detach(), "loss": (i2t + t2i) / 2}
+
+    def attribute_prompts(self) -> dict[str, Tensor]:
+        """For each attribute, (V, D) unit prompts of its values: the normalised mean of the held-out templates'
+        captions that name that value alone, in every word for it ("an image with a crimson shape")."""
+        out = {}
+        for i, (attribute, names) in enumerate(ATTRIBUTES.items()):
+            said = [j == i for j in range(len(ATTRIBUTES))]
+            prompts = []
+            for v, name in enumerate(names):
+                values = [v if j == i else 0 for j in range(len(ATTRIBUTES))]
+                n = len(SYNONYMS[name])
+                texts = [Captioner.text(values, said, t, [(k + 0.5) / n] * len(ATTRIBUTES))
+                         for t in TEST_TEMPLATES for k in range(n)]
+                prompts.append(F.normalize(self.embed_texts(texts).mean(0), dim=0))
+            out[attribute] = torch.stack(prompts)
+        return out
+
+    def describe(self, values: Tensor) -> Tensor:
+        """(n, D) unit embeddings of a held-out caption naming every attribute of each row of values (n, A)."""
+        draw = Captioner(TEST_TEMPLATES, 0.0).draw(values.cpu())
+        return self.embed_texts(draw.texts)
+
+
+def shape_slot(template: str) -> str:
+    """A captioned-data template naming the shape alone, as a class template: "a [{size}] {shape}" -> "a {word}"."""
+    return Captioner.text([0] * len(ATTRIBUTES), [False] * len(ATTRIBUTES), template).replace("shape", "{word}", 1)

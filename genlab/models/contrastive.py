@@ -32,32 +32,33 @@ from genlab.nets.autoencoder import EncoderDecoder
 NetFactory = Callable[..., EncoderDecoder]  # a genlab.nets.autoencoder builder: its encoder is used
 
 
-def info_nce(q: Tensor, k: Tensor, q_ids: Tensor, k_ids: Tensor, temperature: Tensor | float,
-             self_index: Tensor | None = None, chunk: int | None = None) -> Tensor:
+def info_nce(q: Tensor, k: Tensor, q_ids: Tensor | None, k_ids: Tensor | None, temperature: Tensor | float,
+             self_index: Tensor | None = None, chunk: int | None = None, positive: Tensor | None = None) -> Tensor:
     """The mean over queries of −log Σ_{j∈P(i)} exp(qᵢ·kⱼ/τ) / Σ_{j} exp(qᵢ·kⱼ/τ).
 
     q (N, D) queries and k (M, D) keys, already normalised for cosine similarity. The positives P(i) of
     query i are the keys with k_ids == q_ids[i] (one for SimCLR's two views; every identical caption for
-    CLIP). ``self_index`` (N,): the key that is query i itself, left out of both sums (SimCLR's j ≠ i);
-    None: none is. ``chunk``: queries per chunk, each chunk's (chunk, M) logits recomputed in the backward
-    pass; None: all at once. Returns a scalar.
+    CLIP), or, with ``positive`` (N, M) bool, the keys it marks (a caption naming some attributes: every image
+    that has them). ``self_index`` (N,): the key that is query i itself, left out of both sums (SimCLR's
+    j ≠ i); None: none is. ``chunk``: queries per chunk, each chunk's (chunk, M) logits recomputed in the
+    backward pass; None: all at once. Returns a scalar.
     """
+    if positive is None:
+        positive = q_ids[:, None] == k_ids[None, :]  # (N, M)
     n = q.shape[0]
     if chunk is None or chunk >= n:
-        return _rows(q, k, q_ids, k_ids, temperature, self_index).mean()
+        return _rows(q, k, positive, temperature, self_index).mean()
     total = q.new_zeros(())
     for s in range(0, n, chunk):
         sl = slice(s, s + chunk)
         own = None if self_index is None else self_index[sl]
-        total = total + checkpoint(_rows, q[sl], k, q_ids[sl], k_ids, temperature, own, use_reentrant=False).sum()
+        total = total + checkpoint(_rows, q[sl], k, positive[sl], temperature, own, use_reentrant=False).sum()
     return total / n
 
 
-def _rows(q: Tensor, k: Tensor, q_ids: Tensor, k_ids: Tensor, temperature: Tensor | float,
-          self_index: Tensor | None) -> Tensor:
-    """The loss (c,) of c queries q (c, D) against all keys k (M, D)."""
+def _rows(q: Tensor, k: Tensor, positive: Tensor, temperature: Tensor | float, self_index: Tensor | None) -> Tensor:
+    """The loss (c,) of c queries q (c, D) against all keys k (M, D); ``positive`` (c, M)."""
     logits = q @ k.T / temperature  # (c, M)
-    positive = q_ids[:, None] == k_ids[None, :]  # (c, M)
     if self_index is not None:
         is_self = torch.zeros_like(positive).scatter_(1, self_index[:, None], True)
         logits = logits.masked_fill(is_self, float("-inf"))
