@@ -76,7 +76,7 @@ def test_the_check_follows_names_to_the_objects_they_reach() -> None:
     assert problems(ok) == []
     bad = {
         "genlab.checkpoints.torch.load": "torch.serialization.load",  # a re-export: the object it is
-        "genlab.report.json.loads": "not a class",  # a function of another module, through a genlab one
+        "genlab.runfolder.json.loads": "not a class",  # a function of another module, through a genlab one
         "genlab.data.base.DataInfo.from_dict": "not a class",  # a genlab classmethod is not a class
         "genlab.checkpoints.read_checkpoint": "not a class",  # a genlab function outside genlab.nets
         "torch.hub.load": "not a class", "torch.utils.data.Dataset": "not a class",
