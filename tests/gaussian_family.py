@@ -14,13 +14,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from genlab.capabilities import Budget, LikelihoodBound, Needs
+from genlab.capabilities import Budget, CanBoundLikelihood, CanSample, LikelihoodBound, Needs
 from genlab.data.base import Batch
 from genlab.models.base import GenerativeModel
 
 
 class DiagonalGaussian(GenerativeModel):
     """N(μ, diag σ²) over images; ``steps`` Langevin-like steps from noise per sample by default."""
+
+    capabilities = frozenset({CanSample, CanBoundLikelihood})
 
     needs: ClassVar[Needs] = Needs(image=True)
 

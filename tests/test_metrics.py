@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from genlab.callbacks import figures as FG
 from genlab.callbacks.evaluator import configured_evaluator
 from genlab.callbacks.images import Figure, ImageLogger
+from genlab.capabilities import CanDecode, CanEncode, CanReconstruct, CanSample
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
 from genlab.errors import UserError
 from genlab.metrics import codes as K
@@ -140,6 +141,8 @@ class TinyPoints(TensorDataModule):
 class PCAModel(GenerativeModel):
     """Exactly the PCA baseline: encode/decode with a fixed fit (lr 0 on a dummy weight)."""
 
+    capabilities = frozenset({CanEncode, CanDecode, CanReconstruct})
+
     def __init__(self, info: DataInfo, fit: P.PCAFit) -> None:
         super().__init__(data_info=info, optimizer=partial(torch.optim.SGD, lr=0.0))
         self.fit_ = fit
@@ -162,6 +165,8 @@ class PCAModel(GenerativeModel):
 
 class IdentityModel(GenerativeModel):
     """Reconstructs perfectly; a conditional sampler of constant images (grey level = class)."""
+
+    capabilities = frozenset({CanEncode, CanReconstruct, CanSample})
 
     conditional = True
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanEmbedText
+from genlab.capabilities import CanEmbedText, CanSampleFromText, capable
 from genlab.data.base import DataInfo
 from genlab.errors import IncompatibleError, UserError
 from genlab.models.diffusion import ConditionalDDPM
@@ -46,9 +46,11 @@ class CaptionDDPM(ConditionalDDPM):
     (n,) give held-out captions of those classes, y vectors (n, D) condition directly; ``sample_texts``
     samples for free captions. The likelihood bound is −log p(x | a held-out caption of x's class)."""
 
+    capabilities = ConditionalDDPM.capabilities | {CanSampleFromText}
+
     def __init__(self, *, clip: str, data_info: DataInfo, **kwargs: Any) -> None:
         encoder = load_finished_run(clip, "model.clip", "CLIP (experiment=mnist_clip)")
-        if not isinstance(encoder, CanEmbedText):
+        if not capable(encoder, CanEmbedText):
             raise UserError(f"model.clip={clip} holds a {type(encoder).__name__}, which has no text encoder: give the "
                             "folder of a CLIP run (genlab-train experiment=mnist_clip ...).")
         theirs = encoder.data_info

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.capabilities import Needs
+from genlab.capabilities import CanEmbedText, CanZeroShot, Needs
 from genlab.data.base import Batch
 from genlab.models.contrastive import ContrastiveModel, info_nce
 from genlab.nets.text import UNK, TextEncoder, Vocabulary, check_templates, class_word_lists, make_captions, words
@@ -32,6 +32,8 @@ class CLIP(ContrastiveModel):
     template word is replaced by <unk>, so that the unknown words of new templates are no surprise.
     ``text``: the text encoder's kind (transformer or gru), width, layers and heads.
     """
+
+    capabilities = ContrastiveModel.capabilities | {CanZeroShot, CanEmbedText}
 
     needs: ClassVar[Needs] = Needs(image=True, labels=True, batch=2)
 

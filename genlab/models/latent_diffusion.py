@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genlab.capabilities import Budget, CanDecode, CanEncode, LikelihoodBound
+from genlab.capabilities import Budget, CanDecode, CanEncode, LikelihoodBound, capable
 from genlab.data.base import DataInfo, TensorDataModule
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel
@@ -91,7 +91,7 @@ def load_autoencoder(run_dir: str | Path) -> GenerativeModel:
 
 def check_autoencoder(model: GenerativeModel, where: str) -> None:
     """UserError unless ``model`` encodes and decodes (without labels) to a flat code."""
-    if not (isinstance(model, CanEncode) and isinstance(model, CanDecode)):
+    if not (capable(model, CanEncode) and capable(model, CanDecode)):
         raise UserError(f"model.autoencoder={where} holds a {type(model).__name__}, which cannot both encode and "
                         "decode: give the folder of an autoencoder or VAE run (model=ae, conv_ae, vae, ...).")
     if model.conditional:
