@@ -105,7 +105,9 @@ class ImageLogger(pl.Callback):
     pictures go to both. Images are labelled grids (``figures``); 2-D point data are scatters
     against the data.
     With ``latent`` set, the test end adds the latent-space pictures of image data (manifold,
-    traversals, interpolations, arithmetic) and the test codes in TensorBoard's projector.
+    traversals, interpolations, arithmetic) and the test codes in TensorBoard's projector. The pictures a
+    model lists of itself (``GenerativeModel.pictures``) are asked for at the test's end, before every
+    training batch and at the end of training.
     """
 
     def __init__(
@@ -161,12 +163,10 @@ class ImageLogger(pl.Callback):
 
     def own_pictures(self, trainer: pl.Trainer, model: GenerativeModel, moment: str) -> None:
         """Every picture ``model.pictures`` lists at ``moment``, each drawn in evaluation mode under the seed."""
-
         dm = trained_datamodule(trainer)
         if dm is None:
             return
         pick = lambda split, n: TensorDataModule.scale(dm.splits[split].pick(n, self.seed).x).cpu()
-
         request = PictureRequest(moment, dm.info, GRID_COLUMNS, self.n_points, model.trained_batches, pick)
         specs = model.pictures(request)
         if not specs:
