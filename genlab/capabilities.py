@@ -1,9 +1,16 @@
 """What a model can do and what it needs: the contract the evaluator, the pictures and train.py read.
 
-A model opts into a capability by having its method; callers test ``isinstance(model, CanSample)``
-and never a model's name. Every method that looks at data takes an optional ``y``: the labels
-(B,) — or conditioning vectors (B, D) — that conditional models (``model.conditional``) use and the
-others ignore.
+A model declares what it can do on its class, ``capabilities = frozenset({CanEncode, CanDecode})`` (a
+subclass extends its parent's: ``capabilities = VAE.capabilities | {HasCodeKL}``), and callers ask
+``capable(model, CanSample)``, never a model's name. The declaration is checked against the class's methods
+when the class is made (``check_capabilities``): a declared capability whose method is missing or misspelt,
+or a capability's method on a class that does not declare it, is a TypeError at import. Every method that
+looks at data takes an optional ``y``: the labels (B,) — or conditioning vectors (B, D) — that conditional
+models (``model.conditional``) use and the others ignore.
+
+Pictures a model draws of itself (an RBM's filters, a diffusion model's trajectory) come from its
+``pictures(request)`` as ``PictureSpec``s; the pictures every model with a capability gets are chosen in
+``genlab.callbacks.images``.
 
 What a model needs from the data is declared, not discovered: ``Needs`` on the model class (and
 on its network builders, see ``genlab.nets.layers.needs``), checked against the dataset's
@@ -12,44 +19,46 @@ on its network builders, see ``genlab.nets.layers.needs``), checked against the 
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from torch import Tensor
 
 from genlab.errors import IncompatibleError, with_article
 
-if TYPE_CHECKING:  # the figure type only; matplotlib is imported where a figure is drawn
+if TYPE_CHECKING:  # the figure types only; matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
+    from typing_extensions import TypeIs
 
+    from genlab.callbacks.figures import Grid
     from genlab.data.base import DataInfo
+
+T = TypeVar("T")
 
 
 # ---- what a model can do ------------------------------------------------------------------
-@runtime_checkable
 class CanEncode(Protocol):
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """x (B, *shape) -> code h (B, latent_dim); deterministic (the mean for stochastic encoders)."""
         ...
 
 
-@runtime_checkable
 class CanDecode(Protocol):
     def decode(self, h: Tensor, y: Tensor | None = None) -> Tensor:
         """code h (B, latent_dim) -> x̂ (B, *shape) in data space."""
         ...
 
 
-@runtime_checkable
 class CanReconstruct(Protocol):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """x (B, *shape) -> x̂ (B, *shape) in data space."""
         ...
 
 
-@runtime_checkable
 class CanSample(Protocol):
     def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
         """n new samples (n, *shape) in data space.
@@ -61,7 +70,6 @@ class CanSample(Protocol):
         ...
 
 
-@runtime_checkable
 class CanSampleFromText(Protocol):
     """Samplers conditioned on a caption (the small DALLE-2: a diffusion model on a CLIP text embedding)."""
 
@@ -69,8 +77,11 @@ class CanSampleFromText(Protocol):
         """n samples for each text, text by text: (len(texts)·n, *shape) in data space."""
         ...
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` the text encoder has no embedding for (they read as <unk>)."""
+        ...
 
-@runtime_checkable
+
 class CanTranslate(Protocol):
     def translate(self, x: Tensor, direction: str) -> Tensor:
         """x (B, *shape) from the source domain -> its translation (B, *shape); direction "a2b" or "b2a"."""
@@ -103,14 +114,12 @@ class LikelihoodBound:
     extras: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
-@runtime_checkable
 class CanBoundLikelihood(Protocol):
     def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
         """The bounds on −log p(x) this model reports, each computed within ``budget``."""
         ...
 
 
-@runtime_checkable
 class HasCodeKL(Protocol):
     """Stochastic encoders with a prior: how much information each code dimension carries."""
 
@@ -119,65 +128,6 @@ class HasCodeKL(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Traversal:
-    """One grid of a code traversal, with what the model knows its codes mean."""
-
-    images: Tensor  # (rows·steps, *shape), row-major, in data space
-    title: str  # what the columns sweep
-    row_labels: tuple[str, ...] = ()  # what each row holds ("category 2")
-    column_labels: tuple[str, ...] = ()  # the swept values, "" where unmarked
-
-
-@runtime_checkable
-class CanTraverseCodes(Protocol):
-    """Generators with interpretable input codes (InfoGAN)."""
-
-    def code_traversals(self, steps: int = 8) -> list[Traversal]:
-        """One grid per code, each sweeping it along ``steps`` columns."""
-        ...
-
-
-@runtime_checkable
-class CanShowFilters(Protocol):
-    """Models with one weight vector per unit over the input (an RBM's rows of W): drawn as images."""
-
-    def filters(self, n: int) -> Tensor:
-        """The first n units' weights as images (≤ n, *shape), each scaled to [0, 1] on its own."""
-        ...
-
-
-@runtime_checkable
-class CanRunChains(Protocol):
-    """Models that sample by a Markov chain (an RBM's Gibbs sweeps): the chain can start from data."""
-
-    def chain_frames(self, x: Tensor, sweeps: Sequence[int]) -> Tensor:
-        """The chains' means after each number of ``sweeps`` (increasing), started from the data x
-        (B, *shape): (len(sweeps), B, *shape); 0 sweeps is x itself."""
-        ...
-
-
-@runtime_checkable
-class CanShowTrajectory(Protocol):
-    """Models that sample by denoising step by step (diffusion): the way from noise to a sample."""
-
-    def trajectory(self, n: int, frames: int) -> Tensor:
-        """n samples' way from the start (pure noise) to the end (the samples), in data space at ``frames``
-        evenly spaced points of the sampler's loop: (frames, n, *shape)."""
-        ...
-
-
-@runtime_checkable
-class CanSweepGuidance(Protocol):
-    """Conditional samplers with a guidance scale (classifier-free guidance): one noise, several scales."""
-
-    def guidance_sweep(self, y: Tensor, scales: Sequence[float]) -> Tensor:
-        """Samples for the classes y (n,) at each guidance scale, every scale from the same noise:
-        (len(scales), n, *shape) in data space."""
-        ...
-
-
-@runtime_checkable
 class CanEmbed(Protocol):
     """Models trained to place related inputs close together (contrastive embeddings): the space their
     loss acts on, and what they count as a related pair."""
@@ -192,7 +142,6 @@ class CanEmbed(Protocol):
         ...
 
 
-@runtime_checkable
 class CanDisturb(Protocol):
     """Models trained on disturbed views of their inputs (``Needs.views``): the datamodule draws the views
     with the model's disturbances, on the batch's device."""
@@ -202,7 +151,6 @@ class CanDisturb(Protocol):
         ...
 
 
-@runtime_checkable
 class CanZeroShot(Protocol):
     """Models with a text side (CLIP): images are classified by comparing them with prompts for each class."""
 
@@ -216,7 +164,6 @@ class CanZeroShot(Protocol):
         ...
 
 
-@runtime_checkable
 class CanPromptAttributes(Protocol):
     """Models with a text side on captioned data (CLIP on captioned_shapes): prompts for each attribute's values
     and captions of given values, in the space images embed into."""
@@ -230,7 +177,6 @@ class CanPromptAttributes(Protocol):
         ...
 
 
-@runtime_checkable
 class CanEmbedText(Protocol):
     """Text encoders whose embeddings condition other models (CLIP for the caption-to-image diffusion)."""
 
@@ -251,16 +197,90 @@ class CanEmbedText(Protocol):
         ...
 
 
-@runtime_checkable
-class CanPlotState(Protocol):
-    """Models that draw their own training state (the toy GAN) every ``state_every`` training batches."""
+# ---- the declaration and its check ---------------------------------------------------------
+#: every capability a model may declare
+CAPABILITIES: tuple[type, ...] = (CanEncode, CanDecode, CanReconstruct, CanSample, CanSampleFromText, CanTranslate,
+                                  CanBoundLikelihood, HasCodeKL, CanEmbed, CanDisturb, CanZeroShot, CanPromptAttributes,
+                                  CanEmbedText)
 
-    state_name: str  # the TensorBoard tag <state_name>/state and the PNGs <state_name>_step_XXXXX.png
-    state_every: int
 
-    def state_figure(self, data: Tensor, step: int | None = None) -> Figure:
-        """The model's state over training points data (N, *shape), titled with the step."""
-        ...
+def methods_of(capability: type) -> list[str]:
+    """The methods a capability protocol asks for, in the order it lists them."""
+    return [name for name, value in vars(capability).items() if callable(value) and not name.startswith("_")]
+
+
+def capable(model: object, capability: type[T]) -> TypeIs[T]:
+    """Whether ``model``'s class declares ``capability`` (one of ``CAPABILITIES``)."""
+    return capability in getattr(type(model), "capabilities", ())
+
+
+def check_capabilities(cls: type) -> None:
+    """TypeError unless ``cls.capabilities`` matches the class's methods: every method of a declared capability
+    exists, is callable and takes the protocol's parameters (by name, in order; more only with defaults), and
+    no method of an undeclared capability is there (a declaration forgotten would drop the model from the
+    metrics and pictures of that capability)."""
+    declared = frozenset(getattr(cls, "capabilities", ()))
+    unknown = [c for c in declared if c not in CAPABILITIES]
+    if unknown:
+        raise TypeError(f"{cls.__name__}.capabilities holds {unknown[0]!r}, which is not one of genlab.capabilities."
+                        f"CAPABILITIES ({', '.join(c.__name__ for c in CAPABILITIES)})")
+    covered = set()
+    for cap in sorted(declared, key=CAPABILITIES.index):
+        for name in methods_of(cap):
+            covered.add(name)
+            method = getattr(cls, name, None)
+            if not callable(method):
+                near = difflib.get_close_matches(name, [n for n in dir(cls) if not n.startswith("_")], n=1)
+                hint = f" (is {near[0]!r} a misspelling?)" if near else ""
+                raise TypeError(f"{cls.__name__} declares {cap.__name__} but has no method {name!r}{hint}")
+            problem = _parameter_problem(cls, name, getattr(cap, name))
+            if problem:
+                raise TypeError(f"{cls.__name__}.{name} does not fit {cap.__name__}.{name}: {problem}")
+    for cap in CAPABILITIES:
+        for name in methods_of(cap):
+            if cap not in declared and name not in covered and callable(getattr(cls, name, None)):
+                raise TypeError(f"{cls.__name__} has the method {name!r} of {cap.__name__} but does not declare "
+                                f"it: add {cap.__name__} to {cls.__name__}.capabilities (or rename the method)")
+
+
+def _parameter_problem(cls: type, name: str, wanted: Callable) -> str | None:
+    """Why ``cls``'s method ``name`` cannot be called as the protocol's ``wanted`` is, or None."""
+    static = isinstance(inspect.getattr_static(cls, name), (staticmethod, classmethod))
+    have = list(inspect.signature(getattr(cls, name)).parameters.values())[0 if static else 1:]
+    want = list(inspect.signature(wanted).parameters.values())[1:]
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in have):
+        return None
+    names = [p.name for p in have]
+    if names[: len(want)] != [p.name for p in want]:
+        return f"its parameters are ({', '.join(names)}), the protocol's ({', '.join(p.name for p in want)})"
+    extra = [p.name for p in have[len(want):] if p.default is p.empty]
+    return f"its parameters {extra} have no default" if extra else None
+
+
+# ---- pictures a model draws of itself ----------------------------------------------------------
+@dataclass(frozen=True)
+class PictureRequest:
+    """When the image logger asks a model for its own pictures, and what it may draw them from."""
+
+    moment: str  # "test" (the test's end), "train_batch" (before each training batch) or "train_end"
+    info: DataInfo
+    columns: int  # images per grid row
+    points: int  # points in a scatter
+    step: int  # the training batches seen (the step of the model's logged terms)
+    pick: Callable[[str, int], Tensor]  # (split, n) -> n fixed samples of the split (n, *shape), scaled, on the CPU
+
+
+@dataclass(frozen=True)
+class PictureSpec:
+    """One picture: the TensorBoard ``tag`` (test/<name>) and, when named, the PNG ``file`` under
+    ``<run>/images``. ``draw`` makes it only when it is written, under the logger's seed and in evaluation
+    mode: labelled image grids (``genlab.callbacks.figures.Grid``, stacked top to bottom) or a figure."""
+
+    tag: str
+    file: str | None
+    draw: Callable[[], Sequence[Grid] | Figure]
+    step: int | None = None  # the TensorBoard step; None: the trainer's global step
+    bounded: bool | None = None  # grids' images in [0, 1] (clamped) or min-max scaled; None: as the data are
 
 
 # ---- what a model needs ------------------------------------------------------------------
@@ -331,7 +351,7 @@ class FrozenRun:
         """Why ``model`` cannot serve as this component of a run on data ``info`` (None: any data); [] when it
         can."""
         out = []
-        missing = [verb(p) for p in self.can if not isinstance(model, p)]
+        missing = [verb(p) for p in self.can if not capable(model, p)]
         if missing:
             out.append(f"holds {with_article(type(model).__name__)}, which cannot {' or '.join(missing)}")
         if self.unconditional and getattr(model, "conditional", False):

@@ -342,8 +342,8 @@ def print_summary(result: dict[str, Any], out_dir: Path, loggers: list[Logger]) 
     # plain prints: paths must stay on one line whatever the terminal width
     print(f"run directory : {out_dir}")
     print(f"metrics       : {out_dir / 'metrics.json'}")
-    if (out_dir / "images").is_dir():
-        print(f"images        : {out_dir / 'images'}")
+    if RunFolder(out_dir).images.is_dir():
+        print(f"images        : {RunFolder(out_dir).images}")
     if result.get("best_checkpoint"):
         print(f"checkpoint    : {out_dir / result['best_checkpoint']}")
     for d in tensorboard_dirs(loggers):

@@ -39,15 +39,15 @@ def draw(model: torch.nn.Module, n: int, prompts: list[str], classes: list[int],
     """The samples (rows·n, *shape), one row label per block of n, and what was asked (for the file name)."""
     import torch
 
-    from genlab.capabilities import CanSample, CanSampleFromText
+    from genlab.capabilities import CanSample, CanSampleFromText, capable
     from genlab.nets.text import words
 
     if prompts:
-        if not isinstance(model, CanSampleFromText):
+        if not capable(model, CanSampleFromText):
             raise UserError(f"--prompt: this run's model ({type(model).__name__}) is not conditioned on text; "
                             "train one that is (e.g. experiment=mnist_caption_to_image).")
         for prompt in prompts:  # words the text encoder never saw read as <unk>: say so, refuse all-unknown
-            unknown = model.unknown_words(prompt) if hasattr(model, "unknown_words") else []
+            unknown = model.unknown_words(prompt)
             if unknown and len(unknown) == len(words(prompt)):
                 raise UserError(f"--prompt {prompt!r}: none of its words was in the captions the text encoder "
                                 "trained on; try e.g. 'a handwritten seven'.")
@@ -55,7 +55,7 @@ def draw(model: torch.nn.Module, n: int, prompts: list[str], classes: list[int],
                 print(f"genlab-sample: note: --prompt {prompt!r}: unknown words {unknown} read as <unk>",
                       file=sys.stderr)
         return model.sample_texts(prompts, n, steps), prompts, "_".join(slug(p) for p in prompts)[:80]
-    if not isinstance(model, CanSample):
+    if not capable(model, CanSample):
         raise UserError(f"this run's model ({type(model).__name__}) cannot sample.")
     if classes:
         info = model.data_info

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from genlab.callbacks.evaluator import configured_evaluator
+from genlab.capabilities import CanSample
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
 from genlab.data.builtin import Toy2dDataModule
 from genlab.errors import UserError
@@ -167,6 +168,8 @@ def test_points_have_no_classifier(tmp_path) -> None:
 
 class Replay(GenerativeModel):
     """A conditional 'sampler' that returns test images of class (y + shift) mod 2."""
+
+    capabilities = frozenset({CanSample})
 
     conditional = True
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Normal
 
+from genlab.callbacks.figures import grids_figure
 from genlab.data.base import DataInfo
 from genlab.data.builtin import Toy2dDataModule
 from genlab.errors import IncompatibleError, UserError
@@ -284,6 +285,8 @@ def test_infogan_code_traversals() -> None:
         u[0, j] = torch.linspace(-1, 1, 5)[k]
         expected = (torch.tanh(model.generator(model.with_codes(z, torch.tensor([r]), u))) + 1) / 2
         assert torch.allclose(grids[j, r * 5 + k], expected[0], atol=1e-6)
+    fig = grids_figure(traversals)  # one labelled block per code, as code_traversals.png shows them
+    assert len(fig.axes) == 2 and all(ax.get_yticklabels()[0].get_text() == "category 0" for ax in fig.axes)
     only_categories = InfoGAN(data_info=IMG, net=mlp(), n_categories=3, n_continuous=0, latent_dim=4)
     (only_categories,) = only_categories.code_traversals(steps=4)
     assert only_categories.images.shape == (12, 1, 8, 8) and "different noise" in only_categories.title

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from genlab.callbacks import figures as FG
 from genlab.callbacks import latent_pictures as LP
-from genlab.callbacks.images import GRID_COLUMNS, ImageLogger, code_traversal_grids, cycle_figure
+from genlab.callbacks.images import ImageLogger, cycle_figure
+from genlab.capabilities import CanDecode, CanEncode, CanSample, HasCodeKL
 from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
 from genlab.models.autoencoder import Autoencoder
 from genlab.models.base import GenerativeModel
@@ -30,6 +31,8 @@ STAND_IN = DataInfo("stand-in", SHAPE, num_classes=3)
 
 class Recorder(GenerativeModel):
     """A stand-in decoder that records every code (and label) it decodes; images are zeros."""
+
+    capabilities = frozenset({CanEncode, CanDecode})
 
     def __init__(self, latent_dim: int, codes: Tensor | None = None, kl: Tensor | None = None) -> None:
         super().__init__(data_info=STAND_IN)
@@ -48,6 +51,8 @@ class Recorder(GenerativeModel):
 
 
 class KLRecorder(Recorder):
+    capabilities = Recorder.capabilities | {HasCodeKL}
+
     def kl_per_dim(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         assert self.kl is not None
         return self.kl.expand(len(x), -1)
@@ -157,6 +162,8 @@ class WideCodes(GenerativeModel):
     """An autoencoder-like stand-in with codes spread over thousands: a step of 1 in a code
     dimension changes nothing visible, a step of one standard deviation does."""
 
+    capabilities = frozenset({CanEncode, CanDecode})
+
     def __init__(self) -> None:
         super().__init__(data_info=STAND_IN)
         g = torch.Generator().manual_seed(4)
@@ -226,6 +233,8 @@ def test_arithmetic_vector_is_difference_of_class_means() -> None:
 class ConditionalSampler(GenerativeModel):
     """sample(n, y) = noise + 10·y: equal noise shows as rows differing by exactly 10."""
 
+    capabilities = frozenset({CanSample})
+
     conditional = True
 
     def __init__(self) -> None:
@@ -255,21 +264,6 @@ def test_cycle_rows_name_the_domains() -> None:
     ax = cycle_figure(rows, info, "b2a").axes[0]
     assert _ticks(ax.get_yticklabels()) == ["input: inverted", "translated: digits", "translated back: inverted"]
     assert len(ax.get_images()) == 1  # one picture: the three rows of five images
-
-
-def test_code_traversals_get_one_labelled_block_per_code() -> None:
-    from genlab.capabilities import Traversal
-
-    sweep = ("u=−1", *[""] * (GRID_COLUMNS - 2), "u=1")
-    rows = ("category 0", "category 1", "category 2")
-    traversals = [Traversal(torch.rand(3 * GRID_COLUMNS, *SHAPE), f"continuous code u{j}: swept", rows, sweep)
-                  for j in (1, 2)]
-    grids = code_traversal_grids(traversals)
-    assert len(grids) == 2 and all(list(g.row_labels) == list(rows) for g in grids)
-    assert all(g.columns == GRID_COLUMNS for g in grids)  # three rows of GRID_COLUMNS images each
-    assert grids[0].column_labels[0] == "u=−1" and grids[0].column_labels[-1] == "u=1"
-    fig = FG.grids_figure(grids, title="InfoGAN")
-    assert len(fig.axes) == 2 and all(_ticks(ax.get_yticklabels())[0] == "category 0" for ax in fig.axes)
 
 
 class ConditionalRecorder(Recorder):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from genlab.callbacks import figures as FG
 from genlab.callbacks.evaluator import configured_evaluator
 from genlab.callbacks.images import Figure, ImageLogger
+from genlab.capabilities import CanDecode, CanEncode, CanReconstruct, CanSample, PictureSpec
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
 from genlab.errors import UserError
 from genlab.metrics import codes as K
@@ -140,6 +141,8 @@ class TinyPoints(TensorDataModule):
 class PCAModel(GenerativeModel):
     """Exactly the PCA baseline: encode/decode with a fixed fit (lr 0 on a dummy weight)."""
 
+    capabilities = frozenset({CanEncode, CanDecode, CanReconstruct})
+
     def __init__(self, info: DataInfo, fit: P.PCAFit) -> None:
         super().__init__(data_info=info, optimizer=partial(torch.optim.SGD, lr=0.0))
         self.fit_ = fit
@@ -162,6 +165,8 @@ class PCAModel(GenerativeModel):
 
 class IdentityModel(GenerativeModel):
     """Reconstructs perfectly; a conditional sampler of constant images (grey level = class)."""
+
+    capabilities = frozenset({CanEncode, CanReconstruct, CanSample})
 
     conditional = True
 
@@ -278,14 +283,14 @@ class LabelKeeper(ImageLogger):
         super().__init__(*args, **kwargs)
         self.rows: dict[str, list[list[str]]] = {}
 
-    def emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Figure],
-             step: int | None = None) -> None:
+    def emit(self, trainer: pl.Trainer, spec: PictureSpec, *args, **kwargs) -> None:
         def keep() -> Figure:
-            fig = make()
-            self.rows[tag] = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
+            fig = spec.draw()
+            assert isinstance(fig, Figure)  # the stage pictures are figures
+            self.rows[spec.tag] = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
             return fig
 
-        super().emit(trainer, tag, filename, keep, step)
+        super().emit(trainer, replace(spec, draw=keep), *args, **kwargs)
 
 
 def test_sample_rows_carry_class_names_and_reconstruction_rows_say_which_is_which(tmp_path) -> None:

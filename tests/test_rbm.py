@@ -17,9 +17,8 @@ from genlab.capabilities import (
     CanBoundLikelihood,
     CanEncode,
     CanReconstruct,
-    CanRunChains,
     CanSample,
-    CanShowFilters,
+    capable,
 )
 from genlab.data.base import DataInfo
 from genlab.errors import UserError
@@ -133,8 +132,8 @@ def test_ais_log_z_is_close_to_the_exact_value(visible: str) -> None:
 
 def test_capabilities_and_likelihood_bounds() -> None:
     model = tiny_rbm(8, 4, ais_runs=20, ais_betas=50, sample_steps=3).float()
-    for cap in (CanSample, CanEncode, CanReconstruct, CanBoundLikelihood, CanShowFilters, CanRunChains):
-        assert isinstance(model, cap)
+    for cap in (CanSample, CanEncode, CanReconstruct, CanBoundLikelihood):
+        assert capable(model, cap)
     x = torch.rand(3, 1, 1, 8)
     assert model.sample(5).shape == (5, 1, 1, 8) and model.sample(2, steps=0).shape == (2, 1, 1, 8)
     assert model.reconstruct(x).shape == x.shape and model.encode(x).shape == (3, 4)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.callbacks.evaluator import configured_evaluator
+from genlab.capabilities import CanEncode, CanReconstruct, CanSample
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
 from genlab.errors import UserError
 from genlab.metrics import robustness as R
@@ -121,6 +122,8 @@ class Points(TensorDataModule):
 class LinearCode(GenerativeModel):
     """h = Wx (fixed W); reconstructs as the identity, so the noisy reconstruction error is ‖ε‖²."""
 
+    capabilities = frozenset({CanEncode, CanReconstruct})
+
     def __init__(self, info: DataInfo, w: Tensor) -> None:
         super().__init__(data_info=info, optimizer=partial(torch.optim.SGD, lr=0.0))
         self.w = nn.Parameter(w.clone())
@@ -137,6 +140,8 @@ class LinearCode(GenerativeModel):
 
 
 class Sampler(GenerativeModel):
+    capabilities = frozenset({CanSample})
+
     def sample(self, n: int, y: Tensor | None = None, steps: int | None = None) -> Tensor:
         return torch.zeros(n, D)
 

@@ -14,6 +14,7 @@ from scipy import linalg
 from torch import Tensor
 
 from genlab.callbacks.evaluator import configured_evaluator
+from genlab.capabilities import CanSample
 from genlab.data.base import Batch, DataInfo
 from genlab.data.builtin import DigitsDataModule, Toy2dDataModule
 from genlab.errors import UserError
@@ -142,6 +143,8 @@ def test_mode_coverage_on_hand_made_samples() -> None:
 # ---- the Evaluator with stand-in samplers --------------------------------------------------------
 class Replay(GenerativeModel):
     """A stand-in sampler: returns given samples (cycling), whatever its random state."""
+
+    capabilities = frozenset({CanSample})
 
     def __init__(self, info: DataInfo, data: Tensor) -> None:
         super().__init__(data_info=info)

@@ -1,20 +1,17 @@
 """Pictures of what an encoder's space holds, for any model that encodes images: the nearest test
 neighbours of query images (by their codes); for contrastive models the disturbed views they were
 trained on; and, for models with a text side (CLIP), the similarity of test images to each class prompt.
-``ImageLogger`` calls ``pictures`` at the end of the test, so every picture goes through its one path."""
+``ImageLogger`` chooses them by capability at the end of the test and writes them."""
 
 from __future__ import annotations
-
-from collections.abc import Callable, Iterator
 
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from genlab.callbacks.figures import class_name, labelled_grid
-from genlab.capabilities import CanDisturb, CanEncode, CanZeroShot
-from genlab.data.base import DataInfo, Split, TensorDataModule
-from genlab.metrics.base import seeded
+from genlab.capabilities import CanDisturb, CanZeroShot
+from genlab.data.base import DataInfo
 from genlab.metrics.embedding import class_means
 
 QUERIES, NEIGHBOURS = 8, 7  # rows of the neighbour grid, and the neighbours beside each query
@@ -65,27 +62,13 @@ def prompt_similarity_figure(sims: Tensor, y: Tensor, class_names: tuple[str, ..
     return fig
 
 
-def pictures(model: CanEncode, dm: TensorDataModule, test: Split, codes: Tensor, seed: int
-             ) -> Iterator[tuple[str, Callable[[], Figure]]]:
-    """(name, make) of each picture this model allows on image data: ``neighbours`` for every encoder,
-    ``views`` for models trained on disturbed views, ``zero_shot`` for models with class prompts. ``test``
-    holds the test images whose codes (N, d) the code pictures already computed."""
-    info = dm.info
-    if not info.is_image:
-        return
-    x = TensorDataModule.scale(test.x)
-    yield "neighbours", lambda: neighbours_figure(x, codes, test.y, info, seed)
+def zero_shot_figure(model: CanZeroShot, x: Tensor, y: Tensor, info: DataInfo) -> Figure:
+    """The similarity to each class prompt of two test images (x (N, C, H, W) scaled, labels y (N,)) per class;
+    ``model`` also embeds images (``CanEmbed``)."""
+    per_class = [torch.nonzero(y == c).squeeze(1)[:2] for c in range(info.num_classes or 0)]
+    idx = torch.cat(per_class)
+    captions, classes = model.held_out_captions()
+    prompts = class_means(captions, classes, info.num_classes or 0)
     device = model.device  # type: ignore[attr-defined]
-    if isinstance(model, CanDisturb):
-        def make_views() -> Figure:
-            with seeded(device, seed):  # the same views every time
-                return views_figure(x[:8].to(device), model, info)
-
-        yield "views", make_views
-    if isinstance(model, CanZeroShot) and test.y is not None and info.num_classes:
-        per_class = [torch.nonzero(test.y == c).squeeze(1)[:2] for c in range(info.num_classes)]
-        idx = torch.cat(per_class)
-        captions, classes = model.held_out_captions()
-        prompts = class_means(captions, classes, info.num_classes)
-        sims = (model.embed(x[idx].to(device)) @ prompts.T).float().cpu()  # type: ignore[attr-defined]
-        yield "zero_shot", lambda: prompt_similarity_figure(sims, test.y[idx], info.class_names)
+    sims = (model.embed(x[idx].to(device)) @ prompts.T).float().cpu()  # type: ignore[attr-defined]
+    return prompt_similarity_figure(sims, y[idx], info.class_names)

@@ -215,3 +215,31 @@ def interleaved_rows(blocks: Sequence[Tensor], columns: int) -> Tensor:
     x = torch.stack(list(blocks))  # (B, n, C, H, W)
     b, n = x.shape[:2]
     return x.reshape(b, n // columns, columns, *x.shape[2:]).transpose(0, 1).reshape(b * n, *x.shape[2:])
+
+
+def particles_figure(frames: Tensor, data: Tensor, shown: Sequence[int] | None = None, title: str = "") -> Figure:
+    """2-D particles frames (F, n, 2) of a sampler's way from noise to samples over the data (N, 2) in grey,
+    one panel per shown frame (all by default) side by side, on the same fixed axes: the data and the last
+    frame (the samples) in view, noise may leave it."""
+    shown = list(range(len(frames))) if shown is None else list(shown)
+    both = torch.cat([frames[-1], data])
+    centre = both.mean(0)
+    half = float((both - centre).abs().amax()) * 1.15 + 1e-6
+    last = len(frames) - 1
+    one = len(shown) == 1
+    fig = Figure(figsize=(5, 5) if one else (1.6 * len(shown), 2.0), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, k in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), i + 1)
+        ax.scatter(data[:, 0], data[:, 1], s=2, c="0.75")
+        ax.scatter(frames[k, :, 0], frames[k, :, 1], s=1, c="C0", alpha=0.5)
+        ax.set_xlim(float(centre[0]) - half, float(centre[0]) + half)
+        ax.set_ylim(float(centre[1]) - half, float(centre[1]) + half)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("noise" if k == 0 else "sample" if k == last else f"frame {k}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,14 +1,15 @@
-"""The one picture path for all models: grids and scatters to TensorBoard and to
-``<run>/images``, chosen by the model's capabilities (reconstruct, sample, encode, decode,
-translate, traverse codes, show filters, run chains, plot its state); the latent-space pictures are built in
-``latent_pictures``. Every image grid is a labelled figure drawn by ``figures.grids_figure``:
+"""The one picture path for all models: grids and scatters to TensorBoard and to ``<run>/images``. The
+pictures every model with a capability gets are chosen here (reconstructions, samples, translation cycles,
+codes, neighbours, views, zero-shot prompts, and the latent-space pictures built in ``latent_pictures``);
+a model's pictures of itself come from its ``pictures`` method as ``PictureSpec``s, drawn and written
+by the same ``ImageLogger.emit``. Every image grid is a labelled figure drawn by ``figures.grids_figure``:
 a title and what each row (and, where it varies, each column) shows."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -20,22 +21,22 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from genlab.callbacks import embedding_pictures
+from genlab.callbacks import embedding_pictures as EP
 from genlab.callbacks.evaluator import trained_datamodule
-from genlab.callbacks.figures import Grid, class_name, grids_figure, interleaved_rows, labelled_grid
+from genlab.callbacks.figures import class_name, grids_figure, interleaved_rows, labelled_grid
 from genlab.callbacks.latent_pictures import LatentPictures, class_rows, encode_all
 from genlab.capabilities import (
+    CanDecode,
+    CanDisturb,
+    CanEmbed,
     CanEncode,
-    CanPlotState,
     CanReconstruct,
-    CanRunChains,
     CanSample,
-    CanShowFilters,
-    CanShowTrajectory,
-    CanSweepGuidance,
     CanTranslate,
-    CanTraverseCodes,
-    Traversal,
+    CanZeroShot,
+    PictureRequest,
+    PictureSpec,
+    capable,
 )
 from genlab.config.fields import require
 from genlab.data.base import DataInfo, TensorDataModule
@@ -44,10 +45,9 @@ from genlab.metrics.base import eval_mode, seeded
 from genlab.metrics.codes import project_2d
 from genlab.metrics.translation import OTHER, domain_splits
 from genlab.models.base import GenerativeModel
+from genlab.runfolder import RunFolder
 
-GRID_COLUMNS = 8
-GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0)  # the rows of guidance_sweep.png
-TRAJECTORY_FRAMES = 8  # frames of a 2-D sampler's particles (TensorBoard steps, trajectory.png panels)
+GRID_COLUMNS = 8  # images per grid row; the models' own grids get it as PictureRequest.columns
 
 
 def _xy(x: Tensor) -> Tensor:
@@ -106,7 +106,9 @@ class ImageLogger(pl.Callback):
     pictures go to both. Images are labelled grids (``figures``); 2-D point data are scatters
     against the data.
     With ``latent`` set, the test end adds the latent-space pictures of image data (manifold,
-    traversals, interpolations, arithmetic) and the test codes in TensorBoard's projector.
+    traversals, interpolations, arithmetic) and the test codes in TensorBoard's projector. The pictures a
+    model lists of itself (``GenerativeModel.pictures``) are asked for at the test's end, before every
+    training batch and at the end of training.
     """
 
     def __init__(
@@ -124,12 +126,11 @@ class ImageLogger(pl.Callback):
         if latent is not None and not isinstance(latent, LatentPictures):
             raise UserError(f"{key}.latent must be a node with _target_: genlab.callbacks.latent_pictures."
                             f"LatentPictures (or null), not {latent!r}.")
-        self.image_dir = Path(output_dir) / "images"
+        self.image_dir = RunFolder(Path(output_dir)).images
         self.n_images = n_images
         self.n_points = n_points  # points and codes drawn in a scatter
         self.seed = seed  # fixes the shown images and the sampling noise across epochs
         self.latent = latent
-        self.plots_state = False  # whether the trained model draws its training state (on_train_start)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm, tb = trained_datamodule(trainer), _tensorboards(trainer)
@@ -144,141 +145,43 @@ class ImageLogger(pl.Callback):
             return
         with eval_mode(pl_module):
             self.stage_pictures(trainer, pl_module, dm, "test", png=True)
-            if isinstance(pl_module, CanEncode):
+            if capable(pl_module, CanEncode):
                 self.code_pictures(trainer, pl_module, dm)
-            if isinstance(pl_module, CanTraverseCodes) and dm.info.is_image:  # one block per code, top to bottom
-                model, bounded = pl_module, dm.info.bounded
-                make = lambda: grids_figure(code_traversal_grids(model.code_traversals(GRID_COLUMNS)), bounded)
-                self.emit(trainer, "test/code_traversals", "code_traversals.png", make)
-            if isinstance(pl_module, CanRunChains) and dm.info.is_image:  # a chain's way from the data
-                self.chain_picture(trainer, pl_module, dm)
-            if isinstance(pl_module, CanShowTrajectory):  # a sampler's way from noise
-                if dm.info.is_image:
-                    self.trajectory_picture(trainer, pl_module, dm.info)
-                elif dm.info.dim == 2:
-                    self.particles_picture(trainer, pl_module, dm)
-            if isinstance(pl_module, CanSweepGuidance) and dm.info.is_image and dm.info.num_classes:
-                self.guidance_picture(trainer, pl_module, dm.info)
-            if isinstance(pl_module, CanShowFilters) and dm.info.is_image:  # each unit's weights as an image
-                filters = pl_module.filters(GRID_COLUMNS * GRID_COLUMNS)
-                title = "learned filters: each hidden unit's weights, scaled to [0, 1] one by one"
-                make = lambda: labelled_grid(filters.detach().float().cpu(), GRID_COLUMNS, (), title)
-                self.emit(trainer, "test/filters", "filters.png", make)
+            self.own_pictures(trainer, pl_module, "test")
         for lg in _tensorboards(trainer):
             lg.experiment.flush()
 
-    def chain_picture(self, trainer: pl.Trainer, model: CanRunChains, dm: TensorDataModule) -> None:
-        """Markov chains from GRID_COLUMNS test images (columns), one row per number of sweeps, up to the
-        model's sampling budget: ``test/gibbs_chains``, ``gibbs_chains.png``."""
-        budget = int(getattr(model, "sample_steps", 1000))
-        sweeps = [k for k in (0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000) if k < budget] + [budget]
-        x = TensorDataModule.scale(dm.splits["test"].pick(GRID_COLUMNS, self.seed).x).to(model.device)
-        with seeded(model.device, self.seed):
-            frames = model.chain_frames(x, sweeps)  # (rows, columns, *shape)
-        images = frames.flatten(0, 1).float().cpu()
-        title = "Gibbs chains from test images (columns): visible means after each number of sweeps (rows)"
-        make = lambda: labelled_grid(images, GRID_COLUMNS, [f"{k} sweeps" for k in sweeps], title)  # noqa: E731
-        self.emit(trainer, "test/gibbs_chains", "gibbs_chains.png", make)
-
-    def trajectory_picture(self, trainer: pl.Trainer, model: CanShowTrajectory, info: DataInfo) -> None:
-        """GRID_COLUMNS samples' way from noise (rows, left to right: GRID_COLUMNS frames of the sampler's loop,
-        from pure noise to the sample), drawn under the seed: ``test/trajectory``, ``trajectory.png``."""
-        with seeded(getattr(model, "device", torch.device("cpu")), self.seed):
-            frames = model.trajectory(GRID_COLUMNS, GRID_COLUMNS)  # (frames, n, *shape)
-        images = frames.transpose(0, 1).flatten(0, 1).float().cpu()  # row i: sample i's frames
-        columns = ["noise", *[""] * (frames.shape[0] - 2), "sample"]
-        title = "sampling trajectories: each row one sample's way from pure noise (left) to the sample (right)"
-        make = lambda: labelled_grid(images, frames.shape[0], (), title, columns, info=info)  # noqa: E731
-        self.emit(trainer, "test/trajectory", "trajectory.png", make)
-
-    def particles_picture(self, trainer: pl.Trainer, model: CanShowTrajectory, dm: TensorDataModule) -> None:
-        """2-D points moving from noise to samples: n_points particles at TRAJECTORY_FRAMES points of the
-        sampler's loop, over the test data in grey, on fixed axes. TensorBoard gets them as an image sequence
-        (``test/trajectory`` at steps 0..frames−1: its slider plays the motion), the PNG as a row of panels."""
-        with seeded(getattr(model, "device", torch.device("cpu")), self.seed):
-            frames = model.trajectory(self.n_points, TRAJECTORY_FRAMES).float().cpu()  # (frames, n, 2)
-        data = dm.splits["test"].pick(self.n_points, self.seed).x.float().flatten(1).cpu()
-        both = torch.cat([frames[-1], data])
-        centre = both.mean(0)
-        half = float((both - centre).abs().amax()) * 1.15 + 1e-6  # the data and the samples in view; noise may leave
-        last = len(frames) - 1
-
-        def panel(ax: Axes, k: int) -> None:
-            ax.scatter(data[:, 0], data[:, 1], s=2, c="0.75")
-            ax.scatter(frames[k, :, 0], frames[k, :, 1], s=1, c="C0", alpha=0.5)
-            ax.set_xlim(float(centre[0]) - half, float(centre[0]) + half)
-            ax.set_ylim(float(centre[1]) - half, float(centre[1]) + half)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title("noise" if k == 0 else "sample" if k == last else f"frame {k}", fontsize=8)
-
-        def one(k: int) -> Figure:
-            fig, ax = _figure()
-            panel(ax, k)
-            fig.tight_layout()
-            return fig
-
-        def row() -> Figure:
-            fig = Figure(figsize=(1.6 * len(frames), 2.0), dpi=100)
-            FigureCanvasAgg(fig)
-            for k in range(len(frames)):
-                panel(fig.add_subplot(1, len(frames), k + 1), k)
-            fig.suptitle("particles from pure noise (left) to samples (right); test data in grey", fontsize=9)
-            fig.tight_layout()
-            return fig
-
-        for k in range(len(frames)):  # TensorBoard's step slider over the frames
-            self.emit(trainer, "test/trajectory", None, lambda k=k: one(k), step=k)
-        self.emit(trainer, "test/trajectory_panels", "trajectory.png", row)
-
-    def guidance_picture(self, trainer: pl.Trainer, model: CanSweepGuidance, info: DataInfo) -> None:
-        """One sample of each class (columns, at most 10) at each of GUIDANCE_SCALES (rows), all rows from the same
-        noise, drawn under the seed: ``test/guidance_sweep``, ``guidance_sweep.png``."""
-        device = getattr(model, "device", torch.device("cpu"))
-        y = torch.arange(min(10, info.num_classes or 0), device=device)
-        with seeded(device, self.seed):
-            grid = model.guidance_sweep(y, GUIDANCE_SCALES)  # (scales, classes, *shape)
-        images = grid.flatten(0, 1).float().cpu()
-        rows = [f"scale {s:g}" for s in GUIDANCE_SCALES]
-        columns = [class_name(int(c), info.class_names) for c in y]
-        title = "guidance scale (rows: 0 unconditional, 1 conditional, more: guided), one class per column, same noise"
-        make = lambda: labelled_grid(images, len(y), rows, title, columns, info=info)  # noqa: E731
-        self.emit(trainer, "test/guidance_sweep", "guidance_sweep.png", make)
-
-    # models that draw their training state: a figure every state_every batches and at the end
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # asked once: a protocol's isinstance looks up each of its members (docs/speed.md), and this runs every batch
-        self.plots_state = isinstance(pl_module, CanPlotState)
-
+    # the pictures a model draws of itself (GenerativeModel.pictures): at the test's end, and in training for
+    # models that draw their training state (asked before every batch: most answer [] at once)
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object,
                              batch_idx: int) -> None:
-        if self.plots_state and pl_module.trained_batches % pl_module.state_every == 0:
-            self.state_picture(trainer, pl_module)
+        if isinstance(pl_module, GenerativeModel):
+            self.own_pictures(trainer, pl_module, "train_batch")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if isinstance(pl_module, CanPlotState):
-            self.state_picture(trainer, pl_module)
+        if isinstance(pl_module, GenerativeModel):
+            self.own_pictures(trainer, pl_module, "train_end")
 
-    def state_picture(self, trainer: pl.Trainer, model: GenerativeModel) -> None:
-        """The state figure over n_points training points and fixed sampling noise: a TensorBoard
-        sequence ``<state_name>/state`` and ``images/<state_name>_step_XXXXX.png``, at the step the
-        logged scalars use (training batches; ``trainer.global_step`` counts each optimiser's steps)."""
+    def own_pictures(self, trainer: pl.Trainer, model: GenerativeModel, moment: str) -> None:
+        """Every picture ``model.pictures`` lists at ``moment``, each drawn in evaluation mode under the seed."""
         dm = trained_datamodule(trainer)
-        if dm is None or not isinstance(model, CanPlotState):
+        if dm is None:
             return
-        step, name = model.trained_batches, model.state_name
-        data = TensorDataModule.scale(dm.splits["train"].pick(self.n_points, self.seed).x)
-        with eval_mode(model), seeded(model.device, self.seed):
-            self.emit(trainer, f"{name}/state", f"{name}_step_{step:05d}.png",
-                      lambda: model.state_figure(data, step=step), step=step)
+        pick = lambda split, n: TensorDataModule.scale(dm.splits[split].pick(n, self.seed).x).cpu()
+        request = PictureRequest(moment, dm.info, GRID_COLUMNS, self.n_points, model.trained_batches, pick)
+        specs = model.pictures(request)
+        if not specs:
+            return
+        with eval_mode(model):
+            for spec in specs:
+                self.emit(trainer, spec, dm.info, seed_on=model.device)
 
     def stage_pictures(
         self, trainer: pl.Trainer, model: GenerativeModel, dm: TensorDataModule, stage: str, png: bool
     ) -> None:
         """Reconstructions of fixed images of the split, samples from fixed noise, translation cycles."""
         info = dm.info
-        if isinstance(model, CanReconstruct):
+        if capable(model, CanReconstruct):
             shown = dm.splits[stage].pick(self.n_images if info.is_image else self.n_points, self.seed)
             x = TensorDataModule.scale(shown.x.to(model.device))
             y = shown.y.to(model.device) if model.conditional and shown.y is not None else None
@@ -287,8 +190,8 @@ class ImageLogger(pl.Callback):
                 make = lambda: reconstructions_figure(x, x_hat, info, stage)
             else:
                 make = lambda: _points_figure(x, x_hat, "reconstructions")
-            self.emit(trainer, f"{stage}/reconstructions", "reconstructions.png" if png else None, make)
-        if isinstance(model, CanSample):
+            self.emit(trainer, PictureSpec(f"{stage}/reconstructions", "reconstructions.png" if png else None, make))
+        if capable(model, CanSample):
             y = None
             n = self.n_images if info.is_image else self.n_points
             by_class = model.conditional and info.num_classes
@@ -307,18 +210,21 @@ class ImageLogger(pl.Callback):
             else:
                 data = TensorDataModule.scale(dm.splits[stage].pick(self.n_points, self.seed).x)
                 make = lambda: _points_figure(data, samples, "samples", y)
-            self.emit(trainer, f"{stage}/samples", "samples.png" if png else None, make)
+            self.emit(trainer, PictureSpec(f"{stage}/samples", "samples.png" if png else None, make))
         both = domain_splits(dm)
-        if isinstance(model, CanTranslate) and both is not None:  # rows: inputs, translated, translated back
+        if capable(model, CanTranslate) and both is not None:  # rows: inputs, translated, translated back
             for direction, splits in zip(("a2b", "b2a"), both):
                 x = TensorDataModule.scale(splits[stage].pick(GRID_COLUMNS, self.seed).x.to(model.device))
                 t = model.translate(x, direction)
                 rows = (x, t, model.translate(t, OTHER[direction]))
                 make = lambda rows=rows, d=direction: cycle_figure(rows, info, d)
-                self.emit(trainer, f"{stage}/cycle_{direction}", f"cycle_{direction}.png" if png else None, make)
+                file = f"cycle_{direction}.png" if png else None
+                self.emit(trainer, PictureSpec(f"{stage}/cycle_{direction}", file, make))
 
     def code_pictures(self, trainer: pl.Trainer, model: GenerativeModel, dm: TensorDataModule) -> None:
-        """The scatter of test codes and, with ``latent``, the latent-space pictures and the projector."""
+        """The scatter of test codes; on images what the code space holds (nearest neighbours, and by capability
+        the disturbed views and the zero-shot prompts); with ``latent``, for decoders, the latent-space pictures,
+        and the projector."""
         info, test = dm.info, dm.splits["test"].pick(self.n_points, self.seed)
         labels = test.y if model.conditional else None  # conditional encoders take y
         batch_size = dm.options.eval_batch_size
@@ -327,15 +233,22 @@ class ImageLogger(pl.Callback):
             codes = encode_all(model, test.x, labels, batch_size)  # (N, latent_dim)
         if codes is None:
             return
-        self.emit(trainer, "test/codes", "codes.png", lambda: _codes_figure(codes, test.y))
-        for name, make in embedding_pictures.pictures(model, dm, test, codes, self.seed):  # neighbours, views, prompts
-            self.emit(trainer, f"test/{name}", f"{name}.png", make)
+        self.emit(trainer, PictureSpec("test/codes", "codes.png", lambda: _codes_figure(codes, test.y)))
+        if info.is_image:
+            x = TensorDataModule.scale(test.x)
+            make = lambda: EP.neighbours_figure(x, codes, test.y, info, self.seed)
+            self.emit(trainer, PictureSpec("test/neighbours", "neighbours.png", make))
+            if capable(model, CanDisturb):  # the same views every time: drawn under the seed
+                views = lambda: EP.views_figure(x[:GRID_COLUMNS].to(model.device), model, info)
+                self.emit(trainer, PictureSpec("test/views", "views.png", views), seed_on=model.device)
+            if capable(model, CanZeroShot) and capable(model, CanEmbed) and test.y is not None and info.num_classes:
+                make = lambda: EP.zero_shot_figure(model, x, test.y, info)
+                self.emit(trainer, PictureSpec("test/zero_shot", "zero_shot.png", make))
         if self.latent is None:
             return
-        if info.is_image:
+        if info.is_image and capable(model, CanDecode):
             for pic in self.latent.pictures(model, test, codes, batch_size, info.class_names):
-                make = lambda p=pic: grids_figure([p.make()], info.bounded)
-                self.emit(trainer, f"test/{pic.name}", f"{pic.name}.png", make)
+                self.emit(trainer, PictureSpec(f"test/{pic.name}", f"{pic.name}.png", lambda p=pic: [p.make()]), info)
         tensorboards = _tensorboards(trainer)
         if tensorboards:  # the projector: codes with labels as metadata and thumbnails as sprites
             with _by_product("test_codes embedding"):
@@ -343,25 +256,31 @@ class ImageLogger(pl.Callback):
                 for lg in tensorboards:
                     lg.experiment.add_embedding(**emb, tag="test_codes", global_step=trainer.global_step)
 
-    def emit(self, trainer: pl.Trainer, tag: str, filename: str | None, make: Callable[[], Figure],
-             step: int | None = None) -> None:
-        """Render a figure to TensorBoard (at ``step``, by default the global step) and, when named,
-        to a PNG; the figure is cleared afterwards (its axes and images freed at once, not at the next
-        garbage collection: validation pictures come every epoch).
+    def emit(self, trainer: pl.Trainer, spec: PictureSpec, info: DataInfo | None = None,
+             seed_on: torch.device | None = None) -> None:
+        """Draw a picture (grids as one figure, bounded as ``spec.bounded`` says, else as the data ``info``
+        are; under the logger's seed on the device ``seed_on`` when given) and render it to TensorBoard at
+        ``spec.step`` (by default the global step) and, when named, to a PNG; the figure is cleared afterwards
+        (its axes and images freed at once, not at the next garbage collection: validation pictures come
+        every epoch).
 
-        Pictures are a by-product: a rendering or writing failure warns and the run goes on.
+        Pictures are a by-product: a drawing, rendering or writing failure warns and the run goes on.
         """
-        step = trainer.global_step if step is None else step
-        with _by_product(tag):
-            fig = make()
+        step = trainer.global_step if spec.step is None else spec.step
+        with _by_product(spec.tag):
+            with seeded(seed_on, self.seed) if seed_on is not None else nullcontext():
+                drawn = spec.draw()
+            if not isinstance(drawn, Figure):
+                bounded = spec.bounded if spec.bounded is not None else info is None or info.bounded
+                drawn = grids_figure(drawn, bounded)
             try:
                 for lg in _tensorboards(trainer):
-                    lg.experiment.add_figure(tag, fig, global_step=step, close=False)  # close=True needs pyplot
-                if filename is not None:
+                    lg.experiment.add_figure(spec.tag, drawn, global_step=step, close=False)  # close=True needs pyplot
+                if spec.file is not None:
                     self.image_dir.mkdir(parents=True, exist_ok=True)
-                    fig.savefig(self.image_dir / filename)
+                    drawn.savefig(self.image_dir / spec.file)
             finally:
-                fig.clear()
+                drawn.clear()
 
 
 # ---- the labelled grids of the stage pictures ---------------------------------------------------
@@ -393,12 +312,6 @@ def cycle_figure(rows: tuple[Tensor, Tensor, Tensor], info: DataInfo, direction:
     labels = [f"input: {src}", f"translated: {dst}", f"translated back: {src}"]
     images = torch.cat([r.detach().float().cpu() for r in rows])
     return labelled_grid(images, len(rows[0]), labels, f"translation cycle {src} → {dst} → {src}", info=info)
-
-
-def code_traversal_grids(traversals: list[Traversal]) -> list[Grid]:
-    """One labelled block per grid of ``code_traversals``, labelled as the model labels its codes."""
-    return [Grid(t.images, len(t.images) // max(1, len(t.row_labels)), t.row_labels, t.title, t.column_labels)
-            for t in traversals]
 
 
 def _tensorboards(trainer: pl.Trainer) -> list[TensorBoardLogger]:

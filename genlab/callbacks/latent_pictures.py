@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.callbacks.figures import Grid, class_name, number, thinned
-from genlab.capabilities import CanDecode, HasCodeKL
+from genlab.capabilities import HasCodeKL, capable
 from genlab.config.fields import require
 from genlab.data.base import Split, TensorDataModule, map_batches
 from genlab.errors import UserError
@@ -203,9 +203,10 @@ class LatentPictures:
 
     def pictures(self, model: GenerativeModel, test: Split, codes: Tensor, batch_size: int = 512,
                  class_names: Sequence[str] = ()) -> list[Picture]:
-        """The pictures of fixed test images (test.x unscaled, test.y optional) with their codes (N, d);
-        class_names (``DataInfo.class_names``) label classes, which are shown by index without them."""
-        if not isinstance(model, CanDecode) or len(test) == 0:
+        """The pictures of a decoder (``CanDecode``) from fixed test images (test.x unscaled, test.y optional)
+        and their codes (N, d); class_names (``DataInfo.class_names``) label classes, which are shown by index
+        without them."""
+        if len(test) == 0:
             return []
         conditional = model.conditional and test.y is not None
         labels = test.y if conditional else None  # given to the model only when it is conditional
@@ -242,7 +243,7 @@ class LatentPictures:
         the code dimensions with the most KL for models with ``kl_per_dim`` (offsets in prior units),
         else the principal directions of the codes (offsets in units of the codes' spread along each)."""
         offsets = torch.linspace(-self.traversal_range, self.traversal_range, self.traversal_steps)  # (S,)
-        if isinstance(model, HasCodeKL):
+        if capable(model, HasCodeKL):
             kl = mean_kl_per_dim(model, x, labels, batch_size)  # (d,)
             dims = kl.argsort(descending=True)[: self.traversal_dims]
             rows = [f"dim {d} · KL {kl[d]:.2f} nats" for d in dims.tolist()]

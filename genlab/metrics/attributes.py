@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanEmbed, CanPromptAttributes
+from genlab.capabilities import CanEmbed, CanPromptAttributes, capable
 from genlab.config.fields import require
 from genlab.data.captioned import held_out_mask
 from genlab.metrics.base import Context, Metric, seeded
@@ -33,12 +33,12 @@ class AttributeZeroShot(Metric):
         self.n = n
 
     def applies(self, ctx: Context) -> bool:
-        return bool(ctx.info.attributes) and isinstance(ctx.model, CanPromptAttributes) \
-            and isinstance(ctx.model, CanEmbed)
+        return bool(ctx.info.attributes) and capable(ctx.model, CanPromptAttributes) \
+            and capable(ctx.model, CanEmbed)
 
     def compute(self, ctx: Context) -> dict[str, float]:
         model = ctx.model
-        assert isinstance(model, CanPromptAttributes) and isinstance(model, CanEmbed)
+        assert capable(model, CanPromptAttributes) and capable(model, CanEmbed)
         test = ctx.split("test")
         if test.factors is None or len(test) == 0:
             return {}

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanEncode, CanSample
+from genlab.capabilities import CanEncode, CanSample, capable
 from genlab.data.base import Split, TensorDataModule, map_batches
 from genlab.errors import GenlabWarning
 from genlab.metrics import classifier as classifier_module
@@ -112,7 +112,7 @@ class Context:
     def codes(self, split: Split, key: str) -> Tensor | None:
         """Codes (N, latent_dim) of a split (the posterior means of stochastic encoders), on the CPU;
         None, with a warning, when any is NaN or inf. ``key`` names the split for the memo."""
-        assert isinstance(self.model, CanEncode)
+        assert capable(self.model, CanEncode)
 
         def make() -> Tensor | None:
             h = self.map(lambda x, y=None: self.model.encode(x, y).flatten(1), split.x, self.labels(split))
@@ -136,7 +136,7 @@ class Context:
         """As many samples as ``real`` holds (n, *shape) on the CPU, drawn under the seed in evaluation
         batches with the step budget; a conditional model is asked for real's labels. None, with a
         warning, when any is NaN or inf."""
-        assert isinstance(self.model, CanSample)
+        assert capable(self.model, CanSample)
         labels = real.y if self.model.conditional else None
 
         def make() -> Tensor | None:

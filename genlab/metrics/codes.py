@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from genlab.capabilities import CanEncode, HasCodeKL
+from genlab.capabilities import CanEncode, HasCodeKL, capable
 from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_encode
@@ -61,7 +61,7 @@ class Probes(Metric):
         self.max_train, self.knn_k = max_train, knn_k
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanEncode) and ctx.info.has_labels
+        return capable(ctx.model, CanEncode) and ctx.info.has_labels
 
     def compute(self, ctx: Context) -> dict[str, float]:
         train, test = ctx.split("train").pick(self.max_train), ctx.split("test", seen_classes=True)
@@ -87,7 +87,7 @@ class CodeUsage(Metric):
         self.threshold = threshold
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanEncode) and isinstance(ctx.model, HasCodeKL)
+        return capable(ctx.model, CanEncode) and capable(ctx.model, HasCodeKL)
 
     def compute(self, ctx: Context) -> dict[str, float]:
         mu = ctx.codes(ctx.split("test"), "test")

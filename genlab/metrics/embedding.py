@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.capabilities import CanEmbed, CanZeroShot
+from genlab.capabilities import CanEmbed, CanZeroShot, capable
 from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric, seeded
 
@@ -59,11 +59,11 @@ class Embedding(Metric):
         self.n = n
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanEmbed)
+        return capable(ctx.model, CanEmbed)
 
     def compute(self, ctx: Context) -> dict[str, float]:
         model = ctx.model
-        assert isinstance(model, CanEmbed)
+        assert capable(model, CanEmbed)
         test = ctx.split("test").pick(self.n, ctx.seed)
         with seeded(ctx.device, ctx.seed):  # the views and captions drawn are fixed by the seed
             e = ctx.map(lambda x, y=None: model.embed(x), test.x)
@@ -89,11 +89,11 @@ class ZeroShot(Metric):
         self.n, self.ks = n, tuple(ks)
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanZeroShot) and isinstance(ctx.model, CanEmbed) and ctx.info.has_labels
+        return capable(ctx.model, CanZeroShot) and capable(ctx.model, CanEmbed) and ctx.info.has_labels
 
     def compute(self, ctx: Context) -> dict[str, float]:
         model = ctx.model
-        assert isinstance(model, CanZeroShot) and isinstance(model, CanEmbed)
+        assert capable(model, CanZeroShot) and capable(model, CanEmbed)
         test = ctx.split("test", seen_classes=True)
         if test.y is None or len(test) == 0:
             return {}

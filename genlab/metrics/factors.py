@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from genlab.capabilities import CanEncode
+from genlab.capabilities import CanEncode, capable
 from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric
 from genlab.metrics.codes import linear_probe_accuracy
@@ -106,7 +106,7 @@ class Factors(Metric):
         self.max_train = max_train
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanEncode) and ctx.info.has_factors
+        return capable(ctx.model, CanEncode) and ctx.info.has_factors
 
     def compute(self, ctx: Context) -> dict[str, float]:
         train, test = ctx.split("train").pick(self.max_train), ctx.split("test")

@@ -7,7 +7,7 @@ and averages each over the test set, so a new family adds its own bound without 
 
 from __future__ import annotations
 
-from genlab.capabilities import Budget, CanBoundLikelihood
+from genlab.capabilities import Budget, CanBoundLikelihood, capable
 from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric, seeded
 
@@ -24,10 +24,10 @@ class Likelihood(Metric):
         self.budget = Budget(samples=samples, chunk=chunk)
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanBoundLikelihood)
+        return capable(ctx.model, CanBoundLikelihood)
 
     def compute(self, ctx: Context) -> dict[str, float]:
-        assert isinstance(ctx.model, CanBoundLikelihood)
+        assert capable(ctx.model, CanBoundLikelihood)
         test = ctx.split("test")
         out = {}
         with seeded(ctx.device, ctx.seed):

@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from genlab.capabilities import CanEncode, CanReconstruct
+from genlab.capabilities import CanEncode, CanReconstruct, capable
 from genlab.config.fields import require
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_reconstruct
@@ -49,7 +49,7 @@ def auroc(scores: Tensor, is_positive: Tensor) -> float:
 # ---- the metric objects ----------------------------------------------------------------------
 def reconstruction_errors(ctx: Context) -> Tensor:
     """Squared error per test image (N_test,) of the model's reconstructions, computed once."""
-    assert isinstance(ctx.model, CanReconstruct)
+    assert capable(ctx.model, CanReconstruct)
     test = ctx.split("test")
 
     def make() -> Tensor:
@@ -70,13 +70,13 @@ class Reconstruction(Metric):
         self.pca_baseline = pca_baseline
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanReconstruct)
+        return capable(ctx.model, CanReconstruct)
 
     def compute(self, ctx: Context) -> dict[str, float]:
         err = reconstruction_errors(ctx).mean().item()
         out = {"test/sq_err_per_image": err, "test/mse_per_pixel": err / ctx.info.dim}
         k = ctx.model.latent_dim
-        if self.pca_baseline and isinstance(ctx.model, CanEncode) and k:
+        if self.pca_baseline and capable(ctx.model, CanEncode) and k:
             fit = fit_pca(ctx.tensors("train").x, min(k, ctx.info.dim))
             x = ctx.tensors("test").x  # the images the model's error is of
             pca_err = squared_error_per_image(x, pca_reconstruct(fit, x)).mean().item()
@@ -99,7 +99,7 @@ class Novelty(Metric):
         self.knn_k, self.max_train = knn_k, max_train
 
     def applies(self, ctx: Context) -> bool:
-        return (isinstance(ctx.model, (CanReconstruct, CanEncode)) and ctx.holdout_class is not None
+        return ((capable(ctx.model, CanReconstruct) or capable(ctx.model, CanEncode)) and ctx.holdout_class is not None
                 and ctx.split("test").y is not None)
 
     def compute(self, ctx: Context) -> dict[str, float]:
@@ -107,9 +107,9 @@ class Novelty(Metric):
         assert test.y is not None
         novel = test.y == ctx.holdout_class
         out = {}
-        if isinstance(ctx.model, CanReconstruct):
+        if capable(ctx.model, CanReconstruct):
             out["test/novelty_auroc"] = auroc(reconstruction_errors(ctx), novel)
-        if isinstance(ctx.model, CanEncode):
+        if capable(ctx.model, CanEncode):
             h_train = ctx.codes(ctx.split("train").pick(self.max_train), f"train:{self.max_train}")
             h_test = ctx.codes(test, "test")
             if h_train is not None and h_test is not None:

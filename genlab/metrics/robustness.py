@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanEncode, CanReconstruct
+from genlab.capabilities import CanEncode, CanReconstruct, capable
 from genlab.config.fields import require
 from genlab.data.base import TensorDataModule
 from genlab.errors import GenlabWarning, UserError
@@ -135,7 +135,7 @@ class NoiseRobustness(Metric):
         self.noise_level, self.clamp, self.n_points = noise_level, clamp, n_points
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, (CanReconstruct, CanEncode))
+        return capable(ctx.model, CanReconstruct) or capable(ctx.model, CanEncode)
 
     def compute(self, ctx: Context) -> dict[str, float]:
         test = ctx.split("test")
@@ -147,11 +147,11 @@ class NoiseRobustness(Metric):
             eps = torch.randn(x.shape)
         noisy = add_noise(x, self.noise_level, self.clamp and ctx.info.bounded, eps)
         out: dict[str, float] = {}
-        if isinstance(model, CanReconstruct):
+        if capable(model, CanReconstruct):
             x_hat = ctx.map(lambda xb, y=None: model.reconstruct(xb, y), noisy, y)
             out["test/noisy_sq_err_per_image"] = squared_error_per_image(x, x_hat).mean().item()
             out["test/noisy_input_sq_err_per_image"] = squared_error_per_image(x, noisy).mean().item()
-        if isinstance(model, CanEncode):
+        if capable(model, CanEncode):
             h = ctx.codes(test, key)
             if h is not None:
                 h_noisy = ctx.map(lambda xb, y=None: model.encode(xb, y).flatten(1), noisy, y)
@@ -179,7 +179,7 @@ class EncoderJacobian(Metric):
         self.n_points, self.top, self.spectrum, self.chunk = n_points, top, spectrum, chunk
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanEncode)
+        return capable(ctx.model, CanEncode)
 
     def singular_values(self, ctx: Context) -> Tensor | None:
         """(n, k) singular values at the fixed test points, on the CPU; None, with a warning, when the

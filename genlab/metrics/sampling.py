@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanSample
+from genlab.capabilities import CanSample, capable
 from genlab.config.fields import require
 from genlab.errors import UserError
 from genlab.metrics import sample_quality as Q
@@ -47,7 +47,7 @@ class SampleQuality(Metric):
         self.inception_weights = str(Q.inception_weights(inception_weights)) if feature_network == "inception" else None
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanSample)
+        return capable(ctx.model, CanSample)
 
     def features(self, ctx: Context) -> Callable[[Tensor], Tensor] | None:
         """Images (B, C, H, W) in [0, 1] -> features (B, D); points are their own features."""
@@ -91,7 +91,7 @@ class ModeCoverage(Metric):
         self.n_samples, self.min_share = n_samples, min_share
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanSample) and ctx.info.modes is not None and ctx.info.mode_std is not None
+        return capable(ctx.model, CanSample) and ctx.info.modes is not None and ctx.info.mode_std is not None
 
     def compute(self, ctx: Context) -> dict[str, float]:
         real, _ = ctx.real_pair(self.n_samples)
@@ -116,11 +116,11 @@ class SampleClasses(Metric):
         self.per_class = per_class
 
     def applies(self, ctx: Context) -> bool:
-        return (isinstance(ctx.model, CanSample) and ctx.model.conditional and ctx.info.is_image
+        return (capable(ctx.model, CanSample) and ctx.model.conditional and ctx.info.is_image
                 and ctx.info.has_labels and ctx.classifier() is not None)
 
     def compute(self, ctx: Context) -> dict[str, float]:
-        assert isinstance(ctx.model, CanSample)
+        assert capable(ctx.model, CanSample)
         clf, test = ctx.classifier(), ctx.split("test", seen_classes=True)
         assert test.y is not None
         classes = torch.arange(ctx.info.num_classes or 0)

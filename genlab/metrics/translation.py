@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanTranslate
+from genlab.capabilities import CanTranslate, capable
 from genlab.data.base import Split, TensorDataModule, map_batches
 from genlab.metrics.base import Context, Metric
 from genlab.metrics.classifier import ClassifierConfig, DatasetClassifier, cached_classifier
@@ -112,10 +112,10 @@ class Translation(Metric):
     columns = ("translation_acc_a2b", "translation_acc_b2a", "cycle_error_a", "cycle_error_b")
 
     def applies(self, ctx: Context) -> bool:
-        return isinstance(ctx.model, CanTranslate) and domain_splits(ctx.dm) is not None
+        return capable(ctx.model, CanTranslate) and domain_splits(ctx.dm) is not None
 
     def compute(self, ctx: Context) -> dict[str, float]:
-        assert isinstance(ctx.model, CanTranslate)
+        assert capable(ctx.model, CanTranslate)
         cache = ctx.classifier_cache  # None: cycle errors only, no classifier-judged accuracies
         clf = None if cache is None else translation_classifiers(ctx.dm, cache, ctx.classifier_epochs,
                                                                  device=ctx.device)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.capabilities import CanDecode, CanEncode, CanReconstruct
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel, OptimizerFactory
@@ -63,6 +64,8 @@ class CodeModel(GenerativeModel):
 
 class Autoencoder(CodeModel):
     """Deterministic autoencoder; the encoder/decoder networks come from ``net``."""
+
+    capabilities = frozenset({CanEncode, CanDecode, CanReconstruct})
 
     val_loss_means = "the reconstruction error of clean inputs (plus the model's penalties)"
 

@@ -1,9 +1,10 @@
 """The base every genlab model extends.
 
 A model is a LightningModule that
-- says what it can do through the capability protocols of ``genlab.capabilities`` (encode,
-  decode, reconstruct, sample, translate, likelihood bounds) — the evaluator and the pictures ask
-  for these, never for a model's name;
+- declares what it can do (``capabilities``: protocols of ``genlab.capabilities`` — encode, decode,
+  reconstruct, sample, translate, likelihood bounds), checked against its methods when the class is
+  made — the evaluator and the pictures ask for these, never for a model's name; the pictures it
+  draws of itself come from ``pictures``;
 - declares what it needs from the data (``needs``, plus what its network builders declare), its
   code size (``latent_dim``), whether its methods take a condition (``conditional``) and whether a
   lower val/loss means a better model (``ranks_checkpoints``);
@@ -21,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from genlab.capabilities import Needs, needs_of
+from genlab.capabilities import Needs, PictureRequest, PictureSpec, check_capabilities, needs_of
 from genlab.checkpoints import rng_states, set_rng_states
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import NonFiniteLoss, UserError
@@ -107,6 +108,16 @@ class GenerativeModel(pl.LightningModule):
     data_parallel_refusal: ClassVar[str | None] = None
     #: the code size of models that have a code (set by the model), None for those that have none
     latent_dim: int | None = None
+    #: what the model can do: protocols of ``genlab.capabilities.CAPABILITIES``, checked when the class is made
+    capabilities: ClassVar[frozenset[type]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_capabilities(cls)  # a misspelt or forgotten capability method fails at import
+
+    def pictures(self, request: PictureRequest) -> list[PictureSpec]:
+        """The pictures the model draws of itself at ``request.moment`` (the image logger writes them); none here."""
+        return []
 
     def __init__(
         self,

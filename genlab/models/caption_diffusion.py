@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanEmbedText, FrozenRun
+from genlab.capabilities import CanEmbedText, CanSampleFromText, FrozenRun
 from genlab.data.base import DataInfo
 from genlab.errors import UserError
 from genlab.models.diffusion import ConditionalDDPM
@@ -46,6 +46,7 @@ class CaptionDDPM(ConditionalDDPM):
     (n,) give held-out captions of those classes, y vectors (n, D) condition directly; ``sample_texts``
     samples for free captions. The likelihood bound is −log p(x | a held-out caption of x's class)."""
 
+    capabilities = ConditionalDDPM.capabilities | {CanSampleFromText}
     frozen_runs: ClassVar[dict[str, FrozenRun]] = {
         "clip": FrozenRun("CLIP", can=(CanEmbedText,), same_data=("shape", "num_classes"),
                           how="genlab-train experiment=mnist_clip")}  # the captions name the CLIP run's classes

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.capabilities import Needs
+from genlab.capabilities import CanEmbedText, CanPromptAttributes, CanZeroShot, Needs
 from genlab.data.base import Batch
 from genlab.data.captioned import ATTRIBUTES, SYNONYMS, TEMPLATES, TEST_TEMPLATES, Captioner, matches
 from genlab.errors import UserError
@@ -39,6 +39,8 @@ class CLIP(ContrastiveModel):
     template word is replaced by <unk>, so that the unknown words of new templates are no surprise.
     ``text``: the text encoder's kind (transformer or gru), width, layers and heads.
     """
+
+    capabilities = ContrastiveModel.capabilities | {CanZeroShot, CanEmbedText, CanPromptAttributes}
 
     needs: ClassVar[Needs] = Needs(image=True, labels=True, batch=2)
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from genlab.capabilities import Needs
+from genlab.capabilities import CanDisturb, CanEmbed, CanEncode, Needs
 from genlab.data.augment import Disturbances, views
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
@@ -113,6 +113,8 @@ class ContrastiveModel(GenerativeModel):
     projection head into the compared space, the similarity and the temperature. A lower val/loss is a
     better embedding at a fixed batch size, so checkpoints are ranked by it."""
 
+    capabilities = frozenset({CanEncode, CanEmbed})
+
     def __init__(
         self, *, data_info: DataInfo, net: NetFactory, rep_dim: int = 128, proj_hidden: int = 256,
         proj_dim: int = 64, similarity: str = "cosine", temperature: float = 0.5, learn_temperature: bool = False,
@@ -141,10 +143,17 @@ class ContrastiveModel(GenerativeModel):
         the dot product, so alignment and uniformity compare like with like)."""
         return F.normalize(self.head(self.encode(x)), dim=1)
 
+    def positive_pairs(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """What each model counts as a related pair (``CanEmbed``): two views (SimCLR), an image and its caption
+        (CLIP)."""
+        raise NotImplementedError
+
 
 class SimCLR(ContrastiveModel):
     """SimCLR: two disturbed views of every image (``views``, drawn by the datamodule), one encoder and
     projection head for both, NT-Xent over the batch."""
+
+    capabilities = ContrastiveModel.capabilities | {CanDisturb}
 
     needs: ClassVar[Needs] = Needs(image=True, views=2, batch=2)
 

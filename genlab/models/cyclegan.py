@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.capabilities import Needs
+from genlab.capabilities import CanReconstruct, CanTranslate, Needs
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
 from genlab.models.two_player import TwoPlayerModel
@@ -77,6 +77,8 @@ class CycleGAN(TwoPlayerModel):
     ``gen/identity_*``, ``gen/total``; ``disc/a``, ``disc/b``, ``disc/total``. ``loss`` is the
     generators' total.
     """
+
+    capabilities = frozenset({CanTranslate, CanReconstruct})
 
     needs: ClassVar[Needs] = Needs(image=True, domains=2)
 

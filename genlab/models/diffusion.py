@@ -15,6 +15,7 @@ Images in [0, 1] are diffused as 2x − 1 in [−1, 1]; points (DataInfo.bounded
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from genlab.capabilities import Budget, LikelihoodBound
+from genlab.callbacks import figures
+from genlab.capabilities import Budget, CanBoundLikelihood, CanSample, LikelihoodBound, PictureRequest, PictureSpec
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel, OptimizerFactory
@@ -33,6 +35,8 @@ from genlab.models.schedulers import NoiseSchedule, Scheduler, make_scheduler, p
 LOG_2PI = math.log(2 * math.pi)
 MAX_ROWS = 2048  # network inputs per call of the bound: larger batches cost more per input on a CPU
 VAL_SEED = 0  # validation and test losses draw the same t and ε every epoch: val/loss ranks checkpoints
+TRAJECTORY_FRAMES = 8  # frames of a 2-D sampler's particles (TensorBoard steps, trajectory.png panels)
+GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0)  # the rows of guidance_sweep.png
 NetFactory = Callable[..., nn.Module]  # genlab.nets.unet.denoiser: (in_shape, num_classes) -> net(x_t, t, y)
 
 
@@ -69,6 +73,8 @@ class DDPM(GenerativeModel):
     average, which samples and is validated and tested (None: the weights themselves); ``clip_denoised``:
     images' predicted x_0 clipped to [−1, 1]. The ranges and choices are the schema's
     (genlab/config/diffusion.py)."""
+
+    capabilities = frozenset({CanSample, CanBoundLikelihood})
 
     def __init__(
         self, *, data_info: DataInfo, net: NetFactory, timesteps: int = 1000, schedule: str = "linear",
@@ -222,6 +228,35 @@ class DDPM(GenerativeModel):
         _, kept = self.reverse(self.prior_noise(n), self.condition(n, None), None, keep=set(keep))
         return torch.stack([self.from_space(f) for f in kept])
 
+    def pictures(self, request: PictureRequest) -> list[PictureSpec]:
+        """At the test's end, the sampler's way from noise. On images ``trajectory.png`` (``test/trajectory``): each
+        row one of ``request.columns`` samples, from pure noise (left) to the sample (right) over as many frames
+        of the sampler's loop. On 2-D points the particles (``request.points``) at TRAJECTORY_FRAMES frames over
+        the test data: TensorBoard gets them as an image sequence (``test/trajectory`` at steps 0..frames−1: its
+        slider plays the motion), ``trajectory.png`` as a row of panels (``test/trajectory_panels``)."""
+        info = request.info
+        if request.moment != "test" or not (info.is_image or info.dim == 2):
+            return []
+
+        if info.is_image:
+            cols = request.columns
+
+            def rows() -> list[figures.Grid]:
+                frames = self.trajectory(cols, cols)  # (frames, n, *shape)
+                images = frames.transpose(0, 1).flatten(0, 1).float().cpu()  # row i: sample i's frames
+                columns = ["noise", *[""] * (frames.shape[0] - 2), "sample"]
+                title = "sampling trajectories: each row one sample's way from pure noise (left) to the sample (right)"
+                return [figures.Grid(images, frames.shape[0], (), title, columns)]
+
+            return [PictureSpec("test/trajectory", "trajectory.png", rows)]
+        moved = functools.cache(lambda: self.trajectory(request.points, TRAJECTORY_FRAMES).float().cpu())  # (F, n, 2)
+        data = functools.cache(lambda: request.pick("test", request.points).float().flatten(1))
+        frame = lambda k: lambda: figures.particles_figure(moved(), data(), [k])  # noqa: E731
+        panels = [PictureSpec("test/trajectory", None, frame(k), step=k) for k in range(TRAJECTORY_FRAMES)]
+        title = "particles from pure noise (left) to samples (right); test data in grey"
+        row = lambda: figures.particles_figure(moved(), data(), title=title)  # noqa: E731
+        return [*panels, PictureSpec("test/trajectory_panels", "trajectory.png", row)]
+
     # ---- the variational bound -----------------------------------------------------------------------------
     def reverse_variance(self, t: Tensor, like: Tensor) -> Tensor:
         """σ_t² (B, 1, ...) of p(x_{t−1}|x_t) for t (B,): β_t, or β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t with β̃_1
@@ -343,6 +378,26 @@ class ConditionalDDPM(DDPM):
     def guided(self, scale: float | None = None) -> ClassifierFreeGuidance:
         """The network's predictions guided at ``scale`` (None: ``guidance_scale``)."""
         return ClassifierFreeGuidance(self.predict, self.null, self.guidance_scale if scale is None else scale)
+
+    def pictures(self, request: PictureRequest) -> list[PictureSpec]:
+        """The trajectory (``DDPM.pictures``) and, at the test's end on labelled images, ``guidance_sweep.png``
+        (``test/guidance_sweep``): one sample of each class (columns, at most 10) at each of GUIDANCE_SCALES
+        (rows), every row from the same noise."""
+        out = super().pictures(request)
+        info = request.info
+        if request.moment != "test" or not info.is_image or not info.num_classes:
+            return out
+
+        def sweep() -> list[figures.Grid]:
+            y = torch.arange(min(10, info.num_classes or 0), device=self.device)
+            images = self.guidance_sweep(y, GUIDANCE_SCALES).flatten(0, 1).float().cpu()  # (scales·classes, *shape)
+            rows = [f"scale {s:g}" for s in GUIDANCE_SCALES]
+            columns = [figures.class_name(int(c), info.class_names) for c in y]
+            title = ("guidance scale (rows: 0 unconditional, 1 conditional, more: guided), one class per column, "
+                     "same noise")
+            return [figures.Grid(images, len(y), rows, title, columns)]
+
+        return [*out, PictureSpec("test/guidance_sweep", "guidance_sweep.png", sweep)]
 
     @torch.no_grad()
     def guidance_sweep(self, y: Tensor, scales: Sequence[float], steps: int | None = None) -> Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.capabilities import Budget, LikelihoodBound
+from genlab.capabilities import Budget, CanBoundLikelihood, CanDecode, CanEncode, CanSample, LikelihoodBound
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel, OptimizerFactory
@@ -40,6 +40,8 @@ class RealNVP(GenerativeModel):
     ``net``: a ``genlab.nets.flow.coupling_net`` builder, one network per coupling. ``alpha``: the logit
     transform's margin; ``temperature``: the prior's standard deviation when sampling (1: the model's own
     distribution, which the likelihood scores; below 1 smoother samples, as Kingma & Dhariwal's Glow)."""
+
+    capabilities = frozenset({CanEncode, CanDecode, CanSample, CanBoundLikelihood})
 
     def __init__(
         self, *, data_info: DataInfo, net: CouplingNetFactory, couplings: int | None = None, scales: int = 2,

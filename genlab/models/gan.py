@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.capabilities import CanSample
 from genlab.data.base import Batch, DataInfo
 from genlab.models.base import OptimizerFactory
 from genlab.models.ema import ema_of
@@ -43,6 +44,8 @@ class AdversarialModel(TwoPlayerModel):
     say how each player scores (``d_loss``, ``g_loss``) and what each adds (``discriminator_extra``,
     ``generator_extra``).
     """
+
+    capabilities = frozenset({CanSample})
 
     code_dim: ClassVar[int] = 0  # generator inputs besides the noise (InfoGAN's codes)
 

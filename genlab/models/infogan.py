@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.capabilities import Traversal
+from genlab.callbacks.figures import Grid
+from genlab.capabilities import PictureRequest, PictureSpec
 from genlab.errors import UserError
 from genlab.models.gan import GAN, Extra
 
@@ -80,8 +81,16 @@ class InfoGAN(GAN):
         terms = self.info_terms(inputs, feats)
         return self.info_weight * terms["info"], terms
 
+    def pictures(self, request: PictureRequest) -> list[PictureSpec]:
+        """At the test's end, on images: ``code_traversals.png`` (``test/code_traversals``), one block per code,
+        top to bottom, each sweeping it along ``request.columns`` columns."""
+        if request.moment != "test" or not request.info.is_image:
+            return []
+        blocks = lambda: self.code_traversals(request.columns)  # noqa: E731
+        return [PictureSpec("test/code_traversals", "code_traversals.png", blocks)]
+
     @torch.no_grad()
-    def code_traversals(self, steps: int = 8) -> list[Traversal]:
+    def code_traversals(self, steps: int = 8) -> list[Grid]:
         """One grid per continuous code from the sampling generator, all from the noise
         z = fixed_noise[0]: row r with categorical value r (one row when K = 0), columns sweeping
         that code from −1 to 1 with the others at 0. Without continuous codes, one grid whose columns
@@ -89,10 +98,10 @@ class InfoGAN(GAN):
         grids = self.traversal_images(steps)
         rows = tuple(f"category {r}" for r in range(self.n_categories))
         if self.n_continuous == 0:
-            return [Traversal(grids[0], "categorical code: one row per category; columns: different noise", rows)]
+            return [Grid(grids[0], steps, rows, "categorical code: one row per category; columns: different noise")]
         ends = ("u=−1", *[""] * (steps - 2), "u=1") if steps > 1 else ("u=−1",)
-        return [Traversal(g, f"continuous code u{j + 1}: swept from −1 to 1 along the columns, the other codes 0, "
-                          "the same noise", rows, ends) for j, g in enumerate(grids)]
+        return [Grid(g, steps, rows, f"continuous code u{j + 1}: swept from −1 to 1 along the columns, the other "
+                     "codes 0, the same noise", ends) for j, g in enumerate(grids)]
 
     @torch.no_grad()
     def traversal_images(self, steps: int) -> Tensor:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from genlab.capabilities import CanDecode, CanEncode, CanReconstruct
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError
 from genlab.models.base import GenerativeModel
@@ -63,6 +64,8 @@ def pca_reconstruct(fit: PCAFit, x: Tensor) -> Tensor:
 
 class PCA(GenerativeModel):
     """Closed-form linear autoencoder; ``fit`` runs once when training starts."""
+
+    capabilities = frozenset({CanEncode, CanDecode, CanReconstruct})
 
     data_parallel_refusal = ("it is fitted in closed form on the whole training set and has no weights to train "
                              "in parallel; run it in one process (trainer=cpu or trainer=gpu)")

@@ -24,7 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.capabilities import Budget, LikelihoodBound, Needs
+from genlab.callbacks.figures import Grid
+from genlab.capabilities import (
+    Budget,
+    CanBoundLikelihood,
+    CanEncode,
+    CanReconstruct,
+    CanSample,
+    LikelihoodBound,
+    Needs,
+    PictureRequest,
+    PictureSpec,
+)
 from genlab.data.base import Batch, DataInfo
 from genlab.draws import bernoulli16
 from genlab.errors import UserError
@@ -32,6 +43,7 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, split_batch
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_EXACT_HIDDEN = 20  # log Z by enumeration over 2^H hidden states up to this many hidden units
+CHAIN_SWEEPS = (0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000)  # the rows of gibbs_chains.png, below sample_steps
 
 
 def bernoulli(p: Tensor) -> Tensor:
@@ -61,6 +73,8 @@ class RBM(GenerativeModel):
     many minibatches, one SGD update each, in order, where genlab writes the gradient itself (``train_path``
     "manual").
     """
+
+    capabilities = frozenset({CanEncode, CanReconstruct, CanSample, CanBoundLikelihood})
 
     needs: ClassVar[Needs] = Needs(image=True)  # bounded images (C, H, W), flattened here
     ranks_checkpoints: ClassVar[bool] = False  # the CD surrogate does not rank checkpoints: the latest is tested
@@ -187,6 +201,29 @@ class RBM(GenerativeModel):
         w = self.W.detach().t()[:n]  # (n, D)
         lo, hi = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
         return ((w - lo) / (hi - lo).clamp_min(1e-12)).view(-1, *self.data_info.shape)
+
+    def pictures(self, request: PictureRequest) -> list[PictureSpec]:
+        """At the test's end, on images: Gibbs chains from ``request.columns`` test images (columns), a row per
+        number of sweeps up to ``sample_steps`` (``gibbs_chains.png``), and the first columns² hidden units'
+        weights as images (``filters.png``)."""
+        if request.moment != "test" or not request.info.is_image:
+            return []
+
+        cols = request.columns
+        budget = self.sample_steps
+        sweeps = [k for k in CHAIN_SWEEPS if k < budget] + [budget]
+
+        def chains() -> list[Grid]:
+            frames = self.chain_frames(request.pick("test", cols).to(self.device), sweeps)  # (rows, cols, *shape)
+            title = "Gibbs chains from test images (columns): visible means after each number of sweeps (rows)"
+            return [Grid(frames.flatten(0, 1).float().cpu(), cols, [f"{k} sweeps" for k in sweeps], title)]
+
+        def filters() -> list[Grid]:
+            title = "learned filters: each hidden unit's weights, scaled to [0, 1] one by one"
+            return [Grid(self.filters(cols * cols).detach().float().cpu(), cols, (), title)]
+
+        return [PictureSpec("test/gibbs_chains", "gibbs_chains.png", chains, bounded=True),
+                PictureSpec("test/filters", "filters.png", filters, bounded=True)]
 
     def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
         """−log p(x) = F(x) + log Z in nats per image: log Z by AIS (computed once here, for the whole

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from genlab.capabilities import Needs
+from genlab.capabilities import CanSample, Needs, PictureRequest, PictureSpec
 from genlab.data.base import Batch, DataInfo
 from genlab.data.builtin import LINE_DIRECTION
 from genlab.errors import UserError
@@ -38,8 +38,9 @@ class ToyGAN(TwoPlayerModel):
     the lectures' cost); the discriminator minimises the cross-entropy of real (1) and fake (0).
     """
 
+    capabilities = frozenset({CanSample})
+
     needs: ClassVar[Needs] = Needs(shape=(2,))
-    state_name = "toy"  # the figures' TensorBoard tag toy/state and PNGs images/toy_step_XXXXX.png
 
     def __init__(
         self,
@@ -59,7 +60,7 @@ class ToyGAN(TwoPlayerModel):
         if len(v_init) != 2 or len(d_weight_init) != 2:
             raise UserError("model.v_init and model.d_weight_init must hold two numbers each.")
         self.loss = loss
-        self.state_every = plot_every
+        self.plot_every = plot_every
         self.v = nn.Parameter(torch.tensor([float(c) for c in v_init]))  # (2,) the generator
         self.d_weight = nn.Parameter(torch.tensor([float(c) for c in d_weight_init]))  # (2,) the discriminator
         self.d_bias = nn.Parameter(torch.tensor(float(d_bias_init)))
@@ -119,6 +120,16 @@ class ToyGAN(TwoPlayerModel):
         return [self.v] if player == "generator" else [self.d_weight, self.d_bias]
 
     # ---- the picture -----------------------------------------------------------------------
+    def pictures(self, request: PictureRequest) -> list[PictureSpec]:
+        """The state over ``request.points`` training points before every ``plot_every``-th training batch and
+        at the end of training: a TensorBoard sequence ``toy/state`` and ``images/toy_step_XXXXX.png``, at the
+        step the logged terms use (training batches)."""
+        step = request.step
+        if not (request.moment == "train_end" or request.moment == "train_batch" and step % self.plot_every == 0):
+            return []
+        draw = lambda: self.state_figure(request.pick("train", request.points), step=step)  # noqa: E731
+        return [PictureSpec("toy/state", f"toy_step_{step:05d}.png", draw, step=step)]
+
     @torch.no_grad()
     def state_figure(self, data: Tensor, n_generated: int = 500, step: int | None = None) -> Figure:
         """Data points (N, 2), n_generated samples, v and w as arrows over D's surface sig(|x|·w + b)."""

@@ -11,7 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.capabilities import Budget, LikelihoodBound
+from genlab.capabilities import (
+    Budget,
+    CanBoundLikelihood,
+    CanDecode,
+    CanEncode,
+    CanReconstruct,
+    CanSample,
+    HasCodeKL,
+    LikelihoodBound,
+)
 from genlab.data.base import Batch
 from genlab.errors import UserError
 from genlab.models.autoencoder import CodeModel, NetFactory
@@ -33,6 +42,8 @@ class VAE(CodeModel):
     ``learn_sigma``, one learned scalar log σ shared by all dimensions: a σ per dimension
     would shrink to 0 on constant pixels (image borders) and the likelihood would diverge.
     """
+
+    capabilities = frozenset({CanEncode, CanDecode, CanReconstruct, CanSample, CanBoundLikelihood, HasCodeKL})
 
     def __init__(
         self, *, net: NetFactory, latent_dim: int = 20, gaussian_sigma: float = 1.0, learn_sigma: bool = False,

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from genlab.capabilities import Budget, LikelihoodBound, Needs
+from genlab.capabilities import Budget, CanBoundLikelihood, CanSample, LikelihoodBound, Needs
 from genlab.config import opt
 from genlab.config.core import ModelConfig
 from genlab.data.base import Batch
@@ -25,6 +25,8 @@ from genlab.models.base import GenerativeModel
 
 class DiagonalGaussian(GenerativeModel):
     """N(μ, diag σ²) over images; ``steps`` Langevin-like steps from noise per sample by default."""
+
+    capabilities = frozenset({CanSample, CanBoundLikelihood})
 
     needs: ClassVar[Needs] = Needs(image=True)
 
