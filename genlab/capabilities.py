@@ -82,6 +82,14 @@ class CanSampleFromText(Protocol):
         ...
 
 
+class CanVary(Protocol):
+    """Samplers conditioned on an image's embedding (unCLIP): new images that share what the embedding keeps."""
+
+    def variations(self, x: Tensor, n: int, steps: int | None = None) -> Tensor:
+        """n samples for each image of x (B, *shape), image by image: (B·n, *shape) in data space."""
+        ...
+
+
 class CanTranslate(Protocol):
     def translate(self, x: Tensor, direction: str) -> Tensor:
         """x (B, *shape) from the source domain -> its translation (B, *shape); direction "a2b" or "b2a"."""
@@ -176,6 +184,28 @@ class CanPromptAttributes(Protocol):
         """(n, D) unit embeddings of a held-out caption naming every attribute of each row of values (n, A)."""
         ...
 
+    def draw_captions(self, values: Tensor) -> Tensor:
+        """(n, D) unit embeddings of one caption of each row of values (n, A), drawn as training draws them
+        (its templates and synonyms, some attributes left out)."""
+        ...
+
+
+class CanPredictImageEmbedding(Protocol):
+    """DALLE-2's priors: from a caption's text embedding to an image embedding, in a frozen CLIP's space."""
+
+    def image_embeddings(self, texts: Tensor, scale: float | None = None, steps: int | None = None) -> Tensor:
+        """(n, D) unit text embeddings -> (n, D) predicted unit image embeddings. ``scale``: the guidance scale
+        of a guided prior (None: its own; others ignore it); ``steps``: an iterative prior's step budget."""
+        ...
+
+    def guidance_scales(self) -> tuple[float, ...]:
+        """The guidance scales worth comparing for this prior; () when it has no guidance."""
+        ...
+
+    def frozen_clip(self) -> CanPromptAttributes:
+        """The frozen CLIP whose spaces the prior maps between (it embeds images with ``embed``)."""
+        ...
+
 
 class CanEmbedText(Protocol):
     """Text encoders whose embeddings condition other models (CLIP for the caption-to-image diffusion)."""
@@ -199,9 +229,9 @@ class CanEmbedText(Protocol):
 
 # ---- the declaration and its check ---------------------------------------------------------
 #: every capability a model may declare
-CAPABILITIES: tuple[type, ...] = (CanEncode, CanDecode, CanReconstruct, CanSample, CanSampleFromText, CanTranslate,
-                                  CanBoundLikelihood, HasCodeKL, CanEmbed, CanDisturb, CanZeroShot, CanPromptAttributes,
-                                  CanEmbedText)
+CAPABILITIES: tuple[type, ...] = (CanEncode, CanDecode, CanReconstruct, CanSample, CanSampleFromText, CanVary,
+                                  CanTranslate, CanBoundLikelihood, HasCodeKL, CanEmbed, CanDisturb, CanZeroShot,
+                                  CanPromptAttributes, CanEmbedText, CanPredictImageEmbedding)
 
 
 def methods_of(capability: type) -> list[str]:
@@ -346,6 +376,7 @@ class FrozenRun:
     unconditional: bool = False  # its model must not depend on a class (codes of x alone)
     same_data: tuple[str, ...] = ("shape",)  # DataInfo fields it must share with this run's data
     how: str = ""  # how to make such a run, for messages ("genlab-train experiment=mnist_clip")
+    optional: bool = False  # null in the config hands in None: the model works without it
 
     def problems(self, model: object, info: DataInfo | None) -> list[str]:
         """Why ``model`` cannot serve as this component of a run on data ``info`` (None: any data); [] when it

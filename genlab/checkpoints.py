@@ -164,11 +164,14 @@ def build_model(node: DictConfig, data_info: Any, where: str = "model") -> Any:
 def frozen_component(node: DictConfig, name: str, key: str, spec: Any, data_info: Any) -> Any:
     """The tested model of the finished run whose folder ``node[name]`` gives (config path ``key``), frozen,
     trusted only as far as this command's user vouches (``genlab.safety.user_trust``); UserError naming the
-    key when the folder is missing or not a run, or its model is not what ``spec`` (a FrozenRun) asks for."""
+    key when the folder is missing or not a run, or its model is not what ``spec`` (a FrozenRun) asks for; None
+    for an optional component the config sets to null."""
     from genlab.runfolder import RunFolder
     from genlab.safety import user_trust
 
     how = f" ({spec.how})" if spec.how else ""
+    if spec.optional and not OmegaConf.is_missing(node, name) and node.get(name) is None:
+        return None
     if OmegaConf.is_missing(node, name) or node.get(name) is None:
         raise UserError(f"{key} must be given: the folder of a finished {spec.what} run{how}.")
     folder = str(node[name])

@@ -3,6 +3,7 @@
     genlab-sample outputs/train/runs/<run> -n 16                          # free samples
     genlab-sample outputs/train/runs/<run> --class 7 --class 3 -n 8       # a conditional model, one row per class
     genlab-sample outputs/train/runs/<run> --prompt "a handwritten seven" -n 16   # a caption-conditioned model
+    genlab-sample outputs/train/runs/<run> --variations image.png -n 8   # unCLIP: samples sharing its embedding
     genlab-sample outputs/train/runs/<run> -n 64 --steps 50 --seed 1 --out grid.png
 
 The run is rebuilt from its composed config and its tested checkpoint (as genlab-eval does); the grid goes
@@ -34,14 +35,38 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "prompt"
 
 
-def draw(model: torch.nn.Module, n: int, prompts: list[str], classes: list[int], steps: int | None
-         ) -> tuple[torch.Tensor, list[str], str]:
+def read_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """The image file ``path`` as the data's samples are: (C, H, W) in [0, 1], resized to ``shape``'s size."""
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_image
+
+    if not path.is_file():
+        raise UserError(f"--variations {path}: no such file.")
+    mode = ImageReadMode.GRAY if shape[0] == 1 else ImageReadMode.RGB
+    try:
+        image = decode_image(str(path), mode=mode).float().div(255)  # (C, h, w)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--variations {path}: not an image torchvision can read (PNG, JPEG): {e}") from None
+    size = tuple(shape[1:])
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1) \
+        if tuple(image.shape[1:]) != size else image
+
+
+def draw(model: torch.nn.Module, n: int, prompts: list[str], classes: list[int], steps: int | None,
+         variations: list[Path] = ()) -> tuple[torch.Tensor, list[str], str]:
     """The samples (rows·n, *shape), one row label per block of n, and what was asked (for the file name)."""
     import torch
 
-    from genlab.capabilities import CanSample, CanSampleFromText, capable
+    from genlab.capabilities import CanSample, CanSampleFromText, CanVary, capable
     from genlab.nets.text import words
 
+    if variations:
+        if not capable(model, CanVary):
+            raise UserError(f"--variations: this run's model ({type(model).__name__}) cannot make variations of an "
+                            "image; train an unCLIP decoder (model=unclip).")
+        x = torch.stack([read_image(p, tuple(model.data_info.shape)) for p in variations]).to(model.device)
+        return (model.variations(x, n, steps), [f"like {p.name}" for p in variations],
+                "variations_" + "_".join(slug(p.stem) for p in variations)[:80])
     if prompts:
         if not capable(model, CanSampleFromText):
             raise UserError(f"--prompt: this run's model ({type(model).__name__}) is not conditioned on text; "
@@ -76,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a run folder of genlab-train")
     parser.add_argument("-n", type=int, default=16, help="samples per prompt or class (default 16)")
     parser.add_argument("--prompt", action="append", default=[], help="a caption (repeatable): one row each")
+    parser.add_argument("--variations", type=Path, action="append", default=[], metavar="IMAGE",
+                        help="an image file (repeatable): a row of samples sharing its CLIP embedding (unCLIP)")
     parser.add_argument("--class", dest="classes", type=int, action="append", default=[],
                         help="a class index (repeatable), for conditional models")
     parser.add_argument("--steps", type=int, default=None, help="the sampler's step budget (default: the model's)")
@@ -91,12 +118,12 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"-n {args.n}: at least one sample.")
         if args.steps is not None and args.steps < 1:
             raise UserError(f"--steps {args.steps}: at least one step.")
-        if args.prompt and args.classes:
-            raise UserError("give --prompt or --class, not both.")
+        if sum(map(bool, (args.prompt, args.classes, args.variations))) > 1:
+            raise UserError("give one of --prompt, --class and --variations.")
         empty = [p for p in args.prompt if not p.strip()]
         if empty:
             raise UserError(f"--prompt {empty[0]!r}: give a caption with words, e.g. 'a handwritten seven'.")
-        rows = max(1, len(args.prompt) + len(args.classes))
+        rows = max(1, len(args.prompt) + len(args.classes) + len(args.variations))
         if args.n * rows > MAX_GRID:
             raise UserError(f"-n {args.n} x {rows} row(s) = {args.n * rows} samples: one grid holds at most "
                             f"{MAX_GRID}; ask for fewer, or for several grids with different --seed.")
@@ -124,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         model.eval()
         torch.manual_seed(args.seed)
         with torch.no_grad():
-            samples, rows, what = draw(model, args.n, args.prompt, args.classes, args.steps)
+            samples, rows, what = draw(model, args.n, args.prompt, args.classes, args.steps, args.variations)
         out = args.out or new_file(args.run / "samples", f"{what}_seed{args.seed}")
         try:
             write_grid(samples.float().cpu(), rows, args.n, info, out, ckpt.name)

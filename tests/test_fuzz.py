@@ -129,6 +129,10 @@ def schema_cases() -> list[Case]:
         hints = typing.get_type_hints(schema)
         parents = [b for b in schema.__mro__[1:2] if dataclasses.is_dataclass(b)]
         inherited = {(f.name, f.default, tuple(f.metadata.items())) for p in parents for f in dataclasses.fields(p)}
+        # the folders of frozen runs (model.clip=, model.autoencoder=; "???": omegaconf's MISSING) must be given
+        # before a range is checked
+        select = [*select, *(f"{prefix}.{f.name}=a-run-folder" for f in dataclasses.fields(schema)
+                             if f.default == "???" and hints[f.name] is str and not f.name.startswith("_"))]
         for f in dataclasses.fields(schema):
             meta, key = dict(f.metadata), f"{prefix}.{f.name}" if prefix else f.name
             kind = str(hints[f.name])

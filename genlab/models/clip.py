@@ -192,6 +192,14 @@ class CLIP(ContrastiveModel):
         draw = Captioner(TEST_TEMPLATES, 0.0).draw(values.cpu())
         return self.embed_texts(draw.texts)
 
+    def draw_captions(self, values: Tensor) -> Tensor:
+        """(n, D) unit embeddings of one training caption of each row of values (n, A), drawn by the training
+        captioner (torch's random stream)."""
+        if self.captioner is None:
+            raise UserError(f"this CLIP was trained on '{self.data_info.name}', whose samples have no attributes to "
+                            "caption: train it on captioned data (genlab-train experiment=captioned_clip)")
+        return self.embed_texts(self.captioner.draw(values.cpu()).texts)
+
 
 def shape_slot(template: str) -> str:
     """A captioned-data template naming the shape alone, as a class template: "a [{size}] {shape}" -> "a {word}"."""

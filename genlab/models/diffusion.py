@@ -166,15 +166,22 @@ class DDPM(GenerativeModel):
         out = net(self.noise_schedule.add_noise(x0, eps, t), t, y)
         return (out - self.noise_schedule.target(x0, eps, t)).pow(2).mean()
 
+    def batch_pair(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor | None]:
+        """x_0 (B, *space_shape) of a batch and the condition of its network call: training's (``train_labels``,
+        with classifier-free dropout) or, in validation and test, the bound's (``bound_labels``)."""
+        y = batch.get("y")
+        return self.to_space(batch["x"]), (self.train_labels(y) if stage == "train" else self.bound_labels(y))
+
     def loss_terms(self, batch: Batch, stage: str) -> dict[str, Tensor]:
-        """The simple loss; validation and test draw t and ε from a fixed seed, with the sampling network."""
-        x0 = self.to_space(batch["x"])
+        """The simple loss; validation and test draw t, ε and the batch's pair from a fixed seed, with the
+        sampling network."""
         if stage == "train":
-            return {"loss": self.diffusion_loss(x0, self.train_labels(batch.get("y")), self.net)}
-        devices = [x0.device.index or 0] if x0.device.type == "cuda" else []
+            return {"loss": self.diffusion_loss(*self.batch_pair(batch, stage), self.net)}
+        device = batch["x"].device
+        devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(VAL_SEED)
-            return {"loss": self.diffusion_loss(x0, self.bound_labels(batch.get("y")), self.denoiser)}
+            return {"loss": self.diffusion_loss(*self.batch_pair(batch, stage), self.denoiser)}
 
     def after_update(self) -> None:
         if self.ema is not None:  # after every optimiser step
@@ -222,11 +229,15 @@ class DDPM(GenerativeModel):
     def trajectory(self, n: int, frames: int) -> Tensor:
         """The denoising trajectory of n samples: x_T, intermediate x_t and x_0 in data space at ``frames``
         evenly spaced points of the sampler's loop, (frames, n, *shape)."""
+        _, kept = self.reverse(self.prior_noise(n), self.condition(n, None), None, keep=self.frame_indices(frames))
+        return torch.stack([self.from_space(f) for f in kept])
+
+    def frame_indices(self, frames: int) -> set[int]:
+        """The loop indices ``trajectory`` keeps: ``frames`` evenly spaced ones, fewer when the sampler takes
+        fewer steps than frames − 1."""
         self.sampler.set_timesteps(self.step_count(None))
         total = len(self.sampler.timesteps)
-        keep = sorted({round(k * total / max(1, frames - 1)) for k in range(frames)})
-        _, kept = self.reverse(self.prior_noise(n), self.condition(n, None), None, keep=set(keep))
-        return torch.stack([self.from_space(f) for f in kept])
+        return {round(k * total / max(1, frames - 1)) for k in range(frames)}
 
     def pictures(self, request: PictureRequest) -> list[PictureSpec]:
         """At the test's end, the sampler's way from noise. On images ``trajectory.png`` (``test/trajectory``): each
@@ -252,7 +263,8 @@ class DDPM(GenerativeModel):
         moved = functools.cache(lambda: self.trajectory(request.points, TRAJECTORY_FRAMES).float().cpu())  # (F, n, 2)
         data = functools.cache(lambda: request.pick("test", request.points).float().flatten(1))
         frame = lambda k: lambda: figures.particles_figure(moved(), data(), [k])  # noqa: E731
-        panels = [PictureSpec("test/trajectory", None, frame(k), step=k) for k in range(TRAJECTORY_FRAMES)]
+        count = len(self.frame_indices(TRAJECTORY_FRAMES))
+        panels = [PictureSpec("test/trajectory", None, frame(k), step=k) for k in range(count)]
         title = "particles from pure noise (left) to samples (right); test data in grey"
         row = lambda: figures.particles_figure(moved(), data(), title=title)  # noqa: E731
         return [*panels, PictureSpec("test/trajectory_panels", "trajectory.png", row)]
