@@ -176,8 +176,11 @@ def test_a_prior_refuses_data_without_captions_and_a_clip_of_other_data(make_cfg
 
 # ---- the decoder ------------------------------------------------------------------------------------------------
 TINY_DECODER = ["model.net.channels=[8,16]", "model.net.groups=4", "model.timesteps=50", "model.sample_steps=4",
-                "callbacks.evaluator.metrics.sample_quality.n_samples=40",
-                "callbacks.evaluator.metrics.sample_classes.per_class=4"]
+                "callbacks.evaluator.max_test=40", "callbacks.evaluator.metrics.sample_quality.n_samples=40",
+                "callbacks.evaluator.metrics.sample_classes.per_class=4", "callbacks.evaluator.metrics.likelihood.samples=4",
+                "callbacks.evaluator.metrics.attribute_fidelity.n=12",
+                "callbacks.evaluator.metrics.attribute_fidelity.per_caption=2",
+                "callbacks.evaluator.metrics.attribute_fidelity.diverse_captions=2"]
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +276,35 @@ def test_prior_and_decoder_make_images_from_captions_and_variations_of_images(ma
     with pytest.raises(SystemExit):
         sample_main([str(out), "--variations", str(tmp_path / "missing.png")])
     assert "no such file" in capsys.readouterr().err
+    for key in ("shape", "colour", "size", "position", "all", "all_seen", "all_held_out"):
+        assert 0 <= metrics[f"test/attribute_fidelity/{key}"] <= 1, key
+    assert metrics["test/caption_diversity"] >= 0
+
+
+def test_attribute_fidelity_of_real_images_is_the_classifiers_accuracy_on_them(make_cfg, clip_run: Path) -> None:
+    from conftest import CACHE
+
+    from genlab.metrics.attributes import AttributeFidelity
+    from genlab.metrics.classifier import accuracy
+
+    cfg = make_cfg("model=unclip", f"model.clip={clip_run}", *DATA, *TINY_DECODER)
+    dm = data(300)
+    model = build_model(cfg.model, dm.info)
+    test = dm.tensors("test")
+    metric = AttributeFidelity(n=30, per_caption=2, diverse_captions=3)
+    some = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:30]
+    calls = []
+
+    def real_images(texts, n, steps=None):  # first the test images the captions were written for, in their order
+        calls.append(len(texts))
+        return test.x[some] if len(calls) == 1 else torch.rand(len(texts) * n, *dm.info.shape)
+
+    model.sample_texts = real_images
+    ctx = Context(model, dm, classifier_cache=CACHE)
+    assert metric.applies(ctx)
+    got = metric.compute(ctx)
+    classifiers = ctx.attribute_classifiers()
+    for i, name in enumerate(("shape", "colour", "size", "position")):
+        want = accuracy(classifiers[name], test.x[some], test.factors[some, i].long())
+        assert got[f"test/attribute_fidelity/{name}"] == pytest.approx(want), name
+    assert calls[0] == 30 and 0 <= got["test/caption_diversity"]

@@ -46,7 +46,7 @@ def test_a_repeated_request_gets_a_new_file(cvae_run: Path, capsys: pytest.Captu
     (["--class", "12"], "classes 0..9"),
     (["-n", "0"], "-n 0"),
     (["--steps", "0"], "--steps 0"),
-    (["--class", "1", "--prompt", "x"], "not both"),
+    (["--class", "1", "--prompt", "x"], "give one of --prompt, --class and --variations"),
     (["--out", "grid.jpg"], ".png"),
     (["--prompt", " "], "a caption with words"),
     (["-n", "100000000"], "at most 4096"),

@@ -1,15 +1,17 @@
 """Metrics of captioned data (genlab/data/captioned.py), whose captions name attributes: zero-shot reading of
-each attribute by a model with a text side, and retrieval where a hit has exactly the query's attributes —
-on all test images, and apart on those whose attribute combination training never saw (``data.holdout``)."""
+each attribute by a model with a text side, retrieval where a hit has exactly the query's attributes, and for
+samplers from text, whether a sample has the attributes its caption names — on all test images, and apart on
+those whose attribute combination training never saw (``data.holdout``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from genlab.capabilities import CanEmbed, CanPromptAttributes, capable
+from genlab.capabilities import CanEmbed, CanPromptAttributes, CanSampleFromText, capable
 from genlab.config.fields import require
-from genlab.data.captioned import held_out_mask
+from genlab.data.captioned import TEST_TEMPLATES, Captioner, held_out_mask
+from genlab.metrics.classifier import accuracy
 from genlab.metrics.base import Context, Metric, seeded
 
 
@@ -62,3 +64,83 @@ class AttributeZeroShot(Metric):
         out["test/recall_i2t_exact_1"] = exact_recall(img, captions, v, v)
         out["test/recall_t2i_exact_1"] = exact_recall(captions, img, v, v)
         return out
+
+
+class AttributeFidelity(Metric):
+    """For samplers from text on captioned images: each of n test images' attributes named by a held-out caption
+    (every attribute, CLIP never trained on the sentence), one sample per caption, and each attribute read back
+    by a classifier trained on the data's true values (``Context.attribute_classifiers``, cached).
+    test/attribute_fidelity/<attribute>: the share of samples the classifier reads as the caption says;
+    /all: every attribute right; /all_seen and /all_held_out: for captions of combinations training saw and
+    never saw. test/attribute_classifier_acc/<attribute>: each classifier on the real test images (the ceiling).
+    test/caption_diversity: the mean distance between ``per_caption`` samples of one caption in the features of
+    the dataset classifier, over that between random real test images (0: one image per caption)."""
+
+    columns = ("attribute_fidelity/all", "attribute_fidelity/all_held_out", "caption_diversity")
+
+    def __init__(self, n: int = 500, per_caption: int = 4, diverse_captions: int = 25) -> None:
+        key = "callbacks.evaluator.metrics.attribute_fidelity"
+        require(f"{key}.n", n, "int", ge=1)
+        require(f"{key}.per_caption", per_caption, "int", ge=2)
+        require(f"{key}.diverse_captions", diverse_captions, "int", ge=1)
+        self.n, self.per_caption, self.diverse_captions = n, per_caption, diverse_captions
+
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.info.attributes) and capable(ctx.model, CanSampleFromText) \
+            and ctx.attribute_classifiers() is not None
+
+    def compute(self, ctx: Context) -> dict[str, float]:
+        model = ctx.model
+        assert capable(model, CanSampleFromText)
+        classifiers = ctx.attribute_classifiers()
+        test = ctx.split("test")
+        if classifiers is None or test.factors is None or len(test) == 0:
+            return {}
+        names = [a for a, _ in ctx.info.attributes]
+        some = torch.randperm(len(test), generator=torch.Generator().manual_seed(ctx.seed))[: self.n]
+        factors = test.factors[some]
+        values = factors[:, : len(names)].long()  # (n, A)
+        with seeded(ctx.device, ctx.seed), torch.no_grad():
+            texts = Captioner(TEST_TEMPLATES, 0.0).draw(values).texts  # every attribute named
+            step = max(1, ctx.batch_size)
+            x = torch.cat([model.sample_texts(texts[i:i + step], 1, ctx.sample_steps).float().cpu()
+                           for i in range(0, len(texts), step)])  # (n, *shape)
+        out: dict[str, float] = {}
+        right = []
+        for i, a in enumerate(names):
+            clf = classifiers[a]
+            device = next(clf.parameters()).device
+            pred = ctx.map(lambda xb, y=None, clf=clf: clf(xb.to(device)).argmax(1), x)  # (n,)
+            right.append(pred == values[:, i])
+            out[f"test/attribute_fidelity/{a}"] = float(right[-1].float().mean())
+            out[f"test/attribute_classifier_acc/{a}"] = accuracy(clf, test.x, test.factors[:, i].long(),
+                                                                   ctx.batch_size)
+        every = torch.stack(right, 1).all(1)
+        out["test/attribute_fidelity/all"] = float(every.float().mean())
+        held = held_out_mask(factors, [dict(c) for c in ctx.info.holdout])
+        if held.any():
+            out["test/attribute_fidelity/all_held_out"] = float(every[held].float().mean())
+        if (~held).any():
+            out["test/attribute_fidelity/all_seen"] = float(every[~held].float().mean())
+        diversity = self.diversity(ctx, texts[: self.diverse_captions], test.x)
+        if diversity is not None:
+            out["test/caption_diversity"] = diversity
+        return out
+
+    def diversity(self, ctx: Context, texts: list[str], real: Tensor) -> float | None:
+        """Mean feature distance among per_caption samples of each text, over that among random real images."""
+        clf = ctx.classifier()
+        if clf is None or not texts:
+            return None
+        device = next(clf.parameters()).device
+        with seeded(ctx.device, ctx.seed + 1), torch.no_grad():
+            x = ctx.model.sample_texts(texts, self.per_caption, ctx.sample_steps).float().cpu()
+        f = ctx.map(lambda xb, y=None: clf.features(xb.to(device)), x).view(len(texts), self.per_caption, -1)
+        within = torch.cdist(f, f).sum((1, 2)) / (self.per_caption * (self.per_caption - 1))  # (k,) mean off-diagonal
+        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(ctx.seed))[: 2 * len(texts)]
+        r = ctx.map(lambda xb, y=None: clf.features(xb.to(device)), real[pick])
+        half = len(r) // 2
+        if half == 0:
+            return None
+        between = (r[:half] - r[half:2 * half]).norm(dim=1).mean()
+        return float(within.mean() / between.clamp_min(1e-12))

@@ -162,6 +162,14 @@ class Context:
         return self.once("classifier", lambda: classifier_module.dataset_classifier(
             self.dm, self.classifier_cache, self.classifier_epochs, device=self.device))
 
+    def attribute_classifiers(self) -> dict[str, DatasetClassifier] | None:
+        """One classifier per attribute of captioned images (``classifier_module.attribute_classifiers``),
+        trained once and cached; None without a cache folder or for data without attributes."""
+        if self.classifier_cache is None or not (self.info.is_image and self.info.attributes):
+            return None
+        return self.once("attribute_classifiers", lambda: classifier_module.attribute_classifiers(
+            self.dm, self.classifier_cache, self.classifier_epochs, device=self.device))
+
 
 class Metric:
     """A metric family: ``applies`` says whether it can score this model on this data, ``compute``

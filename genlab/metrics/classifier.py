@@ -160,6 +160,21 @@ def dataset_classifier(dm: TensorDataModule, cache_dir: str | Path, epochs: int 
     return cached_classifier(info.name, train.x, train.y, info.num_classes, cfg, cache_dir, device)
 
 
+def attribute_classifiers(dm: TensorDataModule, cache_dir: str | Path, epochs: int = 3,
+                          device: torch.device | str = "cpu", seed: int = 0) -> dict[str, DatasetClassifier]:
+    """For captioned data (``DataInfo.attributes``, the first factors), one classifier per attribute, trained on
+    the training split's true values and cached as the dataset classifier is; colour images are not binarised."""
+    info = dm.info
+    if not (info.is_image and info.attributes):
+        raise UserError(f"The attribute classifiers need images with attributes, but the data is {info.describe()}.")
+    train = dm.splits["train"]
+    assert train.factors is not None
+    cfg = ClassifierConfig(epochs=epochs, seed=seed, binarize_prob=0.0)
+    return {name: cached_classifier(f"{info.name}-{name}", train.x, train.factors[:, i].long().contiguous(),
+                                    len(values), cfg, cache_dir, device)
+            for i, (name, values) in enumerate(info.attributes)}
+
+
 @torch.no_grad()
 def accuracy(net: DatasetClassifier, x: Tensor, y: Tensor, batch_size: int = 512) -> float:
     """Share of x (N, C, H, W), uint8 or float in [0, 1], that net assigns to its label y (N,)."""
