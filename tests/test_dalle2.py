@@ -177,7 +177,8 @@ def test_a_prior_refuses_data_without_captions_and_a_clip_of_other_data(make_cfg
 # ---- the decoder ------------------------------------------------------------------------------------------------
 TINY_DECODER = ["model.net.channels=[8,16]", "model.net.groups=4", "model.timesteps=50", "model.sample_steps=4",
                 "callbacks.evaluator.max_test=40", "callbacks.evaluator.metrics.sample_quality.n_samples=40",
-                "callbacks.evaluator.metrics.sample_classes.per_class=4", "callbacks.evaluator.metrics.likelihood.samples=4",
+                "callbacks.evaluator.metrics.sample_classes.per_class=4",
+                "callbacks.evaluator.metrics.likelihood.samples=4",
                 "callbacks.evaluator.metrics.attribute_fidelity.n=12",
                 "callbacks.evaluator.metrics.attribute_fidelity.per_caption=2",
                 "callbacks.evaluator.metrics.attribute_fidelity.diverse_captions=2"]
@@ -253,7 +254,8 @@ def test_prior_and_decoder_make_images_from_captions_and_variations_of_images(ma
     metrics = train(cfg)
     assert 0 < metrics["test/bpd"] < 64 and math.isfinite(metrics["test/fid"])
     out = Path(cfg.paths.output_dir)
-    for picture in ("variations.png", "interpolation.png", "guidance_sweep.png", "samples.png"):
+    for picture in ("variations.png", "interpolation.png", "caption_interpolation.png", "guidance_sweep.png",
+                    "samples.png"):
         assert (out / "images" / picture).is_file(), picture
     model = load_model(None, out / json.loads((out / "metrics.json").read_text())["best_checkpoint"]).eval()
     assert isinstance(model, UnCLIPDecoder) and isinstance(model.prior, DiffusionPrior)

@@ -11,8 +11,8 @@ from torch import Tensor
 from genlab.capabilities import CanEmbed, CanPromptAttributes, CanSampleFromText, capable
 from genlab.config.fields import require
 from genlab.data.captioned import TEST_TEMPLATES, Captioner, held_out_mask
-from genlab.metrics.classifier import accuracy
 from genlab.metrics.base import Context, Metric, seeded
+from genlab.metrics.classifier import accuracy
 
 
 def exact_recall(queries: Tensor, keys: Tensor, q_values: Tensor, k_values: Tensor) -> float:
@@ -109,8 +109,7 @@ class AttributeFidelity(Metric):
         right = []
         for i, a in enumerate(names):
             clf = classifiers[a]
-            device = next(clf.parameters()).device
-            pred = ctx.map(lambda xb, y=None, clf=clf: clf(xb.to(device)).argmax(1), x)  # (n,)
+            pred = ctx.map(lambda xb, y=None, clf=clf: clf(xb.to(next(clf.parameters()).device)).argmax(1), x)  # (n,)
             right.append(pred == values[:, i])
             out[f"test/attribute_fidelity/{a}"] = float(right[-1].float().mean())
             out[f"test/attribute_classifier_acc/{a}"] = accuracy(clf, test.x, test.factors[:, i].long(),

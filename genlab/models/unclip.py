@@ -40,6 +40,9 @@ from genlab.models.prior import CLIP_RUN, check_captioned
 
 VARIATIONS = 6  # samples per image in variations.png
 INTERPOLATION_STEPS = 8  # columns of interpolation.png, both ends included
+#: the ends of caption_interpolation.png's rows
+CAPTION_PAIRS = (("a large red square in the top left", "a small blue ellipse in the bottom right"),
+                 ("a large green heart in the centre", "a large yellow heart in the centre"))
 
 
 def slerp(a: Tensor, b: Tensor, steps: int) -> Tensor:
@@ -69,17 +72,24 @@ class UnCLIPDecoder(ConditionalDDPM):
         check_captioned(data_info, type(self).__name__)
         clip = clip.requires_grad_(False).eval()
         with torch.no_grad():
-            probe = clip.embed_texts(["a small red heart in the centre"])  # (1, D)
-        self.cond_dim = int(probe.shape[1])  # set before the net is built (net_conditioning)
-        if prior is not None:
-            with torch.no_grad():
-                theirs = prior.frozen_clip().embed_texts(["a small red heart in the centre"])
-            if theirs.shape != probe.shape or not torch.allclose(theirs, probe, atol=1e-5):
-                raise UserError("model.prior was trained on the embeddings of another CLIP run than model.clip: give "
-                                "the prior run made with model.clip=<this CLIP run>.")
+            self.cond_dim = int(clip.embed_texts(["a heart"]).shape[1])  # set before the net is built
         super().__init__(data_info=data_info, **kwargs)
         self.clip = clip
-        self.prior = None if prior is None else prior.requires_grad_(False).eval()
+        self.prior: Any | None = None
+        self.use_prior(prior)
+
+    def use_prior(self, prior: Any | None) -> None:
+        """Sample from captions through ``prior`` (a finished prior run's model on this decoder's CLIP run), or
+        with None through the text embeddings themselves. UserError for a prior of another CLIP run."""
+        if prior is not None:
+            probe = ["a small red heart in the centre"]
+            with torch.no_grad():
+                mine, theirs = self.clip.embed_texts(probe), prior.frozen_clip().to(self.device).embed_texts(probe)
+            if theirs.shape != mine.shape or not torch.allclose(theirs, mine, atol=1e-5):
+                raise UserError("model.prior was trained on the embeddings of another CLIP run than model.clip: give "
+                                "the prior run made with model.clip=<this CLIP run>.")
+            prior = prior.requires_grad_(False).eval().to(self.device)
+        self.prior = prior
 
     def net_conditioning(self) -> dict[str, int]:
         return {"cond_dim": self.cond_dim}
@@ -171,7 +181,7 @@ class UnCLIPDecoder(ConditionalDDPM):
         """The trajectory and guidance sweep (``ConditionalDDPM.pictures``) and at the test's end
         ``variations.png`` (test images, left, and VARIATIONS samples from each one's embedding) and
         ``interpolation.png`` (rows: two test images' embeddings, spherically interpolated, decoded from the
-        same noise)."""
+        same noise), ``caption_interpolation.png`` (the same between the image embeddings of CAPTION_PAIRS)."""
         out = super().pictures(request)
         if request.moment != "test":
             return out
@@ -190,5 +200,17 @@ class UnCLIPDecoder(ConditionalDDPM):
             title = "between two test images' CLIP embeddings (spherical), each row from one noise"
             return [figures.Grid(torch.cat(rows), INTERPOLATION_STEPS, (), title)]
 
+        def between_captions() -> list[figures.Grid]:
+            pairs = CAPTION_PAIRS
+            with torch.no_grad():
+                ends = self.through_prior(self.clip.embed_texts([t for pair in pairs for t in pair]).float())
+            rows = [self.interpolate(ends[2 * i], ends[2 * i + 1], INTERPOLATION_STEPS).float().cpu()
+                    for i in range(len(pairs))]
+            how = "through the prior" if self.prior is not None else "text embeddings, no prior"
+            title = f"between two captions' image embeddings ({how}), each row from one noise"
+            labels = [f"{a} → {b}" for a, b in pairs]
+            return [figures.Grid(torch.cat(rows), INTERPOLATION_STEPS, labels, title)]
+
         return [*out, PictureSpec("test/variations", "variations.png", variations),
-                PictureSpec("test/interpolation", "interpolation.png", interpolation)]
+                PictureSpec("test/interpolation", "interpolation.png", interpolation),
+                PictureSpec("test/caption_interpolation", "caption_interpolation.png", between_captions)]
