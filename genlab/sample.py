@@ -73,6 +73,11 @@ def draw(model: torch.nn.Module, n: int, prompts: list[str], classes: list[int],
                             "train one that is (e.g. experiment=mnist_caption_to_image).")
         for prompt in prompts:  # words the text encoder never saw read as <unk>: say so, refuse all-unknown
             unknown = model.unknown_words(prompt)
+            if unknown and model.data_info.attributes:  # captions of attributes: a word outside them names a value
+                from genlab.data.captioned import known_words  # the data cannot have
+
+                raise UserError(f"--prompt {prompt!r}: the captions never say {', '.join(map(repr, unknown))}; "
+                                f"they name {known_words()}.")
             if unknown and len(unknown) == len(words(prompt)):
                 raise UserError(f"--prompt {prompt!r}: none of its words was in the captions the text encoder "
                                 "trained on; try e.g. 'a handwritten seven'.")

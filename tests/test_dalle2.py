@@ -278,6 +278,10 @@ def test_prior_and_decoder_make_images_from_captions_and_variations_of_images(ma
     with pytest.raises(SystemExit):
         sample_main([str(out), "--variations", str(tmp_path / "missing.png")])
     assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a value the data cannot have: one line naming the words captions use
+        sample_main([str(out), "--prompt", "a purple elephant"])
+    err = capsys.readouterr().err
+    assert "never say 'purple', 'elephant'" in err and "colour: red, crimson" in err and len(err.splitlines()) == 1
     for key in ("shape", "colour", "size", "position", "all", "all_seen", "all_held_out"):
         assert 0 <= metrics[f"test/attribute_fidelity/{key}"] <= 1, key
     assert metrics["test/caption_diversity"] >= 0

@@ -48,6 +48,13 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "bottom left": ("bottom left", "lower left"), "bottom": ("bottom", "lower middle"),
     "bottom right": ("bottom right", "lower right"),
 }
+
+
+def known_words() -> str:
+    """The words captions use for each attribute's values, for messages: "shape: square, box, ...; colour: ..."."""
+    return "; ".join(f"{a}: " + ", ".join(w for v in values for w in SYNONYMS[v]) for a, values in ATTRIBUTES.items())
+
+
 # [ ... ] is left out with the attribute named inside it; {shape} is always said
 TEMPLATES = (
     "a [{size}] [{colour}] {shape} [in the {position}]",
