@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scales", default="0,1,2,4", help="decoder guidance scales, comma-separated")
     parser.add_argument("--n", type=int, default=300, help="captions scored for attribute fidelity")
     parser.add_argument("--n-samples", type=int, default=500, help="samples scored for FID and the others")
+    parser.add_argument("--diverse", type=int, default=25, help="captions with 4 samples each for the diversity")
     parser.add_argument("--out", type=Path, default=None, help="the JSON to write (default: RUN/dalle2_compare.json)")
     args = parser.parse_args(argv)
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             prior = frozen_component(OmegaConf.create({"prior": str(folder)}), "prior", "--prior", spec, dm.info)
             priors[f"{type(prior).__name__} ({folder.name})"] = prior
         evaluator = configured_evaluator(cfg.paths.cache_dir, [
-            f"metrics.attribute_fidelity.n={args.n}", f"metrics.sample_quality.n_samples={args.n_samples}"])
+            f"metrics.attribute_fidelity.n={args.n}", f"metrics.sample_quality.n_samples={args.n_samples}",
+            f"metrics.attribute_fidelity.diverse_captions={args.diverse}"])
         wanted = ("attribute_fidelity", "sample_quality")
         evaluator.metrics = {k: v for k, v in evaluator.metrics.items() if k in wanted}
         scales = [float(s) for s in args.scales.split(",")]

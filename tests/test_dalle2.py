@@ -314,3 +314,9 @@ def test_attribute_fidelity_of_real_images_is_the_classifiers_accuracy_on_them(m
         want = accuracy(classifiers[name], test.x[some], test.factors[some, i].long())
         assert got[f"test/attribute_fidelity/{name}"] == pytest.approx(want), name
     assert calls[0] == 30 and 0 <= got["test/caption_diversity"]
+    # the classifiers learn from a draw of every combination, the held-out ones too, not from the training split
+    from genlab.data.captioned import held_out_mask
+
+    reference = dm.reference_split(400)
+    assert bool(held_out_mask(reference.factors, HOLDOUT).any())
+    assert not torch.equal(reference.factors[:10], dm.sample_factors(400)[:10])

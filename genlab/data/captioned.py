@@ -206,9 +206,10 @@ class CaptionedShapesDataModule(TensorDataModule):
                         attributes=tuple(ATTRIBUTES.items()),
                         holdout=tuple(tuple(sorted(c.items())) for c in self.holdout), caption_omit=self.omit)
 
-    def sample_factors(self) -> Tensor:
-        """(n_samples, 8) factors: shape, colour, size, position indices, then scale, rotation, x, y."""
-        n, g = self.n_samples, generator(self.options.seed)
+    def sample_factors(self, n: int | None = None, seed: int | None = None) -> Tensor:
+        """(n, 8) factors (n: n_samples; seed: the data's): shape, colour, size, position indices, then scale,
+        rotation, x, y."""
+        n, g = n or self.n_samples, generator(self.options.seed if seed is None else seed)
         idx = [torch.randint(len(v), (n,), generator=g) for v in ATTRIBUTES.values()]
         shape, colour, size, position = idx
         lo = torch.tensor([SCALES[s][0] for s in ATTRIBUTES["size"]])[size]
@@ -226,6 +227,14 @@ class CaptionedShapesDataModule(TensorDataModule):
         mask = render_sprites(sprite, SHAPES, self.image_size).float() / 255  # (N, 1, S, S)
         rgb = torch.tensor([RGB[c] for c in ATTRIBUTES["colour"]])[factors[:, 1].long()]  # (N, 3)
         return (mask * rgb[:, :, None, None] * 255).round().to(torch.uint8)
+
+    def reference_split(self, n: int | None = None) -> Split:
+        """n samples (default n_samples) of the generator with every attribute combination, the held-out ones
+        included, from another seed than the data's: what classifiers of the true factors learn from, so that
+        none learns a held-out combination's absence (a shape classifier that never saw a red heart reads red
+        as "not a heart")."""
+        factors = self.sample_factors(n, self.options.seed + 1_000_003)
+        return Split(self.render(factors), factors[:, 0].long(), factors)
 
     def load(self) -> Splits:
         factors = self.sample_factors()

@@ -163,11 +163,15 @@ def dataset_classifier(dm: TensorDataModule, cache_dir: str | Path, epochs: int 
 def attribute_classifiers(dm: TensorDataModule, cache_dir: str | Path, epochs: int = 3,
                           device: torch.device | str = "cpu", seed: int = 0) -> dict[str, DatasetClassifier]:
     """For captioned data (``DataInfo.attributes``, the first factors), one classifier per attribute, trained on
-    the training split's true values and cached as the dataset classifier is; colour images are not binarised."""
+    the true values of the generator's reference draw (every combination, the held-out ones too:
+    ``CaptionedShapesDataModule.reference_split``) and cached as the dataset classifier is; colour images are
+    not binarised."""
+    from genlab.data.captioned import CaptionedShapesDataModule
+
     info = dm.info
-    if not (info.is_image and info.attributes):
-        raise UserError(f"The attribute classifiers need images with attributes, but the data is {info.describe()}.")
-    train = dm.splits["train"]
+    if not (info.is_image and info.attributes and isinstance(dm, CaptionedShapesDataModule)):
+        raise UserError(f"The attribute classifiers need captioned images, but the data is {info.describe()}.")
+    train = dm.reference_split()
     assert train.factors is not None
     cfg = ClassifierConfig(epochs=epochs, seed=seed, binarize_prob=0.0)
     return {name: cached_classifier(f"{info.name}-{name}", train.x, train.factors[:, i].long().contiguous(),
