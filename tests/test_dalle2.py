@@ -72,7 +72,7 @@ def test_the_diffusion_prior_diffuses_scaled_image_embeddings_conditioned_on_dra
     b = batch(dm)
     torch.manual_seed(3)
     x0, cond = model.batch_pair(b, "train")
-    d = model.embed_dim
+    d = model.cond_dim
     # x_0: CLIP's image embeddings scaled by √D; the condition: a caption embedding of each image, or zero
     torch.testing.assert_close(x0, clip.embed(b["x"]) * math.sqrt(d))
     torch.testing.assert_close(x0.norm(dim=1), torch.full((40,), math.sqrt(d)))

@@ -67,9 +67,6 @@ class CaptionDDPM(ConditionalDDPM):
             for field in ("vectors", "first", "count"):
                 self.register_buffer(f"{name}_{field}", getattr(table, field), persistent=False)
 
-    def net_conditioning(self) -> dict[str, int]:
-        return {"cond_dim": self.cond_dim}
-
     def train(self, mode: bool = True) -> CaptionDDPM:
         super().train(mode)
         self.clip.eval()  # frozen: its dropout stays off
@@ -83,10 +80,6 @@ class CaptionDDPM(ConditionalDDPM):
         idx = first + (torch.rand(y.shape, device=y.device) * count).long().clamp(max=count - 1)
         return getattr(self, f"{split}_vectors")[idx]
 
-    def null(self, n: int) -> Tensor:
-        """"No caption": the zero vector (n, D) (CLIP's embeddings are unit vectors, far from it)."""
-        return torch.zeros(n, self.cond_dim, device=self.device)
-
     def condition(self, n: int, y: Tensor | None) -> Tensor:
         if y is not None and y.is_floating_point():  # condition vectors given as they are
             if tuple(y.shape) != (n, self.cond_dim):
@@ -97,9 +90,7 @@ class CaptionDDPM(ConditionalDDPM):
     def train_labels(self, y: Tensor | None) -> Tensor:
         if y is None:
             raise UserError("the caption-conditioned diffusion needs labelled batches to caption (batch['y'])")
-        vectors = self.captions(y, "train")
-        drop = torch.rand(len(y), device=vectors.device) < self.label_dropout
-        return vectors.masked_fill(drop[:, None], 0.0)
+        return self.dropped(self.captions(y, "train"))
 
     def bound_labels(self, y: Tensor | None) -> Tensor | None:
         return None if y is None else self.captions(y, "test")

@@ -96,7 +96,7 @@ class DDPM(GenerativeModel):
 
     def net_conditioning(self) -> dict[str, int]:
         """What the denoiser is conditioned on: a class embedding of num_classes (0: none) here; a
-        projection of condition vectors (``cond_dim``) in CaptionDDPM."""
+        projection of condition vectors (``cond_dim``) in the vector-conditioned ConditionalDDPMs."""
         return {"num_classes": self.num_classes}
 
     @property
@@ -362,14 +362,29 @@ class ConditionalDDPM(DDPM):
     bound is −log p(x | y) (unguided), or −log p(x) of the unconditional network without y."""
 
     conditional = True
+    #: the width D of condition vectors (a CLIP embedding) in the subclasses conditioned on them, set before the
+    #: network is built; 0: conditioned on a class
+    cond_dim: int = 0
 
     def __init__(self, *, label_dropout: float = 0.1, guidance_scale: float = 2.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.label_dropout, self.guidance_scale = label_dropout, guidance_scale
 
+    def net_conditioning(self) -> dict[str, int]:
+        return {"cond_dim": self.cond_dim} if self.cond_dim else super().net_conditioning()
+
     def null(self, n: int) -> Tensor:
-        """The "no class" token (n,)."""
+        """"No condition": the "no class" token (n,), or for condition vectors the zero vector (n, D) (CLIP's
+        embeddings are unit vectors, far from it)."""
+        if self.cond_dim:
+            return torch.zeros(n, self.cond_dim, device=self.device)
         return torch.full((n,), self.num_classes, device=self.device, dtype=torch.long)
+
+    def dropped(self, c: Tensor) -> Tensor:
+        """Classes (B,) or condition vectors (B, D), each replaced by ``null`` with probability ``label_dropout``:
+        the training conditions of classifier-free guidance."""
+        drop = torch.rand(len(c), device=c.device) < self.label_dropout
+        return torch.where(drop.view(-1, *[1] * (c.dim() - 1)), self.null(len(c)).to(c), c)
 
     def condition(self, n: int, y: Tensor | None) -> Tensor:
         if y is None:
@@ -381,8 +396,7 @@ class ConditionalDDPM(DDPM):
     def train_labels(self, y: Tensor | None) -> Tensor:
         if y is None:
             raise UserError("the ConditionalDDPM needs labelled batches (batch['y'])")
-        drop = torch.rand(len(y), device=y.device) < self.label_dropout
-        return torch.where(drop, torch.full_like(y, self.num_classes), y.long())
+        return self.dropped(y.long())
 
     def bound_labels(self, y: Tensor | None) -> Tensor | None:
         return None if y is None else y.long()

@@ -77,7 +77,8 @@ class DiffusionPrior(ConditionalDDPM):
         check_captioned(data_info, type(self).__name__)
         clip = clip.requires_grad_(False).eval()
         with torch.no_grad():
-            self.embed_dim = int(clip.embed(torch.zeros(1, *data_info.shape)).shape[1])  # before the net is built
+            # the condition (a text embedding) and the diffused image embedding share CLIP's width D
+            self.cond_dim = int(clip.embed(torch.zeros(1, *data_info.shape)).shape[1])  # before the net is built
         super().__init__(data_info=data_info, **kwargs)
         self.clip = clip
         self.pairs = CaptionPairs(self.clip)
@@ -88,22 +89,15 @@ class DiffusionPrior(ConditionalDDPM):
         return False
 
     def space_shape(self) -> tuple[int, ...]:
-        return (self.embed_dim,)
-
-    def net_conditioning(self) -> dict[str, int]:
-        return {"cond_dim": self.embed_dim}
+        return (self.cond_dim,)
 
     def to_space(self, e: Tensor) -> Tensor:
         """Unit image embeddings (B, D) -> x_0 (B, D) scaled by √D."""
-        return e * math.sqrt(self.embed_dim)
+        return e * math.sqrt(self.cond_dim)
 
     def from_space(self, z: Tensor) -> Tensor:
         """x_0 (B, D) -> unit image embeddings (B, D)."""
         return F.normalize(z, dim=1)
-
-    def null(self, n: int) -> Tensor:
-        """"No caption": the zero vector (n, D) (text embeddings are unit vectors, far from it)."""
-        return torch.zeros(n, self.embed_dim, device=self.device)
 
     def train(self, mode: bool = True) -> DiffusionPrior:
         super().train(mode)
@@ -114,10 +108,7 @@ class DiffusionPrior(ConditionalDDPM):
         """x_0: the batch's image embeddings (B, D) scaled; the condition: a caption of each drawn and embedded,
         in training dropped to "no caption" with probability ``label_dropout``."""
         texts, images = self.pairs(batch)
-        if stage == "train":
-            drop = torch.rand(len(texts), device=texts.device) < self.label_dropout
-            texts = texts.masked_fill(drop[:, None], 0.0)
-        return self.to_space(images), texts
+        return self.to_space(images), self.dropped(texts) if stage == "train" else texts
 
     def pictures(self, request: PictureRequest) -> list[PictureSpec]:
         return []

@@ -91,9 +91,6 @@ class UnCLIPDecoder(ConditionalDDPM):
             prior = prior.requires_grad_(False).eval().to(self.device)
         self.prior = prior
 
-    def net_conditioning(self) -> dict[str, int]:
-        return {"cond_dim": self.cond_dim}
-
     def train(self, mode: bool = True) -> UnCLIPDecoder:
         super().train(mode)
         self.clip.eval()  # frozen components stay in evaluation mode
@@ -102,10 +99,6 @@ class UnCLIPDecoder(ConditionalDDPM):
         return self
 
     # ---- conditions -------------------------------------------------------------------------------------------
-    def null(self, n: int) -> Tensor:
-        """"No embedding": the zero vector (n, D) (CLIP's embeddings are unit vectors, far from it)."""
-        return torch.zeros(n, self.cond_dim, device=self.device)
-
     @torch.no_grad()
     def embed_images(self, x: Tensor) -> Tensor:
         """Images (B, *shape) -> their CLIP image embeddings (B, D)."""
@@ -119,10 +112,7 @@ class UnCLIPDecoder(ConditionalDDPM):
 
     def batch_pair(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         cond = self.embed_images(batch["x"])
-        if stage == "train":
-            drop = torch.rand(len(cond), device=cond.device) < self.label_dropout
-            cond = cond.masked_fill(drop[:, None], 0.0)
-        return self.to_space(batch["x"]), cond
+        return self.to_space(batch["x"]), self.dropped(cond) if stage == "train" else cond
 
     def condition(self, n: int, y: Tensor | None) -> Tensor:
         if y is not None and y.is_floating_point():  # image embeddings given as they are
