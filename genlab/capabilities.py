@@ -34,8 +34,8 @@ if TYPE_CHECKING:  # the figure types only; matplotlib is imported where a figur
     from matplotlib.figure import Figure
     from typing_extensions import TypeIs
 
-    from genlab.callbacks.figures import Grid
     from genlab.data.base import DataInfo
+    from genlab.figures import Grid
 
 T = TypeVar("T")
 
@@ -304,7 +304,7 @@ class PictureRequest:
 class PictureSpec:
     """One picture: the TensorBoard ``tag`` (test/<name>) and, when named, the PNG ``file`` under
     ``<run>/images``. ``draw`` makes it only when it is written, under the logger's seed and in evaluation
-    mode: labelled image grids (``genlab.callbacks.figures.Grid``, stacked top to bottom) or a figure."""
+    mode: labelled image grids (``genlab.figures.Grid``, stacked top to bottom) or a figure."""
 
     tag: str
     file: str | None

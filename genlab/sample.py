@@ -196,7 +196,7 @@ def write_grid(samples: torch.Tensor, rows: list[str], n: int, info: object, out
     """The samples as a labelled grid (images) or a scatter (points) in the PNG ``out``."""
     import torch
 
-    from genlab.callbacks.figures import labelled_grid
+    from genlab.figures import labelled_grid
 
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: give a .png file.")

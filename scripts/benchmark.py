@@ -274,7 +274,7 @@ def _sync(device: str) -> None:
 # ---- main ---------------------------------------------------------------------------------
 # Three loops per precision: the hand loop with torch's default Adam (what a hand-written loop
 # gets), the hand loop with Adam(fused=True) (what genlab's models build by default; see
-# genlab.models.base.make_optimizer), and genlab; with --compile also the hand loop with its loss
+# genlab.models.plumbing.make_optimizer), and genlab; with --compile also the hand loop with its loss
 # torch.compile'd and genlab with model.compile=true; with --updates K > 1 also genlab with
 # model.updates_per_batch=K (loader batches of K x 128 cut into the same minibatches of 128, so
 # Lightning's per-step cost is paid once per K updates). Their runs alternate and the best of each is

@@ -19,7 +19,7 @@ LAYERS = [
     ["errors", "files", "draws", "signals"],  # no genlab imports beyond these
     ["safety", "runfolder", "runs"],  # run folders as files
     ["config"],  # schemas and checks (no torch)
-    ["data", "capabilities", "checkpoints", "report", "sweep"],
+    ["data", "figures", "capabilities", "checkpoints", "report", "sweep"],
     ["nets"],
     ["models"],
     ["metrics"],

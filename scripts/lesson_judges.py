@@ -175,7 +175,7 @@ def image_rows(rows: Sequence[tuple[str, Tensor]], title: str, info: Any, size: 
     pictures' style); small images are enlarged (nearest neighbour) to about ``size`` pixels."""
     import torch.nn.functional as F
 
-    from genlab.callbacks.figures import labelled_grid
+    from genlab.figures import labelled_grid
 
     images = torch.cat([r.detach().float().cpu() for _, r in rows])
     factor = max(1, round(size / images.shape[-1]))

@@ -6,7 +6,6 @@
     python scripts/rbm_vs_sklearn.py --ais-runs 100 --ais-betas 1000
     python scripts/rbm_vs_sklearn.py --threads 1                      # both libraries on one thread
     python scripts/rbm_vs_sklearn.py --repeats 5                      # best of 5 alternated trainings (default 3)
-    python scripts/rbm_vs_sklearn.py --autograd                       # genlab's update by autograd of its surrogate
     python scripts/rbm_vs_sklearn.py --train-recon                    # genlab also logs train/recon (monitoring)
     python scripts/rbm_vs_sklearn.py --updates-per-batch 1            # one Lightning step per update
     python scripts/rbm_vs_sklearn.py --visible-chains                 # genlab's default PCD chain state
@@ -31,9 +30,9 @@ the first batch's images.
 
 genlab trains through its own config (hydra compose of conf/train.yaml), model (genlab.run.build),
 datamodule (a TensorDataModule holding these tensors) and Lightning Trainer, without validation,
-checkpoints or pictures; the CD gradient is written in closed form under Lightning's manual optimisation
-(the "manual" training path, printed; ``--autograd``: back-propagation of the free-energy surrogate, the
-same update, slower). Beside the update genlab computes what it logs: the free energies and the NaN
+checkpoints or pictures; the CD gradient is written in closed form and the optimiser steps under Lightning's
+manual optimisation (no closure or backward hooks). Beside the update
+genlab computes what it logs: the free energies and the NaN
 check; with ``--train-recon`` (model.train_recon=true) also train/recon, the reconstruction error of each
 minibatch, one more product per update (a sixth of a 784-500 update), which sklearn does not compute.
 Only training is timed: sklearn's ``fit`` and the sum of genlab's training epochs, each ``--repeats`` times in
@@ -100,7 +99,7 @@ def genlab_config(args: argparse.Namespace) -> Any:
         "model=rbm", f"seed={args.seed}", f"model.n_hidden={args.hidden}", "model.persistent=true", "model.cd_k=1",
         f"model.n_chains={args.batch_size}", "model.weight_decay=0", "model.optimizer.momentum=0",
         f"model.optimizer.lr={args.lr}", f"model.ais_runs={args.ais_runs}", f"model.ais_betas={args.ais_betas}",
-        f"model.direct_gradients={not args.autograd}", f"model.train_recon={args.train_recon}",
+        f"model.train_recon={args.train_recon}",
         f"model.chain_state={'visible' if args.visible_chains else 'hidden'}",
         f"model.updates_per_batch={args.updates_per_batch}",
     ]
@@ -208,13 +207,11 @@ def main() -> None:
     p.add_argument("--ais-betas", type=int, default=1000)
     p.add_argument("--data", choices=["auto", "mnist10k", "synthetic"], default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--autograd", action="store_true",
-                   help="genlab's update by autograd of the free-energy surrogate instead of the closed-form gradient")
     p.add_argument("--train-recon", action="store_true",
                    help="genlab also computes train/recon (a monitoring product sklearn does not compute)")
     p.add_argument("--updates-per-batch", type=int, default=10,
                    help="genlab's SGD updates per loader batch (model.updates_per_batch), each on a minibatch of "
-                        "--batch-size; 1 with --autograd")
+                        "--batch-size")
     p.add_argument("--visible-chains", action="store_true",
                    help="genlab's PCD keeps the chains' visible states (model.chain_state=visible) instead of "
                         "sklearn's hidden states: one product more per update")
@@ -224,8 +221,6 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads of torch and of numpy's BLAS alike (default: each library's own)")
     args = p.parse_args()
-    if args.autograd:  # several updates per batch need genlab's own update loop
-        args.updates_per_batch = 1
     if args.threads is not None:  # the same for both: torch's intra-op pool and the BLAS sklearn calls
         from threadpoolctl import threadpool_limits
 
@@ -265,8 +260,7 @@ def main() -> None:
         print(row)
     (sk_s, sk_r), (gl_s, gl_r) = results.values()
     print(f"\ngenlab / sklearn: speed x{sk_s / gl_s:.2f}, test LL difference {gl_r['ll'] - sk_r['ll']:+.2f} nats "
-          f"(positive: genlab better); test LL is nats per image (higher is better); genlab's training path: "
-          f"{gl.training_path}")
+          f"(positive: genlab better); test LL is nats per image (higher is better)")
     if not all(math.isfinite(r["ll"]) for _, r in results.values()):
         print("warning: a non-finite log-likelihood (a diverged model or AIS)")
 

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from genlab.callbacks.figures import Grid
 from genlab.callbacks.images import GRID_COLUMNS, ImageLogger
 from genlab.capabilities import (
     CanDecode,
@@ -27,6 +26,7 @@ from genlab.capabilities import (
     capable,
 )
 from genlab.data.base import Batch, DataInfo, Split, Splits, TensorDataModule
+from genlab.figures import Grid
 from genlab.models.base import GenerativeModel
 
 SHAPE = (1, 4, 4)

@@ -147,6 +147,48 @@ def test_simclr_contrasts_with_the_global_batch_under_two_process_ddp(tmp_path: 
     assert torch.isfinite(torch.tensor([metrics["test/loss"], metrics["test/linear_probe_acc"]])).all()
 
 
+def test_an_rbm_averages_its_written_gradients_under_two_process_ddp(tmp_path: Path) -> None:
+    """The RBM writes its CD gradient without a backward pass, so DDP's hooks never see it: the model averages
+    it over the processes itself. Two processes with half the batch each end near one process with the whole."""
+    args = ["model=rbm", "data=digits", "data.binarize=true", "data.max_train=256", "trainer.max_epochs=3",
+            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
+            "model.n_hidden=16", "model.ais_runs=20", "model.ais_betas=200", "model.sample_steps=20",
+            "callbacks.image_logger.n_points=100"]
+    one = run_cli(*args, "trainer=cpu", "data.batch_size=32", f"paths.log_dir={tmp_path / 'one'}")
+    two = run_cli(*args, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=16",
+                  f"paths.log_dir={tmp_path / 'two'}", timeout=240)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    m1, m2 = (json.loads(next((tmp_path / k).glob("train/runs/*/metrics.json")).read_text())["metrics"]
+              for k in ("one", "two"))
+    assert torch.isfinite(torch.tensor([m2["test/loss"], m2["test/recon"]])).all()
+    assert m2["test/recon"] == pytest.approx(m1["test/recon"], rel=0.05)
+
+
+def test_written_gradients_go_through_the_strategys_mean() -> None:
+    from types import SimpleNamespace
+
+    from genlab.data.base import DataInfo
+    from genlab.models.rbm import RBM
+
+    model = RBM(data_info=DataInfo("tiny", (1, 1, 4)), n_hidden=3)
+    mine = {name: torch.randn_like(p) for name, p in model.named_parameters()}
+    for name, p in model.named_parameters():
+        p.grad = mine[name].clone()
+    ops: list[str] = []
+    # a stand-in for the all-reduce of two processes whose other process holds 2 + the gradient
+    reduce = lambda t, reduce_op: ops.append(reduce_op) or (t + (t + 2)) / 2  # noqa: E731
+    model._trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(reduce=reduce))
+    model.reduce_gradients()
+    assert ops == ["mean"] * 3
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, mine[name] + 1, msg=name)
+    model._trainer = SimpleNamespace(world_size=1, strategy=None)  # one process: left as written
+    model.reduce_gradients()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, mine[name] + 1, msg=name)
+
+
 def test_a_gan_trains_and_is_scored_by_rank_0_alone_under_two_process_ddp(tmp_path: Path) -> None:
     """Each player's step leaves the other's weights without a gradient, which DDP must be told to look for
     (genlab-train picks ddp_find_unused_parameters_true); rank 0 scores the samples (FID, KID through

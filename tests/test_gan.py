@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Normal
 
-from genlab.callbacks.figures import grids_figure
 from genlab.data.base import DataInfo
 from genlab.data.builtin import Toy2dDataModule
 from genlab.errors import IncompatibleError, UserError
+from genlab.figures import grids_figure
 from genlab.models.gan import CGAN, GAN
 from genlab.models.infogan import InfoGAN
 from genlab.models.wgan_gp import WGANGP, gradient_penalty

@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from scipy.stats import norm
 from torch import Tensor
 
-from genlab.callbacks import figures as FG
+from genlab import figures as FG
 from genlab.callbacks import latent_pictures as LP
 from genlab.callbacks.images import ImageLogger, cycle_figure
 from genlab.capabilities import CanDecode, CanEncode, CanSample, HasCodeKL

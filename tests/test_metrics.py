@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from sklearn.decomposition import PCA
 from torch import Tensor, nn
 
-from genlab.callbacks import figures as FG
+from genlab import figures as FG
 from genlab.callbacks.evaluator import configured_evaluator
 from genlab.callbacks.images import Figure, ImageLogger
 from genlab.capabilities import CanDecode, CanEncode, CanReconstruct, CanSample, PictureSpec

@@ -19,8 +19,8 @@ from genlab.models.autoencoder import (
     SparseAutoencoder,
     contractive_penalty,
 )
-from genlab.models.base import make_optimizer
 from genlab.models.pca import PCA
+from genlab.models.plumbing import make_optimizer
 from genlab.models.stacked import StackedAutoencoder
 from genlab.nets.autoencoder import conv_pair, mlp_pair
 

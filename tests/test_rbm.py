@@ -233,31 +233,43 @@ def test_linear_hidden_rbm_takes_its_own_free_energy_in_the_positive_phase() -> 
     # linear hidden units: −∂F/∂W = vᵀ(b + vW), the hidden means, not their sigmoids
     dW = v_data.T @ (v_data @ W + b) / 4 - v_model.T @ (v_model @ W + b) / 6
     torch.testing.assert_close(model.W.grad, -dW)
-    assert model.train_path(trainer_options()) == "autograd"  # the closed form assumes binary hidden units
     recon = (model.visible_mean(v_data @ W + b) - v_data).pow(2).sum(1).mean()
     torch.testing.assert_close(terms["recon"], recon)
+    # the closed form follows the units' own hidden_free and hidden_mean: the same gradient and terms
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    written = model.cd_gradients({"x": v_data.view(4, 1, 1, 5)})
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], msg=name)
+    for k in terms:
+        torch.testing.assert_close(written[k], terms[k].detach(), msg=k)
 
 
 def trainer_options(**kw: object) -> object:
-    """The Trainer attributes RBM.train_path reads."""
+    """The Trainer attributes the training loop's refusals read."""
     from types import SimpleNamespace
 
     return SimpleNamespace(**{"world_size": 1, "accumulate_grad_batches": 1, "precision": "32-true",
                               "gradient_clip_val": None, **kw})
 
 
-def test_the_training_path_follows_the_trainers_options() -> None:
+def test_the_closed_form_update_refuses_what_needs_a_backward_pass() -> None:
     import functools
 
     model = tiny_rbm(5, 3)
-    assert model.train_path(trainer_options()) == "manual"
-    assert model.train_path(trainer_options(precision="bf16-mixed")) == "manual"
-    assert model.train_path(trainer_options(gradient_clip_val=1.0)) == "direct"  # Lightning clips
-    for kw in ({"accumulate_grad_batches": 2}, {"world_size": 2}, {"precision": "16-mixed"}):
-        assert model.train_path(trainer_options(**kw)) == "autograd", kw
+    for kw in ({}, {"precision": "bf16-mixed"}, {"gradient_clip_val": 1.0}, {"world_size": 2}):
+        assert model.trainer_refusal(trainer_options(**kw)) is None, kw
     scheduled = tiny_rbm(5, 3, scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1))
-    assert scheduled.train_path(trainer_options()) == "direct"  # Lightning steps the scheduler
-    assert tiny_rbm(5, 3, direct_gradients=False).train_path(trainer_options()) == "autograd"
+    assert scheduled.trainer_refusal(trainer_options()) is None  # Lightning steps the scheduler
+    assert "accumulation would overwrite" in model.trainer_refusal(trainer_options(accumulate_grad_batches=2))
+    assert "Use bf16-mixed or 32-true" in model.trainer_refusal(trainer_options(precision="16-mixed"))
+    with pytest.raises(UserError, match="model.compile=true: RBM writes its gradient in closed form"):
+        tiny_rbm(5, 3, compile=True)
+
+
+class AutogradRBM(RBM):
+    """The same RBM trained by back-propagating its surrogate: the independent computation of the update."""
+
+    writes_gradients = False
 
 
 def test_hidden_chain_states_follow_sklearns_persistent_sweep() -> None:
@@ -280,10 +292,10 @@ def test_hidden_chain_states_follow_sklearns_persistent_sweep() -> None:
     torch.testing.assert_close(model.hidden_chains, h_hand)
 
 
-def fit_tiny(path_options: dict, trainer_kw: dict, ckpt_path: str | None = None, batch_size: int = 10,
+def fit_tiny(cls: type[RBM], trainer_kw: dict, ckpt_path: str | None = None, batch_size: int = 10,
              **model_kw: object) -> tuple[RBM, str, int]:
-    """A few epochs of a 16-8 RBM on 60 binary vectors through a Lightning Trainer (from ``ckpt_path`` when
-    given): (model, path, global step)."""
+    """A few epochs of a 16-8 RBM of class ``cls`` on 60 binary vectors through a Lightning Trainer (from
+    ``ckpt_path`` when given): (model, "automatic" or "manual" optimisation, global step)."""
     import functools
     import tempfile
 
@@ -302,23 +314,23 @@ def fit_tiny(path_options: dict, trainer_kw: dict, ckpt_path: str | None = None,
     pl.seed_everything(0, verbose=False)
     dm = Tiny(batch_size=batch_size, binarize=False, seed=0)
     dm.setup("fit")
-    model = RBM(data_info=dm.info, n_hidden=8, init_std=0.1, **path_options, **{"train_recon": True, **model_kw},
+    model = cls(data_info=dm.info, n_hidden=8, init_std=0.1, **{"train_recon": True, **model_kw},
                 optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.5))
     trainer = pl.Trainer(accelerator="cpu", devices=1, limit_val_batches=0, num_sanity_val_steps=0,
                          enable_progress_bar=False, enable_model_summary=False,
                          logger=pl.loggers.CSVLogger(tempfile.mkdtemp(prefix="genlab-rbm-test-")),
                          log_every_n_steps=2, **{"max_epochs": 3, "enable_checkpointing": False, **trainer_kw})
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=False)
-    return model, model.training_path, trainer.global_step
+    return model, "automatic" if model.automatic_optimization else "manual", trainer.global_step
 
 
-@pytest.mark.parametrize("trainer_kw", [{}, {"gradient_clip_val": 0.05}], ids=["manual", "direct"])
+@pytest.mark.parametrize("trainer_kw", [{}, {"gradient_clip_val": 0.05}], ids=["plain", "clipped"])
 def test_closed_form_training_follows_the_autograd_trajectory(trainer_kw: dict) -> None:
     # PCD with momentum and weight decay: the same draws, updates, optimiser state, chains and epoch means
     model_kw = {"persistent": True, "n_chains": 10, "weight_decay": 0.01}
-    fast, path, steps = fit_tiny({}, trainer_kw, **model_kw)
-    slow, slow_path, slow_steps = fit_tiny({"direct_gradients": False}, trainer_kw, **model_kw)
-    assert path == ("direct" if trainer_kw else "manual") and slow_path == "autograd"
+    fast, path, steps = fit_tiny(RBM, trainer_kw, **model_kw)
+    slow, slow_path, slow_steps = fit_tiny(AutogradRBM, trainer_kw, **model_kw)
+    assert path == ("automatic" if trainer_kw else "manual") and slow_path == "automatic"
     assert steps == slow_steps == 18 and fast.trained_batches == slow.trained_batches == 18
     for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
@@ -332,26 +344,26 @@ def test_several_updates_per_batch_are_the_run_of_the_smaller_batches() -> None:
     """A loader batch of 20 cut into 2 updates follows the run with batches of 10 (the same permutation each
     epoch), update for update: the same weights, chains, optimiser steps and epoch means."""
     model_kw = {"persistent": True, "n_chains": 10, "chain_state": "hidden"}
-    small, _, steps = fit_tiny({}, {}, **model_kw)
-    split, path, split_steps = fit_tiny({}, {}, batch_size=20, updates_per_batch=2, **model_kw)
+    small, _, steps = fit_tiny(RBM, {}, **model_kw)
+    split, path, split_steps = fit_tiny(RBM, {}, batch_size=20, updates_per_batch=2, **model_kw)
     assert path == "manual" and steps == split_steps == 18 and split.trained_batches == 9
     for (name, a), b in zip(small.state_dict().items(), split.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     for k in ("train/loss", "train/recon", "train/free_energy"):
         torch.testing.assert_close(small.trainer.callback_metrics[k], split.trainer.callback_metrics[k], msg=k)
     with pytest.raises(UserError, match="updates_per_batch=2 needs genlab's own update loop"):
-        fit_tiny({}, {"gradient_clip_val": 0.05}, batch_size=20, updates_per_batch=2)
+        fit_tiny(RBM, {"gradient_clip_val": 0.05}, batch_size=20, updates_per_batch=2)
 
 
 def test_a_manual_run_resumed_from_a_checkpoint_ends_where_the_uninterrupted_one_does(tmp_path: Path) -> None:
     import pytorch_lightning as pl
 
     model_kw = {"persistent": True, "n_chains": 10}
-    whole, path, steps = fit_tiny({}, {}, **model_kw)
+    whole, path, steps = fit_tiny(RBM, {}, **model_kw)
     saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1)
-    fit_tiny({}, {"max_epochs": 1, "callbacks": [saver], "enable_checkpointing": True}, **model_kw)
+    fit_tiny(RBM, {"max_epochs": 1, "callbacks": [saver], "enable_checkpointing": True}, **model_kw)
     (ckpt,) = tmp_path.glob("*.ckpt")
-    resumed, resumed_path, resumed_steps = fit_tiny({}, {}, ckpt_path=str(ckpt), **model_kw)
+    resumed, resumed_path, resumed_steps = fit_tiny(RBM, {}, ckpt_path=str(ckpt), **model_kw)
     assert path == resumed_path == "manual" and steps == resumed_steps == 18
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -377,15 +389,15 @@ def test_a_stop_asked_for_on_the_last_batch_waits_for_the_epochs_end(tmp_path: P
                 self.stop.requested = signal.SIGTERM
 
     model_kw = {"persistent": True, "n_chains": 10}
-    whole, _, steps = fit_tiny({}, {}, **model_kw)
+    whole, _, steps = fit_tiny(RBM, {}, **model_kw)
     stop = GracefulStop()
     with pytest.raises(Interrupted):
-        fit_tiny({}, {"callbacks": [stop, AskAt(stop)], "default_root_dir": str(tmp_path),
+        fit_tiny(RBM, {"callbacks": [stop, AskAt(stop)], "default_root_dir": str(tmp_path),
                       "enable_checkpointing": True}, **model_kw)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, weights_only=False)
     assert state["global_step"] == 12  # the whole of epoch 1, its end included
-    resumed, _, resumed_steps = fit_tiny({}, {"callbacks": [GracefulStop()], "enable_checkpointing": True},
+    resumed, _, resumed_steps = fit_tiny(RBM, {"callbacks": [GracefulStop()], "enable_checkpointing": True},
                                          ckpt_path=str(ckpt), **model_kw)
     assert resumed_steps == steps == 18
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):

@@ -13,8 +13,9 @@ import torch
 from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
 from genlab.errors import UserError
 from genlab.models.autoencoder import Autoencoder
-from genlab.models.base import GenerativeModel, split_batch
+from genlab.models.base import GenerativeModel
 from genlab.models.diffusion import DDPM
+from genlab.models.plumbing import split_batch
 from genlab.nets.autoencoder import mlp_pair
 from genlab.nets.unet import denoiser
 

@@ -9,9 +9,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from genlab.callbacks.figures import class_name, labelled_grid
 from genlab.capabilities import CanDisturb, CanZeroShot
 from genlab.data.base import DataInfo
+from genlab.figures import class_name, labelled_grid
 from genlab.metrics.embedding import class_means
 
 QUERIES, NEIGHBOURS = 8, 7  # rows of the neighbour grid, and the neighbours beside each query

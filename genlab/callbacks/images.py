@@ -23,7 +23,6 @@ from torch import Tensor
 
 from genlab.callbacks import embedding_pictures as EP
 from genlab.callbacks.evaluator import trained_datamodule
-from genlab.callbacks.figures import class_name, grids_figure, interleaved_rows, labelled_grid
 from genlab.callbacks.latent_pictures import LatentPictures, class_rows, encode_all
 from genlab.capabilities import (
     CanDecode,
@@ -41,6 +40,7 @@ from genlab.capabilities import (
 from genlab.config.fields import require
 from genlab.data.base import DataInfo, TensorDataModule
 from genlab.errors import GenlabWarning, UserError
+from genlab.figures import class_name, grids_figure, interleaved_rows, labelled_grid
 from genlab.metrics.base import eval_mode, seeded
 from genlab.metrics.codes import project_2d
 from genlab.metrics.translation import OTHER, domain_splits

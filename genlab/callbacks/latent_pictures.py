@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.callbacks.figures import Grid, class_name, number, thinned
 from genlab.capabilities import HasCodeKL, capable
 from genlab.config.fields import require
 from genlab.data.base import Split, TensorDataModule, map_batches
 from genlab.errors import UserError
+from genlab.figures import Grid, class_name, number, thinned
 from genlab.metrics.base import seeded
 from genlab.models.base import GenerativeModel
 

@@ -23,9 +23,6 @@ class RBMConfig(ModelConfig):
     ais_betas: int = opt(1000, ge=2)  # AIS inverse temperatures, evenly spaced in [0, 1]
     sample_steps: int = opt(1000, ge=1)  # Gibbs sweeps per sample when the evaluator sets no budget
     init_std: float = opt(0.01, gt=0)  # the initial weights' standard deviation
-    # training writes the CD gradient in closed form (no autograd graph) where the Trainer allows it; false:
-    # back-propagation of the free-energy surrogate (the same update, slower)
-    direct_gradients: bool = True
     # train/recon, the reconstruction error of the training batches: one more (B, H) x (H, D) product per
     # update, a sixth of a 784-500 update, so off by default; val/recon and test/recon are reported regardless,
     # and train/ and val/free_energy are the usual overfitting watch (Hinton's practical guide, section 6)

@@ -179,7 +179,7 @@ class SimCLR(ContrastiveModel):
         z = self.project(self.head(self.encode(v.flatten(0, 1))))  # (2B, proj_dim): both views in one pass
         z1, z2 = z[:n], z[n:]
         gather, rank = None, 0
-        if self.gather_negatives and self._trainer is not None and self.trainer.world_size > 1:
+        if self.gather_negatives and self.attached and self.trainer.world_size > 1:
             # the global batch's views are the negatives, with gradients flowing back to each process
             gather, rank = (lambda t: self.all_gather(t, sync_grads=True).flatten(0, 1)), self.trainer.global_rank
         loss = nt_xent(z1, z2, self.temperature(), self.loss_chunk, gather, rank)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from genlab.callbacks import figures
+from genlab import figures
 from genlab.capabilities import Budget, CanBoundLikelihood, CanSample, LikelihoodBound, PictureRequest, PictureSpec
 from genlab.data.base import Batch, DataInfo
 from genlab.errors import UserError

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.callbacks.figures import Grid
 from genlab.capabilities import PictureRequest, PictureSpec
 from genlab.errors import UserError
+from genlab.figures import Grid
 from genlab.models.gan import GAN, Extra
 
 LOG_2PI = math.log(2 * math.pi)

@@ -11,7 +11,7 @@ so p(v) = e^{−F(v)} / Z. The update is the CD gradient, not backprop through t
 surrogate F(v_data).mean() − F(v_model).mean() with the model's samples held fixed has the
 gradient <∂E/∂θ>_data − <∂E/∂θ>_model (hidden units summed out). Training writes that gradient in
 closed form (``RBM.cd_gradients``: two products for W, means for the biases) without building the
-surrogate's graph; validation, testing and model.compile use the surrogate.
+surrogate's graph, its one training path; validation and testing report the surrogate's terms.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.callbacks.figures import Grid
 from genlab.capabilities import (
     Budget,
     CanBoundLikelihood,
@@ -39,7 +38,8 @@ from genlab.capabilities import (
 from genlab.data.base import Batch, DataInfo
 from genlab.draws import bernoulli16
 from genlab.errors import UserError
-from genlab.models.base import GenerativeModel, OptimizerFactory, split_batch
+from genlab.figures import Grid
+from genlab.models.base import GenerativeModel, OptimizerFactory
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_EXACT_HIDDEN = 20  # log Z by enumeration over 2^H hidden states up to this many hidden units
@@ -62,28 +62,29 @@ class RBM(GenerativeModel):
     ½λ‖W‖² to the loss; ``sparsity_target`` ρ adds ``sparsity_cost`` times the cross-entropy between ρ
     and each hidden unit's probability on the data (its gradient on the unit's input is q − ρ); momentum
     is the optimiser's. log Z by AIS with ``ais_runs`` runs (None: the evaluator's budget.samples) over
-    ``ais_betas`` temperatures; ``sample_steps`` Gibbs steps per sample by default. ``direct_gradients``:
-    training writes the CD gradient in closed form (``cd_gradients``) instead of back-propagating the
-    surrogate, where the Trainer allows it (``train_path``); the same update in less time. ``train_recon``:
+    ``ais_betas`` temperatures; ``sample_steps`` Gibbs steps per sample by default. Training writes the CD
+    gradient in closed form (``cd_gradients``, ``writes_gradients``), never back-propagating the surrogate.
+    Hidden units are binary here; a subclass changes them through ``hidden_free`` and ``hidden_mean``
+    (stacked.LinearHiddenRBM: linear ones), and the closed form follows. ``train_recon``:
     the training terms include the reconstruction error (train/recon), one more (B, H) x (H, D) product per
     update (a sixth of a 784-500 update; off by default); validation and test report it regardless.
     ``chain_state``: what PCD keeps between updates, the chains' visible states (resampled through h under the
     updated weights) or their hidden states, sampled from the previous update's p(h | v_model) as Tieleman
     (2008) and scikit-learn do (one product fewer). ``updates_per_batch``: the loader's batch is cut into that
-    many minibatches, one SGD update each, in order, where genlab writes the gradient itself (``train_path``
-    "manual").
+    many minibatches, one SGD update each, in order.
     """
 
     capabilities = frozenset({CanEncode, CanReconstruct, CanSample, CanBoundLikelihood})
 
     needs: ClassVar[Needs] = Needs(image=True)  # bounded images (C, H, W), flattened here
     ranks_checkpoints: ClassVar[bool] = False  # the CD surrogate does not rank checkpoints: the latest is tested
+    writes_gradients: ClassVar[bool] = True  # training's gradient: cd_gradients
 
     def __init__(
         self, *, data_info: DataInfo, n_hidden: int = 64, visible: str = "bernoulli", cd_k: int = 1,
         persistent: bool = False, n_chains: int = 100, weight_decay: float = 0.0, sparsity_target: float | None = None,
         sparsity_cost: float = 0.0, ais_runs: int | None = 100, ais_betas: int = 1000, sample_steps: int = 1000,
-        init_std: float = 0.01, direct_gradients: bool = True, train_recon: bool = False,
+        init_std: float = 0.01, train_recon: bool = False,
         chain_state: str = "visible", updates_per_batch: int = 1, optimizer: OptimizerFactory | None = None,
         scheduler: Callable[..., Any] | None = None, compile: bool = False,
     ) -> None:
@@ -107,10 +108,7 @@ class RBM(GenerativeModel):
         self.register_buffer("hidden_chains", torch.zeros(n_chains if hidden_chains else 0, n_hidden))
         self.register_buffer("chains_started", torch.tensor(False))
         self.last_log_z: tuple[float, float] | None = None  # the latest AIS estimate of log Z and its standard error
-        self.direct_gradients, self.train_recon = direct_gradients, train_recon
-        #: how training steps run: "manual", "direct" or "autograd" (``train_path``, chosen for each Trainer in
-        #: ``configure_callbacks``; "autograd" outside one)
-        self.training_path = "autograd"
+        self.train_recon = train_recon
 
     # ---- the energy model -------------------------------------------------------------
     def flat(self, x: Tensor) -> Tensor:
@@ -126,13 +124,21 @@ class RBM(GenerativeModel):
         a = self.visible_bias if bias is None else bias
         return v @ a if self.visible == "bernoulli" else -0.5 * (v - a).pow(2).sum(1)
 
+    def hidden_free(self, s: Tensor) -> Tensor:
+        """The hidden units' part of −F given their inputs s = b + vW (B, H): Σ_j softplus(s_j), (B,)."""
+        return F.softplus(s).sum(1)
+
+    def hidden_mean(self, s: Tensor) -> Tensor:
+        """E[h | v] from the hidden inputs s (B, H): σ(s), the derivative of ``hidden_free`` (the CD gradient's q)."""
+        return torch.sigmoid(s)
+
     def free_energy(self, v: Tensor) -> Tensor:
         """F(v) = −log Σ_h e^{−E(v, h)}: (B, D) -> (B,) nats."""
-        return -self.visible_term(v) - F.softplus(self.hidden_input(v)).sum(1)
+        return -self.visible_term(v) - self.hidden_free(self.hidden_input(v))
 
     def p_h(self, v: Tensor, beta: float = 1.0) -> Tensor:
-        """p(h = 1 | v) (B, H) (at inverse temperature β)."""
-        return torch.sigmoid(self.hidden_input(v, beta))
+        """E[h | v] (B, H), for binary units p(h = 1 | v) (at inverse temperature β)."""
+        return self.hidden_mean(self.hidden_input(v, beta))
 
     def visible_mean(self, h: Tensor, beta: float = 1.0, base: Tensor | None = None) -> Tensor:
         """The mean of p(v | h) (B, D); with β < 1, of AIS's intermediate p_β with base visible biases ``base``."""
@@ -341,12 +347,8 @@ class RBM(GenerativeModel):
         v = self.flat(batch["x"])
         v_model, _ = self.negative_samples(v, stage)
         s = self.hidden_input(v)  # (B, H), shared by the free energy, the reconstruction and the sparsity term
-        if self.binary_hidden():
-            f_data = (-self.visible_term(v) - F.softplus(s).sum(1)).mean()
-            q = torch.sigmoid(s).detach()
-        else:  # a subclass's own hidden units (stacked.LinearHiddenRBM: linear ones): its F and p(h | v)
-            f_data = self.free_energy(v).mean()
-            q = self.p_h(v).detach()
+        f_data = (-self.visible_term(v) - self.hidden_free(s)).mean()
+        q = self.hidden_mean(s).detach()
         terms = {"free_energy": f_data.detach(), "cd": f_data - self.free_energy(v_model).mean()}
         if self.train_recon or stage != "train":
             with torch.no_grad():
@@ -368,7 +370,8 @@ class RBM(GenerativeModel):
         """``loss_terms(batch, "train")`` with the gradient of its "loss" written into each parameter's
         ``.grad`` in closed form, without an autograd graph: the same negative samples (the same random
         draws, in the same order) and the same terms, detached. With g = dLoss/ds (B, H) on the data's
-        hidden inputs s = b + vW, −q/B from the CD term (q = σ(s)) plus sparsity_cost·(q − ρ)/B,
+        hidden inputs s = b + vW, −q/B from the CD term (q = ``hidden_mean(s)``, σ(s) for binary units)
+        plus sparsity_cost·(q − ρ)/B,
           dW = vᵀg + v_mᵀq_m / N + λW     (D, H), v_m (N, D) the model's samples, q_m = σ(b + v_mW)
           db = Σ_rows g + mean(q_m)      (H,)
           da = mean(v_m) − mean(v)       (D,)  (for gaussian units too: the a of −(v − a) cancels)
@@ -379,7 +382,7 @@ class RBM(GenerativeModel):
         s = self.hidden_input(v)  # (B, H)
         if s_model is None:  # (N, H); hidden chain states computed it already
             s_model = self.hidden_input(v_model)
-        q, q_model = torch.sigmoid(s), torch.sigmoid(s_model)
+        q, q_model = self.hidden_mean(s), self.hidden_mean(s_model)
         a = self.visible_bias
         # column sums rather than means (a mean costs two passes): da, and the mean of aᵀv
         v_sum, v_model_sum = v.sum(0).to(a.dtype), v_model.sum(0).to(a.dtype)  # (D,)
@@ -388,8 +391,8 @@ class RBM(GenerativeModel):
         else:
             vis, vis_model = self.visible_term(v).sum(), self.visible_term(v_model).sum()
         # the mean free energies −(Σ visible term + Σ softplus(s)) / B, and the model's over N
-        f_data = (vis + F.softplus(s).sum()).mul_(-1.0 / n_data)
-        f_model = (vis_model + F.softplus(s_model).sum()).mul_(-1.0 / n_model)
+        f_data = (vis + self.hidden_free(s).sum()).mul_(-1.0 / n_data)
+        f_model = (vis_model + self.hidden_free(s_model).sum()).mul_(-1.0 / n_model)
         terms = {"free_energy": f_data, "cd": f_data - f_model}
         if self.train_recon:
             terms["recon"] = self.recon_error(q, v)
@@ -416,12 +419,6 @@ class RBM(GenerativeModel):
             param.grad = grad.to(param.dtype)  # under bf16 autocast the products are bf16; .grad is the parameter's
         return terms
 
-    def binary_hidden(self) -> bool:
-        """Whether the hidden units are this class's binary ones: the closed forms (the shared hidden input
-        of ``loss_terms``, ``cd_gradients``) assume them; a subclass that overrides ``free_energy`` or
-        ``p_h`` (stacked.LinearHiddenRBM) has others, and is trained through the surrogate's autograd."""
-        return type(self).free_energy is RBM.free_energy and type(self).p_h is RBM.p_h
-
     def recon_error(self, q: Tensor, v: Tensor) -> Tensor:
         """Squared error of one mean-field Gibbs step, per image: ‖E[v | h = q] − v‖² averaged over the batch,
         q = p(h | v) (B, H), v (B, D). One dot product of the flat difference instead of a square, row sums
@@ -429,60 +426,5 @@ class RBM(GenerativeModel):
         diff = (self.visible_mean(q) - v).flatten()
         return torch.dot(diff, diff) / v.shape[0]
 
-    # ---- how a training step runs ------------------------------------------------------------------
-    def train_path(self, trainer: Any) -> str:
-        """How ``trainer`` runs training steps:
-        - "manual": ``cd_gradients`` and the optimiser's step under Lightning's manual optimisation, the
-          least per-step work (no closure, zero_grad or backward hooks);
-        - "direct": ``cd_gradients`` under automatic optimisation, Lightning's backward and zero_grad
-          skipped, so that Lightning still clips the gradient (trainer.gradient_clip_val) and steps the
-          learning-rate scheduler where it always does;
-        - "autograd": back-propagation of the surrogate, where the closed form cannot stand in for it:
-          ``direct_gradients=false``, model.compile (which compiles ``loss_terms``), other hidden units
-          (a subclass), several processes (DDP reduces gradients in backward's hooks), gradient
-          accumulation (backward adds to .grad) and fp16 loss scaling (the scaler unscales .grad)."""
-        if (not self.direct_gradients or self.compile_networks or not self.binary_hidden()
-                or trainer.world_size > 1 or trainer.accumulate_grad_batches != 1
-                or str(trainer.precision).startswith("16")):
-            return "autograd"
-        if trainer.gradient_clip_val or self.scheduler_factory is not None:
-            return "direct"
-        return "manual"
-
-    def configure_callbacks(self) -> list:
-        """No callbacks: Lightning calls this before it checks the Trainer's options against the model's
-        optimisation mode, so the training path is chosen here."""
-        why = self.trainer_refusal(self.trainer)
-        if why is not None:
-            raise UserError(why)
-        self.training_path = self.train_path(self.trainer)
-        self.automatic_optimization = self.training_path != "manual"
-        return []
-
-    def split_refusal(self, trainer: Any) -> str | None:
-        if self.train_path(trainer) == "manual":
-            return None
-        return ("DDP, gradient clipping, a learning-rate scheduler, gradient accumulation, fp16, model.compile or "
-                "model.direct_gradients=false")
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        if self.training_path == "autograd":
-            return super().training_step(batch, batch_idx)
-        parts = split_batch(batch, self.updates_per_batch)  # k minibatches, in order
-        step = self.optimizer_steps(len(parts)) if self.training_path == "manual" else None
-        for i, part in enumerate(parts):
-            terms = self.cd_gradients(part)  # .grad written
-            self.record_train_terms(terms, part["x"].shape[0], log_step=i == len(parts) - 1)
-            if step is not None:
-                step(i)
-        return terms["loss"]
-
-    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        if self.training_path == "autograd":
-            super().backward(loss, *args, **kwargs)
-        # "direct": the gradient is already in .grad (cd_gradients in training_step)
-
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
-        # Lightning zeroes between training_step and backward; "direct" has written .grad in training_step
-        if self.training_path == "autograd":
-            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+    def gradient_terms(self, batch: Batch) -> dict[str, Tensor]:
+        return self.cd_gradients(batch)

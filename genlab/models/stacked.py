@@ -24,13 +24,13 @@ class LinearHiddenRBM(RBM):
     p(v | h) = σ(a + Wh) and F(v) = −aᵀv − ½‖b + vW‖² + ½‖b‖² (less the constant H/2·log 2π).
     For pretraining only: the partition-function estimates of RBM assume binary hidden units."""
 
-    def p_h(self, v: Tensor, beta: float = 1.0) -> Tensor:
-        """The mean of p(h | v): b + vW (B, H)."""
-        return self.hidden_input(v, beta)
+    def hidden_free(self, s: Tensor) -> Tensor:
+        """½‖s‖² − ½‖b‖² for the inputs s = b + vW (B, H): (B,)."""
+        return 0.5 * (s.pow(2).sum(1) - self.hidden_bias.pow(2).sum())
 
-    def free_energy(self, v: Tensor) -> Tensor:
-        s = self.hidden_input(v)
-        return -self.visible_term(v) - 0.5 * (s.pow(2) - self.hidden_bias.pow(2)).sum(1)
+    def hidden_mean(self, s: Tensor) -> Tensor:
+        """The mean of p(h | v) = N(s, I): s itself (B, H)."""
+        return s
 
     def gibbs(self, v: Tensor, steps: int, draw: Callable[[Tensor], Tensor] = bernoulli) -> tuple[Tensor, Tensor]:
         mean = v
@@ -180,13 +180,11 @@ class StackedAutoencoder(Autoencoder):
             for epoch in range(self.rbm_epochs):
                 total = 0.0
                 for idx in torch.randperm(a.shape[0], device=a.device).split(batch_size):
-                    terms = rbm.loss_terms({"x": a[idx]}, "train")
-                    opt.zero_grad(set_to_none=True)
-                    terms["loss"].backward()
+                    terms = rbm.cd_gradients({"x": a[idx]})  # .grad written in closed form
                     opt.step()
                     total += float(terms["recon"]) * len(idx)
                 history.append(total / a.shape[0])
-                for lg in self.loggers if self._trainer is not None else []:
+                for lg in self.loggers if self.attached else []:
                     lg.log_metrics({f"pretrain/rbm{i}_recon": history[-1]}, step=(i - 1) * self.rbm_epochs + epoch)
             if not all(math.isfinite(h) for h in history):
                 raise UserError(f"RBM {i} of model.pretrain=rbm diverged (reconstruction errors {history}): "
@@ -206,8 +204,7 @@ class StackedAutoencoder(Autoencoder):
             dm = self.trainer.datamodule
             if not isinstance(dm, TensorDataModule):
                 raise UserError("model.pretrain=rbm needs one of genlab's datasets (a TensorDataModule)")
-            with torch.enable_grad():
-                self.pretrain_rbms(dm.tensors("train").x, dm.options.batch_size)
+            self.pretrain_rbms(dm.tensors("train").x, dm.options.batch_size)
             if self.trainer.world_size > 1:
                 for tensor in self.state_dict().values():
                     torch.distributed.broadcast(tensor, src=0)

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from genlab.data.base import DataInfo
 from genlab.errors import UserError
-from genlab.models.base import GenerativeModel, OptimizerFactory, check_finite, make_optimizer
+from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.plumbing import check_finite, make_optimizer
 
 PLAYERS = ("generator", "discriminator")
 TWO_PLAYER_ADVICE = ("Lower the learning rates (model.optimizer_g.lr, model.optimizer_d.lr), clip the gradients "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genlab.callbacks import figures
+from genlab import figures
 from genlab.capabilities import (
     Budget,
     CanBoundLikelihood,
