@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 # the exit codes of a run stopped by a signal: 128 + the signal's number, what schedulers that requeue a job
 # look for (SIGTERM), and what a shell reports for Ctrl-C (SIGINT)
@@ -18,6 +19,22 @@ class UserError(Exception):
     """A mistake in the user's config, data or command line; the message says how to fix it."""
 
     exit_code = 2
+
+
+class ArgumentError(UserError):
+    """A constructor's argument out of what its signature declares (``genlab.config.fields.checked``).
+
+    The message is made for a key: alone, the class and the argument ("Probes: knn_k=0 is out of range");
+    the builder of a config node puts the node's full key in front (``at``:
+    "callbacks.evaluator.metrics.probes.knn_k=0 ..."), so no object names its own place in the config."""
+
+    def __init__(self, owner: str, argument: str, message: Callable[[str], str]) -> None:
+        self.owner, self.argument, self.message = owner, argument, message
+        super().__init__(f"{owner}: {message(argument)}.")
+
+    def at(self, node_key: str) -> UserError:
+        """The same problem under the full key of the config node that built the object."""
+        return UserError(f"{self.message(f'{node_key}.{self.argument}' if node_key else self.argument)}.")
 
 
 class GenlabWarning(UserWarning):

@@ -114,10 +114,18 @@ def test_disturbances_that_are_switched_off_leave_the_image_alone() -> None:
 
 
 def test_bad_disturbances_are_refused_with_the_key() -> None:
-    with pytest.raises(UserError, match="model.views.crop_scale"):
+    from omegaconf import OmegaConf
+
+    from genlab.config.instantiation import build
+
+    # made in Python: the class and the argument; built from a config node: the node's full key
+    with pytest.raises(UserError, match=r"^Disturbances: crop_scale=\[0.9, 0.2\]: give \[low, high\]"):
         Disturbances(crop_scale=[0.9, 0.2])
-    with pytest.raises(UserError, match="model.views.rotation"):
+    with pytest.raises(UserError, match=r"^Disturbances: rotation=-1 is out of range: it must be >= 0"):
         Disturbances(rotation=-1)
+    cfg = OmegaConf.create({"model": {"views": {"_target_": "genlab.data.augment.Disturbances", "rotation": -1}}})
+    with pytest.raises(UserError, match=r"^model.views.rotation=-1 is out of range: it must be >= 0\.$"):
+        build(cfg.model.views)
     with pytest.raises(IncompatibleError, match="RGB"):
         Disturbances(colour=0.5).fit((1, 8, 8))
     Disturbances(colour=0.5).fit((3, 8, 8))  # colour images take it

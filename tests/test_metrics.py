@@ -353,7 +353,7 @@ def test_metrics_are_switched_off_and_added_by_config_overrides(make_cfg) -> Non
     dm = instantiate(cfg.data)
     dm.setup("test")
     assert metrics["test/mean_pixel"] == pytest.approx(dm.tensors("test").x.mean().item(), rel=1e-6)
-    with pytest.raises(UserError, match="callbacks.evaluator.metrics.bad is a .*not a metric"):
+    with pytest.raises(UserError, match="^callbacks.evaluator.metrics.bad is a .*not a metric"):
         configured_evaluator(overrides=["metrics.bad._target_=builtins.dict"])
-    with pytest.raises(UserError, match="likelihood.samples=0"):
+    with pytest.raises(UserError, match="^callbacks.evaluator.metrics.likelihood.samples=0 is out of range"):
         configured_evaluator(overrides=["metrics.likelihood.samples=0"])  # at start-up, not after training

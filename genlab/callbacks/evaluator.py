@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Annotated
 
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
 from genlab.config import conf_dir
+from genlab.config.fields import Bounds, checked
 from genlab.config.instantiation import build
 from genlab.data.base import TensorDataModule
-from genlab.errors import UserError
+from genlab.errors import ArgumentError
 from genlab.metrics.base import Context, Metric, Scores, eval_mode, finite
 from genlab.models.base import GenerativeModel
 
@@ -41,18 +43,18 @@ class Evaluator(pl.Callback):
     ``max_test``: the metrics score a fixed random subset of this many test images (None: all of them).
     """
 
-    def __init__(self, metrics: Mapping[str, Metric] | None = None, seed: int = 0,
-                 classifier_cache: str | None = None, classifier_epochs: int = 3,
-                 sample_steps: int | None = None, max_test: int | None = None) -> None:
+    @checked
+    def __init__(self, metrics: Mapping[str, Metric] | None = None,
+                 seed: Annotated[int, Bounds(ge=0, lt=2**32)] = 0,
+                 classifier_cache: str | None = None, classifier_epochs: Annotated[int, Bounds(ge=1)] = 3,
+                 sample_steps: Annotated[int | None, Bounds(ge=1)] = None,
+                 max_test: Annotated[int | None, Bounds(ge=1)] = None) -> None:
         self.metrics = dict(metrics or {})
         for name, metric in self.metrics.items():
             if not isinstance(metric, Metric):
-                raise UserError(f"callbacks.evaluator.metrics.{name} is a {type(metric).__name__}, not a metric: "
-                                "give it a _target_ naming a genlab.metrics.base.Metric subclass.")
-        if sample_steps is not None and sample_steps < 1:
-            raise UserError(f"callbacks.evaluator.sample_steps={sample_steps}: it must be >= 1 (or null).")
-        if max_test is not None and max_test < 1:
-            raise UserError(f"callbacks.evaluator.max_test={max_test}: it must be >= 1 (or null).")
+                raise ArgumentError(type(self).__name__, "metrics", lambda key, name=name, metric=metric: (
+                    f"{key}.{name} is a {type(metric).__name__}, not a metric: give it a _target_ naming a "
+                    "genlab.metrics.base.Metric subclass"))
         self.seed, self.sample_steps, self.max_test = seed, sample_steps, max_test
         self.classifier_cache, self.classifier_epochs = classifier_cache, classifier_epochs
         self.last = Scores()  # the latest evaluation, with its units
@@ -92,4 +94,5 @@ def configured_evaluator(classifier_cache: str | Path | None = None, overrides: 
     node = OmegaConf.load(conf_dir() / "callbacks" / "evaluator.yaml").evaluator
     node.classifier_cache = None if classifier_cache is None else str(classifier_cache)
     node = OmegaConf.merge(node, OmegaConf.from_dotlist(list(overrides)))
-    return build(node)
+    # placed where a run's config holds it, so that a bad option is named by its key there
+    return build(OmegaConf.create({"callbacks": {"evaluator": node}}).callbacks.evaluator)

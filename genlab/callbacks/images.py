@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Annotated
 
 import pytorch_lightning as pl
 import torch
@@ -37,9 +38,9 @@ from genlab.capabilities import (
     PictureSpec,
     capable,
 )
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.data.base import DataInfo, TensorDataModule
-from genlab.errors import GenlabWarning, UserError
+from genlab.errors import ArgumentError, GenlabWarning
 from genlab.figures import class_name, grids_figure, interleaved_rows, labelled_grid
 from genlab.metrics.base import eval_mode, seeded
 from genlab.metrics.codes import project_2d
@@ -111,21 +112,19 @@ class ImageLogger(pl.Callback):
     training batch and at the end of training.
     """
 
+    @checked
     def __init__(
         self,
         output_dir: str,
-        n_images: int = 16,
-        n_points: int = 2000,
-        seed: int = 0,
+        n_images: Annotated[int, Bounds(ge=1)] = 16,
+        n_points: Annotated[int, Bounds(ge=1)] = 2000,
+        seed: Annotated[int, Bounds(ge=0, lt=2**32)] = 0,
         latent: LatentPictures | None = None,
     ) -> None:
-        key = "callbacks.image_logger"
-        require(f"{key}.n_images", n_images, "int", ge=1)
-        require(f"{key}.n_points", n_points, "int", ge=1)
-        require(f"{key}.seed", seed, "int", ge=0, lt=2**32)
         if latent is not None and not isinstance(latent, LatentPictures):
-            raise UserError(f"{key}.latent must be a node with _target_: genlab.callbacks.latent_pictures."
-                            f"LatentPictures (or null), not {latent!r}.")
+            raise ArgumentError(type(self).__name__, "latent", lambda key: (
+                f"{key} must be a node with _target_: genlab.callbacks.latent_pictures.LatentPictures (or null), "
+                f"not {latent!r}"))
         self.image_dir = RunFolder(Path(output_dir)).images
         self.n_images = n_images
         self.n_points = n_points  # points and codes drawn in a scatter

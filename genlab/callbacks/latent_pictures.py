@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.capabilities import HasCodeKL, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, argument_rules, check_arguments
 from genlab.data.base import Split, TensorDataModule, map_batches
-from genlab.errors import UserError
+from genlab.errors import ArgumentError
 from genlab.figures import Grid, class_name, number, thinned
 from genlab.metrics.base import seeded
 from genlab.models.base import GenerativeModel
@@ -172,34 +172,31 @@ class Picture(NamedTuple):
 class LatentPictures:
     """Options of the latent-space pictures; ``pictures`` lists those a model and data allow."""
 
-    manifold_size: int = 20  # n×n decoded images, 2-D codes only
+    manifold_size: Annotated[int, Bounds(ge=1)] = 20  # n×n decoded images, 2-D codes only
     manifold_range: tuple[float, float] = (0.05, 0.95)  # u, v before Φ⁻¹
-    traversal_dims: int = 10  # rows: the dimensions with most KL, or the leading principal directions
-    traversal_range: float = 3.0  # offsets −r..r around the base code: code units, or the direction's σ
-    traversal_steps: int = 9
-    interpolation_pairs: int = 8
-    interpolation_steps: int = 10  # decoded points per row, both endpoints included
+    traversal_dims: Annotated[int, Bounds(ge=1)] = 10  # rows: the dimensions with most KL, or the leading PCs
+    traversal_range: Annotated[float, Bounds(gt=0)] = 3.0  # offsets −r..r around the base code (code units or σ)
+    traversal_steps: Annotated[int, Bounds(ge=2)] = 9
+    interpolation_pairs: Annotated[int, Bounds(ge=1)] = 8
+    interpolation_steps: Annotated[int, Bounds(ge=2)] = 10  # decoded points per row, both endpoints included
     arithmetic_classes: tuple[int, int] | None = None  # (a, b); None: the first two classes present
-    arithmetic_images: int = 8
-    embedding_points: int = 1000  # test codes in TensorBoard's projector
+    arithmetic_images: Annotated[int, Bounds(ge=1)] = 8
+    embedding_points: Annotated[int, Bounds(ge=0)] = 1000  # test codes in TensorBoard's projector
 
     def __post_init__(self) -> None:
-        """The constructor's argument checks: each option in its range, named by its config key."""
-        key = "callbacks.image_logger.latent"
-        for name, low in (("manifold_size", 1), ("traversal_dims", 1), ("traversal_steps", 2),
-                          ("interpolation_pairs", 1), ("interpolation_steps", 2), ("arithmetic_images", 1),
-                          ("embedding_points", 0)):
-            require(f"{key}.{name}", getattr(self, name), "int", ge=low)
-        require(f"{key}.traversal_range", self.traversal_range, gt=0)
+        """The options against their declared ranges, and the two pairs against theirs."""
+        name = type(self).__name__
+        check_arguments(name, argument_rules(type(self)), vars(self))
         lo_hi = list(self.manifold_range) if isinstance(self.manifold_range, Sequence) else None
         if not (lo_hi and len(lo_hi) == 2 and all(isinstance(v, (int, float)) for v in lo_hi)
                 and 0 < lo_hi[0] < lo_hi[1] < 1):
-            raise UserError(f"{key}.manifold_range={self.manifold_range}: give [lo, hi] with 0 < lo < hi < 1 "
-                            "(quantiles of the prior).")
+            raise ArgumentError(name, "manifold_range", lambda key: (
+                f"{key}={self.manifold_range}: give [lo, hi] with 0 < lo < hi < 1 (quantiles of the prior)"))
         pair = self.arithmetic_classes
         if pair is not None and not (isinstance(pair, Sequence) and len(pair) == 2 and len(set(pair)) == 2
                                      and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in pair)):
-            raise UserError(f"{key}.arithmetic_classes={pair}: give two different class indices [a, b] (or null).")
+            raise ArgumentError(name, "arithmetic_classes", lambda key: (
+                f"{key}={pair}: give two different class indices [a, b] (or null)"))
 
     def pictures(self, model: GenerativeModel, test: Split, codes: Tensor, batch_size: int = 512,
                  class_names: Sequence[str] = ()) -> list[Picture]:

@@ -18,15 +18,16 @@ class DisturbancesConfig:
     _target_: str = "genlab.data.augment.Disturbances"
     crop_scale: Optional[list[float]] = field(default_factory=lambda: [0.5, 1.0])  # area kept by the crop; null: none
     flip: bool = False  # horizontal flips (not for digits: a flipped 2 is no 2)
-    rotation: float = opt(15.0, ge=0, le=180)  # degrees, ±
-    translate: float = opt(0.1, ge=0, le=1)  # fraction of the size, ±
-    colour: float = opt(0.0, ge=0)  # colour-jitter strength s (RGB only)
-    colour_p: float = opt(0.8, ge=0, le=1)
-    grayscale_p: float = opt(0.0, ge=0, le=1)  # RGB only
+    # the ranges are declared in Disturbances' signature (Bounds) and checked with the full key
+    rotation: float = 15.0  # degrees, ±
+    translate: float = 0.1  # fraction of the size, ±
+    colour: float = 0.0  # colour-jitter strength s (RGB only)
+    colour_p: float = 0.8
+    grayscale_p: float = 0.0  # RGB only
     blur_sigma: Optional[list[float]] = field(default_factory=lambda: [0.1, 1.0])  # null: no blur
-    blur_p: float = opt(0.5, ge=0, le=1)
-    noise_std: float = opt(0.1, ge=0)
-    noise_p: float = opt(0.5, ge=0, le=1)
+    blur_p: float = 0.5
+    noise_std: float = 0.1
+    noise_p: float = 0.5
 
 
 @dataclass

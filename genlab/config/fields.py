@@ -1,20 +1,26 @@
 """Schema fields with ranges and choices, and the checks that enforce them with the full key.
 
 ``opt`` declares a field's range or choices; ``walk`` and ``unknown_keys`` check a config against its
-schemas for ``genlab.config.checks.validate``; ``require`` is the same range check for the
-constructors of objects built from config nodes without a schema (metrics, pictures).
+schemas for ``genlab.config.checks.validate``. Objects built from config nodes without a schema
+(metrics, pictures) declare their arguments' ranges once, in the annotation (``Bounds``): the checks
+of the config enforce them with the full key (``genlab.config.targets``), and ``checked`` when the
+object is made in Python.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import math
-from collections.abc import Iterator
+import types
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import field
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from genlab.errors import UserError
+from genlab.errors import ArgumentError
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid", "none")
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")  # what instantiate reads itself
@@ -53,20 +59,98 @@ def check_field(key: str, value: Any, meta: dict) -> str | None:
     return None
 
 
-def require(key: str, value: Any, kind: str = "number", optional: bool = False, **bounds: Any) -> None:
-    """Raise a UserError naming ``key`` unless ``value`` is of ``kind`` ("int", "number", "bool") and
-    within ``bounds`` (opt's keywords ge, gt, le, lt, choices); None passes when ``optional``.
-    For constructors of objects that config nodes without a schema build."""
-    if value is None and optional:
-        return
-    ok = {"int": isinstance(value, int) and not isinstance(value, bool), "number": is_number(value),
-          "bool": isinstance(value, bool)}[kind]
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range or choices of a constructor's argument, declared once in its annotation:
+    ``knn_k: Annotated[int, Bounds(ge=1)] = 5`` (the same keywords as ``opt``)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+
+    def meta(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+SIMPLE_TYPES = (int, float, bool, str)
+Rule = tuple[type, bool, dict]  # (int, float, bool or str; whether None is allowed; the Bounds' meta)
+
+
+def argument_rules(obj: Any) -> dict[str, Rule]:
+    """The declared rule of each argument of a class's __init__ (or a function) annotated with a simple type
+    (or Optional of one), possibly ``Annotated`` with ``Bounds``. Annotations that name what cannot be
+    imported here give no rules."""
+    try:
+        hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj, include_extras=True)
+    except Exception:
+        return {}
+    out = {}
+    for name, hint in hints.items():
+        meta: dict = {}
+        if typing.get_origin(hint) is typing.Annotated:
+            hint, *extras = typing.get_args(hint)
+            for extra in extras:
+                if isinstance(extra, Bounds):
+                    meta.update(extra.meta())
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+        inner = [a for a in args if a is not type(None)] if optional else [hint]
+        if len(inner) == 1 and inner[0] in SIMPLE_TYPES:
+            out[name] = (inner[0], optional, meta)
+    return out
+
+
+def argument_problem(key: str, value: Any, kind: type, optional: bool, meta: dict) -> str | None:
+    """The message for ``value`` of argument ``key`` against its rule (``argument_rules``), or None."""
+    if value is None:
+        return None if optional else f"{key}=null is not allowed"
+    ok = {int: isinstance(value, int) and not isinstance(value, bool), float: is_number(value),
+          bool: isinstance(value, bool), str: isinstance(value, str)}[kind]
     if not ok:
-        what = {"int": "an integer", "number": "a number", "bool": "true or false"}[kind]
-        raise UserError(f"{key}={value!r} is not {what}" + (" (or null)" if optional else "") + ".")
-    problem = check_field(key, value, bounds)
-    if problem:
-        raise UserError(problem + ".")
+        wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+        return f"{key}={value!r} is not {wanted}" + (" (or null)" if optional else "")
+    return check_field(key, value, meta)
+
+
+Init = TypeVar("Init", bound=Callable[..., None])
+
+
+def checked(init: Init) -> Init:
+    """Decorate a constructor: its arguments are checked against their annotated types and ``Bounds`` as the
+    object is made; an ArgumentError names the argument (the builder of a config node adds the node's key)."""
+    signature = inspect.signature(init)
+    rules: dict[str, Rule] | None = None
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal rules
+        if rules is None:  # annotations are strings until the class's module is loaded
+            rules = argument_rules(init)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        check_arguments(type(self).__name__, rules, bound.arguments)
+        init(self, *args, **kwargs)
+
+    return typing.cast(Init, wrapper)
+
+
+def check_arguments(owner: str, rules: dict[str, Rule], values: dict[str, Any]) -> None:
+    """An ArgumentError for the first of ``values`` outside its rule (``argument_rules``); for ``checked``
+    and for dataclasses' ``__post_init__`` (``check_arguments(name, argument_rules(type(self)), vars(self))``)."""
+    for name, rule in rules.items():
+        value = values.get(name)
+        if argument_problem(name, value, *rule):
+            raise ArgumentError(owner, name, lambda key, value=value, rule=rule: argument_problem(key, value, *rule))
+
+
+def needs_more(owner: str, argument: str, value: Any, other: str, other_value: Any, why: str) -> ArgumentError:
+    """An argument that must exceed another of the same object: "n_samples=3 must exceed pr_k=3: <why>"."""
+    def message(key: str) -> str:
+        sibling = f"{key.rsplit('.', 1)[0]}.{other}" if "." in key else other
+        return f"{key}={value} must exceed {sibling}={other_value}: {why}"
+    return ArgumentError(owner, argument, message)
 
 
 def walk(obj: Any, prefix: str, errors: list[str]) -> None:

@@ -4,13 +4,16 @@ Light to import (Hydra only): used by train.py, the evaluator, genlab-eval and t
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from genlab.errors import UserError
+from genlab.errors import ArgumentError, UserError
+
+FULL_KEY = re.compile(r"full_key: (\S+)")  # where Hydra's message says the failing node sits
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -18,7 +21,8 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 
     The node is instantiated as a partial first, so Hydra never turns the objects passed in
     into configs. A UserError raised inside a constructor reaches the user as its own
-    one-line message instead of being wrapped in Hydra's InstantiationException.
+    one-line message instead of being wrapped in Hydra's InstantiationException; an ArgumentError
+    gets the full key of the node that failed, as Hydra reports it.
     """
     try:
         if not kwargs:
@@ -28,6 +32,9 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         cause = e.__cause__
         while cause is not None and not isinstance(cause, UserError):
             cause = cause.__cause__
+        if isinstance(cause, ArgumentError):  # an argument of the node Hydra names: under its full key
+            where = FULL_KEY.search(str(e))
+            raise cause.at(where.group(1) if where else "") from None
         if cause is not None:
             raise cause from None
         raise

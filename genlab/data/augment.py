@@ -12,26 +12,31 @@ torch's generator, so a seeded run (and a resumed one) sees the same views.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
-from genlab.config.fields import require
-from genlab.errors import IncompatibleError, UserError
+from genlab.config.fields import Bounds, checked
+from genlab.errors import ArgumentError, IncompatibleError
 
-KEY = "model.views"  # where the disturbances are configured (the model that uses them owns them)
+KEY = "model.views"  # where a model configures its disturbances: for the data checks made at fit
 
 
 def _pair(name: str, value: Sequence[float] | None, lo: float, hi: float) -> tuple[float, float] | None:
-    """[a, b] with lo <= a <= b <= hi, or None; a UserError naming the key otherwise."""
+    """[a, b] with lo <= a <= b <= hi, or None; an ArgumentError naming the argument otherwise."""
     if value is None:
         return None
     pair = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     numbers = pair and len(pair) == 2 and all(isinstance(v, (int, float)) for v in pair)
     if not (numbers and lo <= pair[0] <= pair[1] <= hi):
-        raise UserError(f"{KEY}.{name}={value}: give [low, high] with {lo} <= low <= high <= {hi} (or null).")
+        raise ArgumentError("Disturbances", name, lambda key: (
+            f"{key}={value}: give [low, high] with {lo} <= low <= high <= {hi} (or null)"))
     return float(pair[0]), float(pair[1])
+
+
+Probability = Annotated[float, Bounds(ge=0, le=1)]
 
 
 class Disturbances(nn.Module):
@@ -46,20 +51,16 @@ class Disturbances(nn.Module):
     A disturbance set to 0 / null is left out.
     """
 
+    @checked
     def __init__(
-        self, *, crop_scale: Sequence[float] | None = (0.5, 1.0), flip: bool = False, rotation: float = 15.0,
-        translate: float = 0.1, colour: float = 0.0, colour_p: float = 0.8, grayscale_p: float = 0.0,
-        blur_sigma: Sequence[float] | None = (0.1, 1.0), blur_p: float = 0.5, noise_std: float = 0.1,
-        noise_p: float = 0.5,
+        self, *, crop_scale: Sequence[float] | None = (0.5, 1.0), flip: bool = False,
+        rotation: Annotated[float, Bounds(ge=0, le=180)] = 15.0,  # degrees, ±
+        translate: Annotated[float, Bounds(ge=0, le=1)] = 0.1,  # fraction of the size, ±
+        colour: Annotated[float, Bounds(ge=0)] = 0.0, colour_p: Probability = 0.8, grayscale_p: Probability = 0.0,
+        blur_sigma: Sequence[float] | None = (0.1, 1.0), blur_p: Probability = 0.5,
+        noise_std: Annotated[float, Bounds(ge=0)] = 0.1, noise_p: Probability = 0.5,
     ) -> None:
         super().__init__()
-        require(f"{KEY}.rotation", rotation, ge=0, le=180)
-        require(f"{KEY}.translate", translate, ge=0, le=1)
-        require(f"{KEY}.colour", colour, ge=0)
-        require(f"{KEY}.noise_std", noise_std, ge=0)
-        for name, p in (("colour_p", colour_p), ("grayscale_p", grayscale_p), ("blur_p", blur_p),
-                        ("noise_p", noise_p)):
-            require(f"{KEY}.{name}", p, ge=0, le=1)
         self.crop_scale = _pair("crop_scale", crop_scale, 1e-3, 1.0)
         self.blur_sigma = _pair("blur_sigma", blur_sigma, 1e-3, 100.0)
         self.flip, self.rotation, self.translate = bool(flip), float(rotation), float(translate)

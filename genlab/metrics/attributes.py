@@ -5,11 +5,13 @@ those whose attribute combination training never saw (``data.holdout``)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from genlab.capabilities import CanEmbed, CanPromptAttributes, CanSampleFromText, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.data.captioned import TEST_TEMPLATES, Captioner, held_out_mask
 from genlab.metrics.base import Context, Metric, seeded
 from genlab.metrics.classifier import accuracy
@@ -30,8 +32,8 @@ class AttributeZeroShot(Metric):
 
     columns = ("zero_shot_acc/all", "zero_shot_acc/all_held_out", "recall_i2t_exact_1")
 
-    def __init__(self, n: int = 1000) -> None:
-        require("callbacks.evaluator.metrics.attribute_zero_shot.n", n, "int", ge=2)
+    @checked
+    def __init__(self, n: Annotated[int, Bounds(ge=2)] = 1000) -> None:
         self.n = n
 
     def applies(self, ctx: Context) -> bool:
@@ -78,11 +80,9 @@ class AttributeFidelity(Metric):
 
     columns = ("attribute_fidelity/all", "attribute_fidelity/all_held_out", "caption_diversity")
 
-    def __init__(self, n: int = 500, per_caption: int = 4, diverse_captions: int = 25) -> None:
-        key = "callbacks.evaluator.metrics.attribute_fidelity"
-        require(f"{key}.n", n, "int", ge=1)
-        require(f"{key}.per_caption", per_caption, "int", ge=2)
-        require(f"{key}.diverse_captions", diverse_captions, "int", ge=1)
+    @checked
+    def __init__(self, n: Annotated[int, Bounds(ge=1)] = 500, per_caption: Annotated[int, Bounds(ge=2)] = 4,
+                 diverse_captions: Annotated[int, Bounds(ge=1)] = 25) -> None:
         self.n, self.per_caption, self.diverse_captions = n, per_caption, diverse_captions
 
     def applies(self, ctx: Context) -> bool:

@@ -7,6 +7,8 @@ Shapes: N samples, d = code size.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
@@ -16,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, HasCodeKL, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_encode
 
@@ -55,9 +57,9 @@ class Probes(Metric):
 
     columns = ("linear_probe_acc", "knn_acc")
 
-    def __init__(self, max_train: int = 10000, knn_k: int = 5) -> None:
-        require("callbacks.evaluator.metrics.probes.max_train", max_train, "int", ge=2)
-        require("callbacks.evaluator.metrics.probes.knn_k", knn_k, "int", ge=1)
+    @checked
+    def __init__(self, max_train: Annotated[int, Bounds(ge=2)] = 10000,
+                 knn_k: Annotated[int, Bounds(ge=1)] = 5) -> None:
         self.max_train, self.knn_k = max_train, knn_k
 
     def applies(self, ctx: Context) -> bool:
@@ -82,8 +84,8 @@ class CodeUsage(Metric):
 
     columns = ("active_units",)
 
-    def __init__(self, threshold: float = 0.01) -> None:
-        require("callbacks.evaluator.metrics.code_usage.threshold", threshold, ge=0)
+    @checked
+    def __init__(self, threshold: Annotated[float, Bounds(ge=0)] = 0.01) -> None:
         self.threshold = threshold
 
     def applies(self, ctx: Context) -> bool:

@@ -8,13 +8,15 @@ Shapes: N samples, D the embedding's size; every embedding is a unit vector.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.capabilities import CanEmbed, CanZeroShot, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
+from genlab.errors import ArgumentError
 from genlab.metrics.base import Context, Metric, seeded
 
 
@@ -54,8 +56,8 @@ class Embedding(Metric):
 
     columns = ("alignment", "uniformity")
 
-    def __init__(self, n: int = 2000) -> None:
-        require("callbacks.evaluator.metrics.embedding.n", n, "int", ge=2)
+    @checked
+    def __init__(self, n: Annotated[int, Bounds(ge=2)] = 2000) -> None:
         self.n = n
 
     def applies(self, ctx: Context) -> bool:
@@ -82,10 +84,10 @@ class ZeroShot(Metric):
 
     columns = ("zero_shot_acc", "recall_i2t_1", "recall_t2i_1")
 
-    def __init__(self, n: int = 1000, ks: tuple[int, ...] = (1, 5)) -> None:
-        require("callbacks.evaluator.metrics.zero_shot.n", n, "int", ge=2)
-        for k in ks:
-            require("callbacks.evaluator.metrics.zero_shot.ks", k, "int", ge=1)
+    @checked
+    def __init__(self, n: Annotated[int, Bounds(ge=2)] = 1000, ks: tuple[int, ...] = (1, 5)) -> None:
+        if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
+            raise ArgumentError(type(self).__name__, "ks", lambda key: f"{key}={list(ks)}: give whole numbers >= 1")
         self.n, self.ks = n, tuple(ks)
 
     def applies(self, ctx: Context) -> bool:

@@ -8,6 +8,7 @@ Shapes: N samples, d = code size, K = number of factors. Factor columns are eith
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import numpy as np
 from sklearn.linear_model import Ridge
@@ -17,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.metrics.base import Context, Metric
 from genlab.metrics.codes import linear_probe_accuracy
 
@@ -101,8 +102,8 @@ class Factors(Metric):
 
     columns = ("mig",)
 
-    def __init__(self, max_train: int = 10000) -> None:
-        require("callbacks.evaluator.metrics.factors.max_train", max_train, "int", ge=2)
+    @checked
+    def __init__(self, max_train: Annotated[int, Bounds(ge=2)] = 10000) -> None:
         self.max_train = max_train
 
     def applies(self, ctx: Context) -> bool:

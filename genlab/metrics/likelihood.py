@@ -7,8 +7,10 @@ and averages each over the test set, so a new family adds its own bound without 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from genlab.capabilities import Budget, CanBoundLikelihood, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.metrics.base import Context, Metric, seeded
 
 
@@ -18,9 +20,8 @@ class Likelihood(Metric):
     draws come from the evaluator's seed, in a forked random state: the same checkpoint always
     gets the same figures, and training's random stream is untouched."""
 
-    def __init__(self, samples: int = 100, chunk: int = 50) -> None:
-        for key, value in (("samples", samples), ("chunk", chunk)):
-            require(f"callbacks.evaluator.metrics.likelihood.{key}", value, "int", ge=1)
+    @checked
+    def __init__(self, samples: Annotated[int, Bounds(ge=1)] = 100, chunk: Annotated[int, Bounds(ge=1)] = 50) -> None:
         self.budget = Budget(samples=samples, chunk=chunk)
 
     def applies(self, ctx: Context) -> bool:

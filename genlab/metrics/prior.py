@@ -4,12 +4,14 @@ caption's text embedding used directly, as the decoder of today's caption_ddpm u
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.capabilities import CanPredictImageEmbedding, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.data.captioned import held_out_mask
 from genlab.metrics.attributes import exact_recall
 from genlab.metrics.base import Context, Metric, seeded
@@ -32,8 +34,8 @@ class PriorSimilarity(Metric):
 
     columns = ("prior_cosine", "text_cosine", "prior_recall_exact_1")
 
-    def __init__(self, n: int = 1000) -> None:
-        require("callbacks.evaluator.metrics.prior_similarity.n", n, "int", ge=2)
+    @checked
+    def __init__(self, n: Annotated[int, Bounds(ge=2)] = 1000) -> None:
         self.n = n
 
     def applies(self, ctx: Context) -> bool:

@@ -8,13 +8,14 @@ Shapes: N samples, D = flattened data dimension, d = code size, k = PCA componen
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanReconstruct, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_reconstruct
 
@@ -65,8 +66,8 @@ class Reconstruction(Metric):
 
     columns = ("sq_err_per_image",)
 
+    @checked
     def __init__(self, pca_baseline: bool = True) -> None:
-        require("callbacks.evaluator.metrics.reconstruction.pca_baseline", pca_baseline, "bool")
         self.pca_baseline = pca_baseline
 
     def applies(self, ctx: Context) -> bool:
@@ -93,9 +94,9 @@ class Novelty(Metric):
 
     columns = ("novelty_auroc", "novelty_auroc_codes")
 
-    def __init__(self, knn_k: int = 5, max_train: int = 10000) -> None:
-        require("callbacks.evaluator.metrics.novelty.knn_k", knn_k, "int", ge=1)
-        require("callbacks.evaluator.metrics.novelty.max_train", max_train, "int", ge=1)
+    @checked
+    def __init__(self, knn_k: Annotated[int, Bounds(ge=1)] = 5,
+                 max_train: Annotated[int, Bounds(ge=1)] = 10000) -> None:
         self.knn_k, self.max_train = knn_k, max_train
 
     def applies(self, ctx: Context) -> bool:

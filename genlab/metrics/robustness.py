@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanReconstruct, capable
-from genlab.config.fields import require
+from genlab.config.fields import Bounds, checked
 from genlab.data.base import TensorDataModule
-from genlab.errors import GenlabWarning, UserError
+from genlab.errors import GenlabWarning
 from genlab.metrics.base import Context, Metric, seeded
 from genlab.metrics.reconstruction import squared_error_per_image
 
@@ -124,14 +125,9 @@ class NoiseRobustness(Metric):
 
     columns = ("noisy_sq_err_per_image", "code_shift")
 
-    def __init__(self, noise_level: float = 0.3, clamp: bool = True, n_points: int | None = 2000) -> None:
-        key = "callbacks.evaluator.metrics.noise_robustness"  # its name in experiment=lesson_denoising
-        try:
-            require(f"{key}.noise_level", noise_level, ge=0)
-            require(f"{key}.clamp", clamp, "bool")
-            require(f"{key}.n_points", n_points, "int", optional=True, ge=1)
-        except UserError as e:  # an opt-in metric may be listed under another name
-            raise UserError(f"NoiseRobustness: {e}") from None
+    @checked
+    def __init__(self, noise_level: Annotated[float, Bounds(ge=0)] = 0.3, clamp: bool = True,
+                 n_points: Annotated[int | None, Bounds(ge=1)] = 2000) -> None:
         self.noise_level, self.clamp, self.n_points = noise_level, clamp, n_points
 
     def applies(self, ctx: Context) -> bool:
@@ -168,14 +164,9 @@ class EncoderJacobian(Metric):
 
     columns = ("jacobian_fro", "jacobian_sv_tail_share")
 
-    def __init__(self, n_points: int = 200, top: int = 3, spectrum: int = 0, chunk: int = 50) -> None:
-        key = "callbacks.evaluator.metrics.jacobian"  # its name in experiment=lesson_contractive
-        for name, value, low in (("n_points", n_points, 1), ("top", top, 1), ("spectrum", spectrum, 0),
-                                 ("chunk", chunk, 1)):
-            try:
-                require(f"{key}.{name}", value, "int", ge=low)
-            except UserError as e:  # an opt-in metric may be listed under another name
-                raise UserError(f"EncoderJacobian: {e}") from None
+    @checked
+    def __init__(self, n_points: Annotated[int, Bounds(ge=1)] = 200, top: Annotated[int, Bounds(ge=1)] = 3,
+                 spectrum: Annotated[int, Bounds(ge=0)] = 0, chunk: Annotated[int, Bounds(ge=1)] = 50) -> None:
         self.n_points, self.top, self.spectrum, self.chunk = n_points, top, spectrum, chunk
 
     def applies(self, ctx: Context) -> bool:

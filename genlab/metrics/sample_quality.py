@@ -180,7 +180,7 @@ def inception_weights(path: str | Path | None = None) -> Path:
         raise UserError(
             f"feature_network=inception needs the Inception v3 weights file {p.name}, which is not in {p.parent}. "
             f"genlab never downloads it: fetch {INCEPTION_URL} yourself and set "
-            "callbacks.evaluator.inception_weights=<path to the file>, or use feature_network=classifier."
+            "the sample_quality metric's inception_weights=<path to the file>, or use feature_network=classifier."
         )
     return p
 

@@ -6,13 +6,13 @@ a conditional sampler draws the class it is asked for. The functions are in ``sa
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
 from genlab.capabilities import CanSample, capable
-from genlab.config.fields import require
-from genlab.errors import UserError
+from genlab.config.fields import Bounds, checked, needs_more
 from genlab.metrics import sample_quality as Q
 from genlab.metrics.base import Context, Metric, seeded
 from genlab.metrics.classifier import accuracy
@@ -29,18 +29,15 @@ class SampleQuality(Metric):
 
     columns = ("fid", "kid", "mmd2", "precision", "recall")
 
-    def __init__(self, n_samples: int = 2000, feature_network: str = "classifier",
-                 inception_weights: str | None = None, pr_k: int = 3, kid_subsets: int = 10) -> None:
-        key = "callbacks.evaluator.metrics.sample_quality"
-        require(f"{key}.n_samples", n_samples, "int", ge=2)
-        require(f"{key}.pr_k", pr_k, "int", ge=1)  # k = 0: no k-NN balls, precision = recall = 0
-        require(f"{key}.kid_subsets", kid_subsets, "int", ge=1)
+    @checked
+    def __init__(self, n_samples: Annotated[int, Bounds(ge=2)] = 2000,
+                 feature_network: Annotated[str, Bounds(choices=("classifier", "inception"))] = "classifier",
+                 inception_weights: str | None = None,
+                 pr_k: Annotated[int, Bounds(ge=1)] = 3,  # k = 0: no k-NN balls, precision = recall = 0
+                 kid_subsets: Annotated[int, Bounds(ge=1)] = 10) -> None:
         if n_samples <= pr_k:  # fewer samples than neighbours: every metric would be dropped silently
-            raise UserError(f"{key}.n_samples={n_samples} must exceed {key}.pr_k={pr_k}: precision and "
-                            "recall need more samples than neighbours.")
-        if feature_network not in ("classifier", "inception"):
-            raise UserError(f"callbacks.evaluator.metrics.sample_quality.feature_network={feature_network!r}: "
-                            "use classifier or inception.")
+            raise needs_more(type(self).__name__, "n_samples", n_samples, "pr_k", pr_k,
+                             "precision and recall need more samples than neighbours")
         self.n_samples, self.feature_network = n_samples, feature_network
         self.pr_k, self.kid_subsets = pr_k, kid_subsets
         # inception: the weights file must be there now, not after training; it is never downloaded
@@ -85,9 +82,9 @@ class ModeCoverage(Metric):
 
     columns = ("modes_covered", "high_quality_share")
 
-    def __init__(self, n_samples: int = 2000, min_share: float = 0.2) -> None:
-        require("callbacks.evaluator.metrics.mode_coverage.n_samples", n_samples, "int", ge=1)
-        require("callbacks.evaluator.metrics.mode_coverage.min_share", min_share, gt=0, le=1)
+    @checked
+    def __init__(self, n_samples: Annotated[int, Bounds(ge=1)] = 2000,
+                 min_share: Annotated[float, Bounds(gt=0, le=1)] = 0.2) -> None:
         self.n_samples, self.min_share = n_samples, min_share
 
     def applies(self, ctx: Context) -> bool:
@@ -111,8 +108,8 @@ class SampleClasses(Metric):
 
     columns = ("sample_class_acc",)
 
-    def __init__(self, per_class: int = 100) -> None:
-        require("callbacks.evaluator.metrics.sample_classes.per_class", per_class, "int", ge=1)
+    @checked
+    def __init__(self, per_class: Annotated[int, Bounds(ge=1)] = 100) -> None:
         self.per_class = per_class
 
     def applies(self, ctx: Context) -> bool:

@@ -1,0 +1,70 @@
+"""Arguments' ranges declared once, in the annotation (``Bounds``): checked when the object is made in Python
+(the class and the argument named), by the config's checks and by the builder of a node (the node's full key,
+found from where the node sits, never a path the object writes itself)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+from omegaconf import OmegaConf
+
+from genlab.config.fields import Bounds, argument_rules, checked
+from genlab.config.instantiation import build
+from genlab.config.targets import target_errors
+from genlab.errors import ArgumentError, UserError
+
+
+class Thing:
+    """A stand-in for a metric: two bounded arguments, an optional one and a choice."""
+
+    @checked
+    def __init__(self, k: Annotated[int, Bounds(ge=1)] = 5, share: Annotated[float, Bounds(gt=0, le=1)] = 0.5,
+                 n: Annotated[int | None, Bounds(ge=2)] = None,
+                 kind: Annotated[str, Bounds(choices=("a", "b"))] = "a", label: str = "x") -> None:
+        self.k, self.share, self.n, self.kind = k, share, n, kind
+
+
+def test_rules_come_from_the_annotations() -> None:
+    rules = argument_rules(Thing)
+    assert rules["k"] == (int, False, {"ge": 1})
+    assert rules["share"] == (float, False, {"gt": 0, "le": 1})
+    assert rules["n"] == (int, True, {"ge": 2})
+    assert rules["kind"] == (str, False, {"choices": ("a", "b")})
+    assert rules["label"] == (str, False, {})
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"k": 0}, "Thing: k=0 is out of range: it must be >= 1."),
+    ({"k": 1.5}, "Thing: k=1.5 is not an integer."),
+    ({"k": True}, "Thing: k=True is not an integer."),
+    ({"share": 0}, "Thing: share=0 is out of range: it must be > 0."),
+    ({"share": float("nan")}, "Thing: share=nan is not a finite number."),
+    ({"n": 1}, "Thing: n=1 is out of range: it must be >= 2."),
+    ({"kind": "c"}, "Thing: kind='c' is not one of a, b."),
+    ({"label": 3}, "Thing: label=3 is not a string."),
+])
+def test_made_in_python_the_message_names_the_class_and_argument(kwargs: dict, message: str) -> None:
+    with pytest.raises(ArgumentError) as info:
+        Thing(**kwargs)
+    assert str(info.value) == message
+
+
+def test_good_arguments_pass_positionally_and_by_keyword() -> None:
+    t = Thing(2, 1.0, n=None, kind="b")
+    assert (t.k, t.share, t.n, t.kind) == (2, 1.0, None, "b")
+
+
+def test_a_config_node_is_named_by_its_full_key() -> None:
+    target = f"{__name__}.Thing"
+    cfg = OmegaConf.create({"callbacks": {"evaluator": {"metrics": {"mine": {"_target_": target, "k": 0,
+                                                                            "share": 2.0}}}}})
+    # the config's checks: every problem at once, under the node's own keys
+    assert target_errors(cfg) == ["callbacks.evaluator.metrics.mine.k=0 is out of range: it must be >= 1",
+                                  "callbacks.evaluator.metrics.mine.share=2.0 is out of range: it must be <= 1"]
+    # the builder: the first problem, under the key Hydra reports for the node that failed
+    with pytest.raises(UserError, match=r"^callbacks.evaluator.metrics.mine.k=0 is out of range: it must be >= 1\.$"):
+        build(cfg.callbacks.evaluator.metrics.mine)
+    nested = OmegaConf.create({"outer": {"_target_": "builtins.dict", "inner": {"_target_": target, "kind": "z"}}})
+    with pytest.raises(UserError, match=r"^outer.inner.kind='z' is not one of a, b\.$"):
+        build(nested.outer)
