@@ -68,3 +68,20 @@ def test_a_config_node_is_named_by_its_full_key() -> None:
     nested = OmegaConf.create({"outer": {"_target_": "builtins.dict", "inner": {"_target_": target, "kind": "z"}}})
     with pytest.raises(UserError, match=r"^outer.inner.kind='z' is not one of a, b\.$"):
         build(nested.outer)
+
+
+def test_lightnings_refusal_is_named_by_the_keys_it_refuses() -> None:
+    from genlab.config.checks import lightning_refusals
+
+    settings = {"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 0, "max_epochs": 3,
+                "limit_val_batches": 2.5}
+    found = lightning_refusals(settings, RuntimeError("the whole refusal"))
+    assert [m.split(":", 1)[0] for m in found] == ["trainer.devices=0", "trainer.limit_val_batches=2.5"]
+    assert all("Lightning refuses it" in m for m in found)
+    # an accelerator Lightning cannot use: the other settings are not judged on another one
+    found = lightning_refusals({**settings, "accelerator": "nope"}, RuntimeError("the whole refusal"))
+    assert len(found) == 1 and found[0].startswith("trainer.accelerator='nope': Lightning refuses it: ")
+    # refused only together: the whole refusal
+    assert lightning_refusals({"_target_": "pytorch_lightning.Trainer", "max_epochs": 3},
+                              RuntimeError("together")) == ["trainer: Lightning refuses these settings "
+                                                            "(RuntimeError: together)"]

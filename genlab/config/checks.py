@@ -22,7 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from genlab.config.fields import (
@@ -41,7 +41,6 @@ OPTIMISERS = ("optimizer", "optimizer_g", "optimizer_d")  # the optimiser nodes 
 GENLAB_TRAINER_KEYS = ("nan_retries",)  # trainer keys genlab reads itself; Lightning never sees them
 TASK_NAME = re.compile(r"[\w+=,-][\w.+=,-]*")
 MAX_TASK_NAME = 100
-MAX_TIME = re.compile(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}")  # Lightning's DD:HH:MM:SS
 OUTPUT_FOLDERS = ("paths.log_dir", "paths.cache_dir")  # written by every run
 WRITTEN_BY_ENTRIES = ("dirpath", "save_dir", "output_dir")  # where callbacks and loggers write
 CLASSIFIERS = "classifiers"  # the subfolder of a cache folder where genlab.metrics.classifier keeps classifiers
@@ -201,47 +200,24 @@ def step_budget_errors(cfg: DictConfig) -> list[str]:
 
 
 # ---- the trainer --------------------------------------------------------------------------------
-def batches_problem(key: str, value: Any) -> str | None:
-    """Lightning's rule for limit_*_batches and val_check_interval: a fraction up to 1.0 or a whole count."""
-    if is_number(value) and value > 1 and value % 1 != 0:
-        return f"{key}={value}: give a fraction of the batches (at most 1.0) or a whole number of batches"
-    return None
-
-
 def trainer_errors(cfg: DictConfig) -> list[str]:
-    """The trainer's settings against each other and against this machine (accelerator, devices, precision)."""
+    """genlab's own rules for the trainer, which Lightning does not make (Lightning's own are found by building
+    a Trainer, ``lightning_refusals``): settings that train nothing, more CPU processes than cores, a bf16
+    run on a GPU without bf16, NCCL on CPUs, and ranges Lightning lets through."""
     import torch
 
     t, errors = cfg.trainer, []
     accelerator = str(t.get("accelerator", "cpu"))
-    known = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-    if accelerator not in known:
-        errors.append(f"trainer.accelerator={accelerator!r} is not one of {', '.join(known)}")
-    elif accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        errors.append(f"trainer.accelerator={accelerator}: this machine has no GPU that torch can use "
-                      "(torch.cuda.is_available() is false); use trainer=cpu")
-    elif accelerator == "mps" and not torch.backends.mps.is_available():
-        errors.append("trainer.accelerator=mps: this machine has no Apple GPU; use trainer=cpu")
     devices = t.get("devices", 1)
-    counts = {"cpu": os.cpu_count() or 1, "gpu": torch.cuda.device_count(), "cuda": torch.cuda.device_count()}
-    if errors or devices in ("auto", -1, "-1"):  # devices are counted on an accelerator that is there
-        pass
-    elif isinstance(devices, (ListConfig, list)):
-        if not devices or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
-            errors.append(f"trainer.devices={devices}: a list of device indices must be non-empty, each >= 0")
-    elif not (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1):
-        errors.append(f"trainer.devices={devices!r}: give a number of devices >= 1 (or auto)")
-    elif accelerator in counts and devices > counts[accelerator]:
-        errors.append(f"trainer.devices={devices}: this machine has {counts[accelerator]} "
-                      f"{'CPU cores' if accelerator == 'cpu' else 'GPUs'}")
-    errors += strategy_errors(t, accelerator)
+    if accelerator == "cpu" and isinstance(devices, int) and not isinstance(devices, bool) \
+            and devices > (os.cpu_count() or 1):
+        errors.append(f"trainer.devices={devices}: this machine has {os.cpu_count() or 1} CPU cores")
+    strategy = t.get("strategy", "auto")
+    if isinstance(strategy, str) and "nccl" in strategy and accelerator == "cpu":
+        errors.append(f"trainer.strategy={strategy}: NCCL needs GPUs; on CPU use trainer=ddp_cpu (gloo)")
     if t.get("precision") == "bf16-mixed" and accelerator in ("gpu", "cuda") and torch.cuda.is_available() \
             and not torch.cuda.is_bf16_supported():
         errors.append("trainer.precision=bf16-mixed: this GPU has no bfloat16 support; use 16-mixed or 32-true")
-    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
-        problem = batches_problem(f"trainer.{key}", t.get(key))
-        if problem:
-            errors.append(problem)
     for key in ("limit_train_batches", "max_epochs", "max_steps"):
         if cfg.get("train") and t.get(key) == 0:
             errors.append(f"trainer.{key}=0 trains nothing: to only test a checkpoint, set train=false")
@@ -249,32 +225,44 @@ def trainer_errors(cfg: DictConfig) -> list[str]:
     if is_number(low) and is_number(high) and high >= 0 and low > high:
         errors.append(f"trainer.min_epochs={low} exceeds trainer.max_epochs={high}")
     max_time = t.get("max_time")
-    if max_time is not None and not (isinstance(max_time, str) and MAX_TIME.fullmatch(max_time)
-                                     and any(int(p) for p in max_time.split(":"))):
-        errors.append(f"trainer.max_time={max_time!r}: give a duration DD:HH:MM:SS longer than zero, "
-                      "e.g. 00:01:30:00 (or null)")
-    fast = t.get("fast_dev_run")
-    if not (isinstance(fast, bool) or isinstance(fast, int) and fast >= 0):
-        errors.append(f"trainer.fast_dev_run={fast!r}: give true, false or a number of batches >= 0")
+    if isinstance(max_time, str) and not any(int(p) for p in re.findall(r"\d+", max_time) or ["1"]):
+        errors.append(f"trainer.max_time={max_time!r} stops before any work: give a duration longer than zero "
+                      "(or null)")
     if t.get("deterministic") not in (True, False, None, "warn"):
         errors.append(f"trainer.deterministic={t.get('deterministic')!r}: give true, false or warn")
     return errors
 
 
-def strategy_errors(t: Any, accelerator: str) -> list[str]:
-    """trainer.strategy: a name of Lightning's registry (or a _target_ node), fit for the accelerator."""
-    strategy = t.get("strategy", "auto")
-    if not isinstance(strategy, str):
-        return []  # a strategy object built from a _target_ node: Lightning checks it
-    from pytorch_lightning.strategies import StrategyRegistry
+def lightning_refusals(settings: dict[str, Any], error: BaseException) -> list[str]:
+    """Lightning's refusal of ``settings`` (the trainer node, genlab's own keys left out) as messages naming the
+    keys it refuses: each key is tried alone, and one that Lightning refuses alone is named with Lightning's
+    own sentence; when none is, the whole refusal."""
+    import torch
 
-    names = ["auto", *sorted(StrategyRegistry.available_strategies())]
-    if strategy not in names:
-        return [f"trainer.strategy={strategy!r} is not a strategy; choose one of {', '.join(names)} "
-                "(e.g. trainer=ddp_cpu or trainer=ddp_gpu)"]
-    if "nccl" in strategy and accelerator == "cpu":
-        return [f"trainer.strategy={strategy}: NCCL needs GPUs; on CPU use trainer=ddp_cpu (gloo)"]
-    return []
+    def refusal(options: dict[str, Any]) -> BaseException | None:
+        try:
+            with quiet_lightning():
+                build(OmegaConf.create({"_target_": settings.get("_target_", "pytorch_lightning.Trainer"),
+                                        **options}), callbacks=[], logger=False, enable_checkpointing=False)
+        except Exception as e:
+            return e
+        return None
+
+    from genlab.config.instantiation import build
+
+    def message(key: str, refused: BaseException) -> str:
+        hint = ""
+        if key == "accelerator" and settings[key] in ("gpu", "cuda") and not torch.cuda.is_available():
+            hint = " (torch.cuda.is_available() is false on this machine: use trainer=cpu)"
+        return f"trainer.{key}={settings[key]!r}: Lightning refuses it: {one_line(refused).split(': ', 1)[-1]}{hint}"
+
+    # the accelerator first: the other settings are judged on it, and on a machine without it not at all
+    base = {"accelerator": settings["accelerator"]} if "accelerator" in settings else {}
+    if base and (refused := refusal(base)) is not None:
+        return [message("accelerator", refused)]
+    out = [message(key, refused) for key in settings if key not in ("_target_", "_partial_", *base)
+           if (refused := refusal({**base, key: settings[key]})) is not None]
+    return out or [f"trainer: Lightning refuses these settings ({one_line(error)})"]
 
 
 def check_batches(trainer: Any, train_batches: int, val_batches: int, batch_size: int) -> None:
@@ -347,7 +335,8 @@ def quiet_lightning() -> Iterator[None]:
 
 def build_errors(cfg: DictConfig) -> list[str]:
     """Build every callback and logger, and a Trainer of the trainer settings, as the run will: their
-    constructors' own checks (genlab's UserErrors, Lightning's rules) fire now, before any work."""
+    constructors' own checks (genlab's UserErrors, Lightning's rules, translated to the keys they refuse)
+    fire now, before any work."""
     from genlab.config.instantiation import build
     from genlab.errors import UserError
 
@@ -362,15 +351,15 @@ def build_errors(cfg: DictConfig) -> list[str]:
                 errors.append(f"{group}.{name}: {one_line(e)}")
     if errors:
         return errors
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)  # resolved here: a copy has no root
+    settings = {k: v for k, v in settings.items() if k not in GENLAB_TRAINER_KEYS}
     try:
-        settings = OmegaConf.to_container(cfg.trainer, resolve=True)  # resolved here: a copy has no root
-        node = OmegaConf.create({k: v for k, v in settings.items() if k not in GENLAB_TRAINER_KEYS})
         with quiet_lightning():
-            build(node, callbacks=[], logger=False, enable_checkpointing=False)
+            build(OmegaConf.create(settings), callbacks=[], logger=False, enable_checkpointing=False)
     except UserError as e:
         errors.append(str(e))
-    except Exception as e:
-        errors.append(f"trainer: Lightning refuses these settings ({one_line(e)})")
+    except Exception as e:  # Lightning's own rules: translated to the keys they refuse
+        errors += lightning_refusals(settings, e)
     return errors
 
 
