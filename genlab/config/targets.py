@@ -4,8 +4,8 @@ given only the arguments its target takes, of the simple types and within the ``
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,21 +18,16 @@ FORWARDED = {"pytorch_lightning.loggers.tensorboard.TensorBoardLogger": "torch.u
 
 
 def locate(path: str) -> Any:
-    """The object a dotted ``_target_`` path names (a module's attribute, possibly nested), as Hydra finds it;
-    ImportError when there is none. Quiet, unlike hydra.utils.get_object, which logs the failure."""
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        try:
-            for name in parts[i:]:
-                obj = getattr(obj, name)
-        except AttributeError:
-            raise ImportError(f"{'.'.join(parts[:i])} has no {'.'.join(parts[i:])}") from None
-        return obj
-    raise ImportError(f"no module {parts[0]}")
+    """The object a dotted ``_target_`` path names, found by Hydra's own lookup (``hydra.utils.get_object``);
+    its failure raised, without the error line Hydra logs for it (the config's checks report it)."""
+    from hydra.utils import get_object
+
+    log = logging.getLogger("hydra.utils")
+    level, log.level = log.level, logging.CRITICAL
+    try:
+        return get_object(path)
+    finally:
+        log.setLevel(level)
 
 
 def target_nodes(node: Any, prefix: str) -> Iterator[tuple[str, DictConfig]]:
