@@ -209,10 +209,27 @@ class LightningPlumbing(pl.LightningModule):
         self.step(batch, "test")
 
     # ---- checkpoints and random streams -------------------------------------------------------------
+    def check_state_finite(self) -> None:
+        """Raise NonFiniteLoss naming the first saved tensor — a weight, or a buffer the loss check never sees
+        (batch-norm statistics, an EMA copy, persistent chains) — that holds NaN or inf; one host sync."""
+        tensors = [(k, v) for k, v in self.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()]
+        if not tensors:
+            return
+        finite = torch.stack([torch.isfinite(v).all() for _, v in tensors])  # (tensors,) bool
+        if bool(finite.all()):
+            return
+        name, value = tensors[int((~finite).nonzero()[0, 0])]
+        share = float((~torch.isfinite(value)).float().mean())
+        raise NonFiniteLoss(f"the {type(self).__name__}'s saved state '{name}' is not finite ({share:.0%} of its "
+                            f"{value.numel()} values NaN or inf) at global step {self.global_step}: training "
+                            f"diverged, and no checkpoint holds it. {ADVICE}")
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Plain data beside Lightning's state: the model's config and data description (to rebuild it
         without unpickling); to resume bit for bit, its batch count, the epoch's running term sums,
-        every random state and the values logged so far."""
+        every random state and the values logged so far. A state with NaN or inf is never saved (so never
+        the best or the tested checkpoint): NonFiniteLoss, before the file is written."""
+        self.check_state_finite()
         try:
             logged = self.trainer.callback_metrics
         except RuntimeError:  # saved outside a Trainer
