@@ -102,6 +102,9 @@ RESUMABLE = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "tra
              "trainer.enable_model_summary", "paths.log_dir", "paths.cache_dir", "trust", "trusted_modules")
 
 
+RESUME_KEYS = ("resume", "ckpt_path")  # how the run was started, not what it computes
+
+
 def resumed_config(cfg: DictConfig) -> DictConfig:
     """The config of ``resume=RUN_DIR``: the run's own, with ckpt_path its last.ckpt, and of the command
     line only what extends a run (RESUMABLE). UserError when the folder is not a run, has no checkpoint,
@@ -124,6 +127,12 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
         if key in given:
             OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
     state = read_checkpoint(last, trust=bool(cfg.trust))
+    recorded = (state.get("genlab") or {}).get("run_config")
+    edits = folder.config_edits(recorded, (*RESUMABLE, *RESUME_KEYS)) if isinstance(recorded, dict) else []
+    if edits:
+        raise UserError(f"{folder.config_file} no longer matches the run its checkpoint holds ("
+                        f"{'; '.join(edits[:5])}{'; ...' if len(edits) > 5 else ''}): resume= continues a run as it "
+                        "was. Restore the file, or start a new run with the new settings.")
     epochs = OmegaConf.select(stored, "trainer.max_epochs")
     done = folder.metrics_file.is_file() and not folder.interrupted_file.is_file()
     if done and epochs is not None and epochs >= 0 and int(state.get("epoch", -1)) + 1 >= epochs:
@@ -397,6 +406,7 @@ def new_model(cfg: DictConfig, info: Any) -> Any:
 
     model = build_model(cfg.model, info)  # checks the model/data pair, loads frozen components
     model.config_record = OmegaConf.to_container(cfg.model, resolve=True)
+    model.run_config = RunFolder(cfg.paths.output_dir).started_config()
     return model
 
 

@@ -113,6 +113,7 @@ class RunFolder:
                                 "it first.") from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
+            self.remove_temporaries()  # of a write killed in an earlier process: none can be under way now
             yield
         finally:
             os.close(fd)  # and with it the lock
@@ -204,6 +205,39 @@ class RunFolder:
                     cfg.data[key] = str(Path(cwd) / value)
         return cfg
 
+    def started_config(self) -> dict[str, Any] | None:
+        """``.hydra/config.yaml`` as it stands, as plain data and unresolved (checkpoints keep it, so a resume can
+        tell an edited file); None when the folder has none or it does not parse."""
+        try:
+            data = OmegaConf.to_container(OmegaConf.load(self.config_file), resolve=False)
+        except Exception:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def config_edits(self, recorded: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
+        """How ``.hydra/config.yaml`` differs from ``recorded`` (the config the checkpoint was trained with), one
+        "key: was A, now B" per key, leaving out the keys in ``allowed`` (and those below them)."""
+        now = flat(self.started_config() or {})
+        before = flat(recorded)
+        edits = []
+        for key in sorted(set(now) | set(before)):
+            if any(key == a or key.startswith(f"{a}.") for a in allowed) or now.get(key) == before.get(key):
+                continue
+            edits.append(f"{key}: {before.get(key, '(absent)')!r} in the checkpoint, "
+                         f"{now.get(key, '(absent)')!r} in the file")
+        return edits
+
+    def remove_temporaries(self) -> list[Path]:
+        """The temporary files a killed write left behind (``genlab.files``: ``.<name>.<random>.tmp`` beside the
+        file it was writing), removed; only a process that holds the lock may call this."""
+        gone = []
+        for folder in (self.path, self.checkpoints):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)
+                    gone.append(tmp)
+        return gone
+
     def finished_checkpoint(self, key: str, what: str) -> Path:
         """The tested checkpoint of a finished run given as ``key`` (a frozen component: ``model.autoencoder``),
         a run of ``what`` kind; UserError naming the key when the folder or its checkpoint is missing."""
@@ -222,6 +256,16 @@ class RunFolder:
             raise UserError(f"{key}={given} has no finished run's checkpoint ({self.last_checkpoint} is missing): "
                             f"give the folder of {with_article(what)} run that has finished.")
         return checkpoint
+
+
+def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as {dotted key: leaf} (lists are leaves)."""
+    if not isinstance(data, dict) or not data:
+        return {prefix: data} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
 
 
 def discard_failed_run() -> None:

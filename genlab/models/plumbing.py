@@ -119,6 +119,9 @@ class LightningPlumbing(pl.LightningModule):
         #: the model's config as plain data (set by genlab-train): checkpoints carry it, so a model is
         #: rebuilt from its config and plain tensors, never unpickled
         self.config_record: dict[str, Any] | None = None
+        #: the run's whole config as started (``RunFolder.started_config``, set by genlab-train): a resume
+        #: compares the folder's config with it, so an edited file is refused rather than silently half-used
+        self.run_config: dict[str, Any] | None = None
         self.restored_rng: dict[str, Any] | None = None  # random states of a checkpoint, set at train start
         #: the logged values when the restored checkpoint was written: a resumed run that has no epoch
         #: left to train reports them, as the uninterrupted run did
@@ -237,6 +240,7 @@ class LightningPlumbing(pl.LightningModule):
         checkpoint["genlab"] = {
             "trained_batches": self.trained_batches,
             "model_config": self.config_record,
+            "run_config": self.run_config,
             "data_info": dataclasses.asdict(self.data_info),
             "rng": rng_states(),
             "term_sums": self.train_terms.state(),
