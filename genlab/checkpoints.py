@@ -33,6 +33,17 @@ from genlab.runfolder import moved_target
 from genlab.safety import check_config
 
 
+def tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in a (nested) checkpoint: about the size of its file."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
 # ---- writing whole files ---------------------------------------------------------------------
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO, with whole-file writes and weights-only reads.
@@ -42,7 +53,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        write_atomically(path, lambda f: torch.save(checkpoint, f))
+        # checked against the free space first: a full disk is said before the write, not found in it
+        write_atomically(path, lambda f: torch.save(checkpoint, f), need=tensor_bytes(checkpoint) + (64 << 10))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path, map_location, trust=weights_only is False)  # False only with trust=true

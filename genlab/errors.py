@@ -77,6 +77,12 @@ class IncompatibleError(UserError):
         super().__init__(reason if who is None else f"{who} cannot run on this data: {reason}")
 
 
+class WriteFailed(UserError):
+    """A file could not be written (a full disk, a quota, a read-only or forbidden folder): the message names
+    the file, the reason and the space free there. A run keeps its last whole checkpoint, so ``resume=``
+    continues it once the space is freed."""
+
+
 class MissingDataError(UserError):
     """Dataset files are not where the config says; the message names them and how to get them."""
 

@@ -40,10 +40,13 @@ def find_checkpoint(run_dir: Path) -> Path:
     return checkpoint
 
 
-def load_run(run_dir: str | Path, trust: bool = False) -> tuple[DictConfig, Path]:
+def load_run(run_dir: str | Path, trust: bool = False, command: str = "genlab-eval") -> tuple[DictConfig, Path]:
     """A run's composed config, checked as data (unless ``trust``), and its tested checkpoint; UserError for a
-    folder that is not a genlab run or whose config names code genlab does not build itself."""
-    cfg = RunFolder(run_dir).config(trust)
+    folder that is not a genlab run, whose config names code genlab does not build itself, or that holds
+    symbolic links (``command`` reads and writes only inside the folder)."""
+    folder = RunFolder(run_dir)
+    cfg = folder.config(trust)
+    folder.check_closed(command)
     return cfg, find_checkpoint(Path(run_dir))
 
 

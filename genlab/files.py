@@ -6,28 +6,86 @@ interrupted.json and the classifier and dataset caches.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from genlab.errors import WriteFailed
 
-def write_atomically(path: str | Path, write: Any) -> None:
+# what a write can meet that is not a bug: no space, a quota, a read-only or forbidden folder, a file too large
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+LOW_SPACE = 1 << 20  # below this many free bytes, a failed write is taken for a full disk
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """The bytes free for this user on the file system of ``path`` (or its nearest existing folder), or None."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def size_text(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def write_failure(path: str | Path, reason: str, need: int | None = None) -> WriteFailed:
+    """The one-line error for a file that could not be written: where, why, the space free and needed."""
+    free = free_bytes(Path(path).parent)
+    space = "" if free is None else f"; {size_text(free)} free there"
+    wanted = f", about {size_text(need)} needed" if need else ""
+    return WriteFailed(f"{path} could not be written: {reason}{space}{wanted}. Free some space (or write elsewhere: "
+                       "paths.log_dir); a stopped run continues from its last checkpoint with resume=<its folder>.")
+
+
+def write_error(path: str | Path, error: BaseException) -> WriteFailed | None:
+    """``error`` of writing ``path`` as a WriteFailed when it is a write refused by the system (errno in
+    WRITE_ERRNOS), or a writer's own failure on a nearly full disk (torch's zip writer raises a RuntimeError
+    there); None for anything else."""
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        return write_failure(path, error.strerror or str(error))
+    free = free_bytes(Path(path).parent)
+    if isinstance(error, RuntimeError) and free is not None and free < LOW_SPACE:
+        return write_failure(path, "no space left on the device")
+    return None
+
+
+def write_atomically(path: str | Path, write: Any, need: int | None = None) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it to
-    ``path``: readers and a later resume see the old file or the new one, never half of one."""
+    ``path``: readers and a later resume see the old file or the new one, never half of one. ``need``: the
+    bytes the file will take, checked against the free space first. A write the system refuses (a full
+    disk) is a WriteFailed naming the file, with the temporary file removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise (write_error(path.parent, e) or e) from None
+    free = free_bytes(path.parent)
+    if need is not None and free is not None and free < need:
+        raise write_failure(path, "not enough space left on the device", need)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (write_error(path, e) or e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        failed = write_error(path, e) if isinstance(e, Exception) else None
+        if failed is not None:
+            raise failed from None
         raise
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import math
-import shutil
 import statistics
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genlab.errors import UserError
+from genlab.files import write_atomically
 from genlab.runfolder import RunFolder
 from genlab.runs import SEED_KEYS, Run, headline, load, swept_keys
 
@@ -124,7 +124,7 @@ def plot(groups: Sequence[Group], key: str, metric: str, path: Path, confidence:
     if len(lines) > 1:
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomically(path, lambda f: fig.savefig(f, format="png"))
 
 
 def write_report(runs: Sequence[Run], out: Path, metrics: Sequence[str] = (), confidence: float = 0.95) -> Path:
@@ -134,6 +134,9 @@ def write_report(runs: Sequence[Run], out: Path, metrics: Sequence[str] = (), co
         raise UserError("none of the runs has a metrics.json: nothing to report (did they finish?)")
     names = list(metrics) or headline(runs, ["val/loss"])
     figures = out / "figures"
+    if figures.is_symlink():  # every file below --out is written there, never through a link
+        raise UserError(f"{figures} is a symbolic link: genlab-report writes only inside --out {out}; remove the "
+                        "link or give another --out.")
     figures.mkdir(parents=True, exist_ok=True)
     md = [f"# genlab report: {len(runs)} runs in {len(groups)} groups", "",
           "Mean ± half-width of the " + f"{confidence:.0%} confidence interval of the mean (Student's t, n − 1 "
@@ -157,11 +160,11 @@ def write_report(runs: Sequence[Run], out: Path, metrics: Sequence[str] = (), co
             md += [f"### {g.label}", ""]
         for name, src in shown:
             dst = figures / f"group{i}_{name}"
-            shutil.copyfile(src, dst)
+            write_atomically(dst, lambda f, src=src: f.write(src.read_bytes()))  # replaces a link, never follows it
             md += [f"![{name} of {g.label}](figures/{dst.name})", ""]
     report = out / "report.md"
-    report.write_text("\n".join(md))
-    (out / "report.html").write_text(to_html(md, out))
+    write_atomically(report, lambda f: f.write("\n".join(md).encode()))
+    write_atomically(out / "report.html", lambda f: f.write(to_html(md, out).encode()))
     return report
 
 

@@ -105,6 +105,27 @@ RESUMABLE = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "tra
 RESUME_KEYS = ("resume", "ckpt_path")  # how the run was started, not what it computes
 
 
+def outputs_outside(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """The folders the callbacks and loggers of ``cfg`` would write to that lie outside ``run_dir``, as
+    "key=folder" (a config carried in from elsewhere may name any folder)."""
+    from genlab.config.checks import WRITTEN_BY_ENTRIES
+
+    out = []
+    for group in ("callbacks", "logger"):
+        node = cfg.get(group)
+        for name in (node.keys() if isinstance(node, DictConfig) else ()):
+            for key in WRITTEN_BY_ENTRIES:
+                where = f"{group}.{name}.{key}"
+                try:
+                    value = OmegaConf.select(cfg, where)
+                except Exception:  # an interpolation that names nothing: the config's checks say so
+                    continue
+                if isinstance(value, str) and value:  # a relative folder is the working folder's, as Lightning reads it
+                    if not Path(value).expanduser().resolve().is_relative_to(run_dir):
+                        out.append(f"{where}={value}")
+    return out
+
+
 def resumed_config(cfg: DictConfig) -> DictConfig:
     """The config of ``resume=RUN_DIR``: the run's own, with ckpt_path its last.ckpt, and of the command
     line only what extends a run (RESUMABLE). UserError when the folder is not a run, has no checkpoint,
@@ -114,6 +135,11 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     run_dir = Path(cfg.resume).expanduser().resolve()
     stored = stored_config(run_dir, bool(cfg.trust), tuple(cfg.get("trusted_modules") or ()))
     folder = RunFolder(run_dir)
+    folder.check_closed("resume=")
+    outside = outputs_outside(stored, run_dir)
+    if outside:
+        raise UserError(f"{folder.config_file} writes outside the run's folder ({'; '.join(outside)}): resume= "
+                        "writes only inside it. Start a new run instead.")
     last = folder.last_checkpoint
     if not last.is_file():
         raise UserError(f"{run_dir} has no checkpoints/last.ckpt to resume from (the run stopped before its "

@@ -87,8 +87,9 @@ class RunFolder:
         return self.config_file.is_file()
 
     def has_results(self) -> bool:
-        """Whether the run wrote anything worth keeping: a checkpoint folder or metrics.json."""
-        return self.checkpoints.exists() or self.metrics_file.exists()
+        """Whether the run wrote anything worth keeping: a checkpoint or metrics.json (an empty checkpoints/
+        folder, of a run that failed to write its first checkpoint, is nothing to resume)."""
+        return any(self.checkpoints.glob("*.ckpt")) or self.metrics_file.exists()
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -157,10 +158,35 @@ class RunFolder:
     def tested_checkpoint(self) -> Path | None:
         """The checkpoint the run tested (metrics.json's ``best_checkpoint``, looked up by its name in the run's
         own checkpoints/ folder, so a copied or moved run scores its own files and a record never points
-        genlab outside the folder), else ``checkpoints/last.ckpt``; None when there is neither."""
+        genlab outside the folder), else ``checkpoints/last.ckpt``; None when there is neither. UserError
+        when the file is reached through a symbolic link (it would be read from outside the folder)."""
         best = self.record().get("best_checkpoint")
         candidates = [self.checkpoints / Path(best).name] if isinstance(best, str) and best else []
-        return next((p for p in [*candidates, self.last_checkpoint] if p.is_file()), None)
+        found = next((p for p in [*candidates, self.last_checkpoint] if p.is_file()), None)
+        if found is not None and (found.is_symlink() or self.checkpoints.is_symlink()):
+            raise UserError(f"{found} is reached through a symbolic link: genlab reads a run's checkpoints only "
+                            "from inside its folder. Replace the link by the file itself.")
+        return found
+
+    def links(self) -> list[str]:
+        """The symbolic links inside the run's folder, at any depth ("where -> target"), none followed."""
+        out = []
+        for root, dirs, files in os.walk(self.path):  # a linked folder is listed, never entered
+            for name in sorted(dirs + files):
+                path = Path(root) / name
+                if path.is_symlink():
+                    out.append(f"{path.relative_to(self.path)} -> {os.readlink(path)}")
+        return out
+
+    def check_closed(self, command: str) -> None:
+        """A run folder is a closed box: UserError when it holds symbolic links, through which ``command``
+        (resume=, genlab-eval, genlab-sample) would write or read outside it."""
+        links = self.links()
+        if links:
+            shown = ", ".join(links[:3]) + (f" and {len(links) - 3} more" if len(links) > 3 else "")
+            raise UserError(f"{self.path} holds symbolic links ({shown}): {command} reads and writes only inside a "
+                            "run's folder, never through a link. Replace each link by what it points to (or "
+                            "work on a copy made with cp -rL).")
 
     def hydra_setting(self, key: str) -> Any:
         """A value of the run's Hydra config (``runtime.cwd``, ``runtime.choices``), None when absent."""
@@ -226,6 +252,15 @@ class RunFolder:
             edits.append(f"{key}: {before.get(key, '(absent)')!r} in the checkpoint, "
                          f"{now.get(key, '(absent)')!r} in the file")
         return edits
+
+    def remove_empty_files(self) -> None:
+        """Remove the zero-byte files of the run's records (``.hydra/``, train.log, a logger's files) that a write
+        refused by a full disk left; the lock file, empty by design, stays."""
+        for root, _, names in os.walk(self.path):
+            for name in names:
+                path = Path(root) / name
+                if path != self.lock_file and path.is_file() and not path.is_symlink() and path.stat().st_size == 0:
+                    path.unlink(missing_ok=True)
 
     def remove_temporaries(self) -> list[Path]:
         """The temporary files a killed write left behind (``genlab.files``: ``.<name>.<random>.tmp`` beside the

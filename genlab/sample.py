@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         set_user_trust(args.trust)  # the runs' frozen components (model.autoencoder=, model.clip=) read it
         args.device = args.device or default_device()
         check_device(args.device)
-        cfg, ckpt = load_run(args.run, args.trust)
+        cfg, ckpt = load_run(args.run, args.trust, "genlab-sample")
         info = build(cfg.data).info
         model = load_model(cfg.model, ckpt, args.device, trust=args.trust, data_info=info)
         model.eval()

@@ -12,6 +12,7 @@ load torch or Lightning, which ``train`` imports when a run really starts.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -19,7 +20,8 @@ import hydra
 from omegaconf import DictConfig
 
 from genlab.config import CONFIG_PATH, is_run, setup_hydra, validate
-from genlab.errors import IncompatibleError, UserError, stopped_early_in
+from genlab.errors import IncompatibleError, UserError, WriteFailed, stopped_early_in
+from genlab.files import write_error
 from genlab.runfolder import RunFolder, discard_failed_run
 from genlab.signals import defer_signals, raise_deferred, stoppable
 
@@ -103,10 +105,21 @@ def recipe(cfg: DictConfig) -> float | None:
     raise_deferred()  # a signal while Hydra made the folder: stop now, where the folder is known
     from genlab.run import choice, is_main_process  # torch and Lightning: seconds, in which a signal may come
 
+    # a record the log cannot write (a full disk) is not worth a traceback per line: the write that fails
+    # the run is reported below, in one line
+    logging.raiseExceptions = False
     try:
-        metrics = train(cfg)
+        try:
+            metrics = train(cfg)
+        except OSError as e:  # a write refused by the system outside genlab's own writers (loggers, Hydra's)
+            failed = write_error(e.filename or cfg.paths.output_dir, e)
+            if failed is None:
+                raise
+            raise failed from None
     except UserError as e:
         msg = str(e)
+        if isinstance(e, WriteFailed):
+            RunFolder(cfg.paths.output_dir).remove_empty_files()  # what the failed writes left as zero bytes
         if isinstance(e, IncompatibleError):
             msg = f"model={choice('model')} cannot run on data={choice('data')}: {e.reason}"
         print(f"genlab-train: {'error: ' if e.exit_code else ''}{msg}", file=sys.stderr)

@@ -115,7 +115,9 @@ def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary_file(tmp_path
         f.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError):
+    from genlab.errors import WriteFailed
+
+    with pytest.raises(WriteFailed, match="last.ckpt could not be written: No space left on device"):
         write_atomically(target, disk_full)
     assert torch.equal(AtomicCheckpointIO().load_checkpoint(target)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # the temporary file is gone

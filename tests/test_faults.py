@@ -92,3 +92,147 @@ def test_config_edits_leave_out_what_resume_may_change(tmp_path: Path) -> None:
     assert edits == ["model.net.hidden: [8] in the checkpoint, [8, 4] in the file",
                      "model.new: '(absent)' in the checkpoint, 1 in the file"]
     assert RunFolder(tmp_path).config_edits(recorded, ("trainer.max_epochs", "model")) == []
+
+
+def test_a_run_folder_is_a_closed_box(tmp_path: Path) -> None:
+    """resume=, genlab-eval and genlab-sample refuse a run folder that holds symbolic links (they would write or
+    read through them, outside the folder), and a resume refuses a config whose outputs lie elsewhere."""
+    import os
+    import subprocess
+    import sys
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    args = ["model=ae", "data=digits", "data.max_train=96", "trainer.enable_progress_bar=false", "logger=csv",
+            "trainer.max_epochs=1"]
+    first = run_cli(*args, f"paths.log_dir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    [run] = list((tmp_path / "a").glob("train/runs/*"))
+    images = run / "images"
+    images.rename(outside / "images")
+    os.symlink(outside / "images", images)
+    before = sorted(p.name for p in (outside / "images").iterdir())
+    resumed = run_cli(f"resume={run}", "trainer.max_epochs=2")
+    assert resumed.returncode == 2 and "holds symbolic links (images -> " in resumed.stderr, resumed.stderr[-2000:]
+    for command in ("genlab.evaluate", "genlab.sample"):
+        done = subprocess.run([sys.executable, "-m", command, str(run)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "holds symbolic links" in done.stderr, (command, done.stderr[-2000:])
+    assert sorted(p.name for p in (outside / "images").iterdir()) == before  # nothing written through the link
+    assert not (run / "checkpoints" / "epoch_001.ckpt").exists() and not (run / "samples").exists()
+    # a run started with its checkpoints elsewhere: resume= does not follow it there
+    second = run_cli(*args, f"paths.log_dir={tmp_path / 'b'}", f"callbacks.model_checkpoint.dirpath={outside}")
+    assert second.returncode == 0, second.stderr[-2000:]
+    [run] = list((tmp_path / "b").glob("train/runs/*"))
+    resumed = run_cli(f"resume={run}", "trainer.max_epochs=2")
+    assert resumed.returncode == 2, resumed.stderr[-2000:]
+    assert f"writes outside the run's folder (callbacks.model_checkpoint.dirpath={outside})" in resumed.stderr
+
+
+def test_checkpoints_are_read_only_from_inside_the_folder(tmp_path: Path) -> None:
+    import os
+
+    from genlab.errors import UserError
+    from genlab.runfolder import RunFolder
+
+    folder = RunFolder(tmp_path / "run")
+    folder.checkpoints.mkdir(parents=True)
+    (tmp_path / "other.ckpt").write_bytes(b"x")
+    os.symlink(tmp_path / "other.ckpt", folder.last_checkpoint)
+    with pytest.raises(UserError, match="reached through a symbolic link"):
+        folder.tested_checkpoint()
+    assert folder.links() == [f"checkpoints/last.ckpt -> {tmp_path / 'other.ckpt'}"]
+    folder.last_checkpoint.unlink()
+    folder.last_checkpoint.write_bytes(b"y")
+    assert folder.tested_checkpoint() == folder.last_checkpoint and folder.links() == []
+
+
+# ---- a full disk ---------------------------------------------------------------------------------------
+def test_a_write_the_disk_refuses_is_one_error_and_leaves_no_temporary(tmp_path: Path) -> None:
+    import errno
+
+    from genlab.errors import WriteFailed
+    from genlab.files import write_atomically
+
+    def full(f: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(WriteFailed, match=r"^.*a\.bin could not be written: No space left on device; .* free there"):
+        write_atomically(tmp_path / "a.bin", full)
+    with pytest.raises(WriteFailed, match=r"not enough space left on the device; .* free there, about .* needed"):
+        write_atomically(tmp_path / "b.bin", lambda f: f.write(b"x"), need=1 << 62)
+    assert list(tmp_path.iterdir()) == []  # neither the files nor their temporaries
+    with pytest.raises(ZeroDivisionError):  # anything else is not a write failure
+        write_atomically(tmp_path / "c.bin", lambda f: 1 / 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_is_checked_against_the_free_space_before_it_is_written(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import genlab.files
+    from genlab.checkpoints import AtomicCheckpointIO, tensor_bytes
+    from genlab.errors import WriteFailed
+
+    state = {"state_dict": {"w": torch.zeros(1000)}, "optimizer_states": [{"m": torch.zeros(1000)}], "epoch": 1}
+    assert tensor_bytes(state) == 8000
+    monkeypatch.setattr(genlab.files, "free_bytes", lambda path: 5000)
+    with pytest.raises(WriteFailed, match=r"last\.ckpt could not be written: not enough space .* 5 KiB free there, "
+                                          r"about 72 KiB needed"):  # 8000 B + 64 KiB
+        AtomicCheckpointIO().save_checkpoint(state, tmp_path / "last.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def small_file_system(path: Path, size: str) -> bool:
+    """A tmpfs of ``size`` mounted at ``path`` (root only); False where it cannot be made."""
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_full_disk_ends_in_one_line_and_the_run_resumes_once_space_is_freed(tmp_path: Path) -> None:
+    """On a 9 MiB file system an autoencoder of 337 K parameters writes its first two checkpoints (4 MiB each with
+    Adam's state), then cannot write the third: one line naming the file and the space, exit 2, no zero-byte or
+    temporary file; after the file system grows, resume= ends where a run with room to spare does."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    if not small_file_system(disk, "9m"):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        args = ["model=ae", "data=digits", "data.max_train=96", "trainer.max_epochs=3", "logger=csv",
+                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+        full = run_cli(*args, f"paths.log_dir={disk}")
+        assert full.returncode == 2, full.stderr[-2000:]
+        [line] = [ln for ln in full.stderr.splitlines() if ln.startswith("genlab-train: error:")]
+        assert "checkpoints/epoch_001.ckpt could not be written: not enough space left on the device" in line
+        assert "free there, about" in line and "Traceback" not in full.stderr
+        [run] = list(disk.glob("train/runs/*"))
+        files = [p for p in run.rglob("*") if p.is_file()]
+        assert not [p for p in files if p.stat().st_size == 0 or p.name.endswith(".tmp")]
+        subprocess.run(["mount", "-o", "remount,size=60m", str(disk)], check=True)
+        resumed = run_cli(f"resume={run}")
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        room = run_cli(*args, f"paths.log_dir={tmp_path / 'room'}")
+        assert room.returncode == 0, room.stderr[-2000:]
+        import json
+
+        ends = [json.loads(next(d.glob("train/runs/*/metrics.json")).read_text())["metrics"]["test/loss"]
+                for d in (disk, tmp_path / "room")]
+        assert ends[0] == ends[1]
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_too_little_space_for_a_run_is_refused_before_its_folder_is_made(tmp_path: Path) -> None:
+    import subprocess
+
+    disk = tmp_path / "disk"
+    if not small_file_system(disk, "12k"):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        done = run_cli("model=ae", "data=digits", f"paths.log_dir={disk}")
+        assert done.returncode == 2 and "its file system has 12 KiB free" in done.stderr, done.stderr[-2000:]
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

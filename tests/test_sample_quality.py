@@ -124,7 +124,7 @@ def test_inception_without_weights_names_the_missing_file(tmp_path) -> None:
         Q.inception_weights(tmp_path / Q.INCEPTION_FILE)
     with pytest.raises(UserError, match="not in"):  # at start-up: the metric is built before training
         SampleQuality(feature_network="inception", inception_weights=str(tmp_path / Q.INCEPTION_FILE))
-    with pytest.raises(UserError, match="classifier or inception"):
+    with pytest.raises(UserError, match="feature_network=.vgg. is not one of classifier, inception"):
         SampleQuality(feature_network="vgg")
 
 

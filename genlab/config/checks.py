@@ -42,6 +42,7 @@ GENLAB_TRAINER_KEYS = ("nan_retries",)  # trainer keys genlab reads itself; Ligh
 TASK_NAME = re.compile(r"[\w+=,-][\w.+=,-]*")
 MAX_TASK_NAME = 100
 OUTPUT_FOLDERS = ("paths.log_dir", "paths.cache_dir")  # written by every run
+MIN_FREE = 1 << 20  # bytes a run's folder needs before its checkpoints: Hydra's records, train.log, metrics
 WRITTEN_BY_ENTRIES = ("dirpath", "save_dir", "output_dir")  # where callbacks and loggers write
 CLASSIFIERS = "classifiers"  # the subfolder of a cache folder where genlab.metrics.classifier keeps classifiers
 
@@ -107,9 +108,23 @@ def path_errors(cfg: DictConfig) -> list[str]:
         problem = None if value is None else folder_problem(value)
         if problem is None and value is not None and key != "paths.log_dir":
             problem = cache_problem(Path(value).expanduser() / CLASSIFIERS)
+        if problem is None and value is not None:
+            problem = space_problem(Path(value).expanduser())
         if problem:
             errors.append(f"{key}={value}: {problem}")
     return errors
+
+
+def space_problem(folder: Path) -> str | None:
+    """Too little free space on the folder's file system for a run's records (its config files and logs,
+    before any checkpoint, each of which is checked against the space when it is written)."""
+    from genlab.files import free_bytes, size_text
+
+    free = free_bytes(folder)
+    if free is not None and free < MIN_FREE:
+        return (f"its file system has {size_text(free)} free, and a run needs at least {size_text(MIN_FREE)} "
+                "before its first checkpoint: free some space or write elsewhere")
+    return None
 
 
 def cache_problem(folder: Path) -> str | None:
