@@ -48,6 +48,10 @@ def stoppable(command: str, main: Callable[[], None]) -> None:
         signal.signal(signum, stop_early)
     try:
         main()
+        # done: a signal now has nothing to stop, and while Python shuts down it would interrupt the exit
+        # functions or, once Python has reset its handlers, kill the finished process; ignored, it exits 0
+        for signum in SIGNAL_EXIT_CODES:
+            signal.signal(signum, signal.SIG_IGN)
     except BaseException as error:
         e = stopped_early_in(error)
         if e is None:

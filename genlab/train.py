@@ -47,11 +47,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     """Build the data and the model, fit, test the checkpoint to test, write the run's records."""
+    from contextlib import nullcontext
+
     import pytorch_lightning as pl
     import torch
 
     from genlab import run
     from genlab.callbacks.evaluator import Evaluator
+    from genlab.callbacks.interrupt import raise_pending, stopping_at_once_in_the_test
 
     run.smoke_budget(cfg)  # debug=fast: a token evaluation too
     run.route_framework_logs()
@@ -70,20 +73,24 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, float] = {}
     if cfg.train:
         trainer, model = run.fit(cfg, model, datamodule, loggers, start)
-        metrics.update(model.restored_metrics)  # what a resumed run logged before; newer values replace them
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     else:
         trainer = run.make_trainer(cfg, model, loggers)
-    tested = run.checkpoint_to_test(trainer) if cfg.train else start
-    if cfg.test:
-        # the test's random draws (a VAE's z) start from the seed: its figures depend on the tested checkpoint
-        # alone, not on what training drew last, so a resumed run tests as the uninterrupted one did
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=not cfg.trust, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-    if trainer.is_global_zero:  # under data parallelism, one process writes what the run keeps
-        evaluations = [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)]
-        run.finish(cfg, loggers, metrics, tested, evaluations, model.val_loss_record())
+    # a trained run's test stage, and the writing of its records, stop at once at a signal (interrupted.json)
+    with stopping_at_once_in_the_test(trainer) if cfg.train and cfg.test else nullcontext():
+        if cfg.train:
+            metrics.update(model.restored_metrics)  # what a resumed run logged before; newer values replace them
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        tested = run.checkpoint_to_test(trainer) if cfg.train else start
+        if cfg.test:
+            # the test's random draws (a VAE's z) start from the seed: its figures depend on the tested
+            # checkpoint alone, not on what training drew last, so a resumed run tests as the uninterrupted one
+            pl.seed_everything(cfg.seed, workers=True, verbose=False)
+            trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=not cfg.trust, verbose=False)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        raise_pending()  # a stop in the test whose raise was lost: never finish the run over it
+        if trainer.is_global_zero:  # under data parallelism, one process writes what the run keeps
+            evaluations = [cb.last for cb in trainer.callbacks if isinstance(cb, Evaluator)]
+            run.finish(cfg, loggers, metrics, tested, evaluations, model.val_loss_record())
     return metrics
 
 
@@ -126,7 +133,7 @@ def recipe(cfg: DictConfig) -> float | None:
         if not is_run(cfg.get("resume")) and is_main_process():  # never remove a folder the user named
             discard_failed_run()
         sys.exit(e.exit_code)
-    except Exception as e:
+    except BaseException as e:
         from genlab.callbacks.interrupt import Interrupted
 
         if stopped_early_in(e) is not None or not isinstance(e, Interrupted):

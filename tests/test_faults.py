@@ -236,3 +236,57 @@ def test_too_little_space_for_a_run_is_refused_before_its_folder_is_made(tmp_pat
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# ---- signals at the edges of the test stage -------------------------------------------------------------
+def test_a_stop_in_the_test_whose_raise_python_drops_is_raised_again(tmp_path: Path) -> None:
+    """Python drops an exception a signal handler raises while a finalizer runs ("Exception ignored in ..."):
+    the test would then run on and finish over the stop. The stop is kept and raised again at the next batch,
+    metric and before the run's records."""
+    import gc
+    import signal
+    import weakref
+    from types import SimpleNamespace
+
+    from genlab.callbacks.interrupt import PENDING, GracefulStop, Interrupted, raise_pending
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    trainer = SimpleNamespace(checkpoint_callbacks=[], default_root_dir=str(tmp_path), current_epoch=2,
+                              global_step=7, is_global_zero=True)
+    handler = GracefulStop.test_handler(trainer)
+
+    class Garbage:
+        pass
+
+    thing = Garbage()
+    weakref.finalize(thing, handler, signal.SIGTERM, None)  # the handler runs inside a finalizer
+    del thing
+    gc.collect()
+    assert (tmp_path / "interrupted.json").is_file() and len(PENDING) == 1
+    with pytest.raises(Interrupted, match="stopped by SIGTERM during the test"):
+        raise_pending()
+    raise_pending()  # raised once
+
+
+def test_sigterm_as_the_test_begins_ends_with_143_and_interrupted_json(tmp_path: Path) -> None:
+    """The test stage's stop is installed as soon as fit returns, before Lightning loads the checkpoint to test."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "genlab.train", "model=ae", "data=digits", "data.max_train=96",
+                             "trainer.max_epochs=1", "logger=csv", "trainer.enable_progress_bar=false",
+                             f"paths.log_dir={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "Restoring states from the checkpoint path" in line:  # Lightning, as trainer.test begins
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    [run] = list(tmp_path.glob("train/runs/*"))
+    assert json.loads((run / "interrupted.json").read_text())["stage"] == "test"
+    assert not (run / "metrics.json").exists()

@@ -15,6 +15,7 @@ from typing import Annotated
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
+from genlab.callbacks.interrupt import raise_pending
 from genlab.config import conf_dir
 from genlab.config.fields import Bounds, checked
 from genlab.config.instantiation import build
@@ -79,6 +80,7 @@ class Evaluator(pl.Callback):
                       self.max_test)
         out = Scores()
         for metric in self.metrics.values():
+            raise_pending()  # a stop whose first raise a finalizer swallowed, before minutes of sampling
             if metric.applies(ctx):
                 values = finite(metric.compute(ctx))
                 out.update(values)

@@ -14,6 +14,8 @@ sampling, would otherwise keep a scheduler waiting).
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,8 +28,9 @@ from genlab.files import write_json
 from genlab.runfolder import RunFolder
 
 
-class Interrupted(Exception):
-    """The run stopped at a signal after saving a resumable checkpoint."""
+class Interrupted(BaseException):
+    """The run stopped at a signal after saving a resumable checkpoint. A BaseException, as KeyboardInterrupt:
+    code that goes on after any error (a picture that could not be drawn) must not swallow a stop."""
 
     def __init__(self, signum: int, checkpoint: Path, epoch: int, step: int, stage: str = "train") -> None:
         self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
@@ -35,6 +38,39 @@ class Interrupted(Exception):
         where = f"at epoch {epoch}, global step {step}" if stage == "train" else \
             f"during the test, after training to epoch {epoch}, global step {step}"
         super().__init__(f"stopped by {signal.Signals(signum).name} {where}; resumable checkpoint {checkpoint}")
+
+
+#: the test's stop once raised: Python drops an exception a signal handler raises while the interpreter runs a
+#: finalizer (a weakref callback of the garbage collector: "Exception ignored in ..."), and the test would
+#: run on; ``raise_pending`` raises it again at the test's next batch, metric, and before the records
+PENDING: list[Interrupted] = []
+
+
+def raise_pending() -> None:
+    """Raise the test's stop if a signal asked for it and its first raise was lost."""
+    if PENDING:
+        raise PENDING.pop()
+
+
+@contextmanager
+def stopping_at_once_in_the_test(trainer: pl.Trainer) -> Iterator[None]:
+    """The test stage's stop from the moment fit returns until the run's records are written: the checkpoint
+    to test is loaded, the test run and metrics.json written under it (Lightning composes its own SIGTERM
+    handler with it, and ``GracefulStop.on_test_start`` installs the same stop inside the test), so a signal at
+    the test's first or last moment also ends with the documented exit code and interrupted.json."""
+    handler = GracefulStop.test_handler(trainer)
+    if handler is None:
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in EXIT_CODES}
+    PENDING.clear()
+    for signum in EXIT_CODES:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 class GracefulStop(Checkpoint):
@@ -71,21 +107,37 @@ class GracefulStop(Checkpoint):
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Lightning's own SIGTERM handler only notes the signal: a test would run on to its end."""
-        checkpoint = self.last_checkpoint(trainer)
-        if not checkpoint.is_file():  # a test of a given checkpoint (train=false): nothing to resume
+        handler = self.test_handler(trainer, self.restore)
+        if handler is None:  # a test of a given checkpoint (train=false): nothing to resume
             return
-
-        def stop_now(signum: int, frame: FrameType | None) -> None:
-            self.restore()
-            self.record(trainer, signum, checkpoint, "test")
-            raise Interrupted(signum, checkpoint, trainer.current_epoch, trainer.global_step, stage="test")
-
         for signum in EXIT_CODES:
             self.previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, stop_now)
+            signal.signal(signum, handler)
+
+    @classmethod
+    def test_handler(cls, trainer: pl.Trainer, before: Callable[[], None] = lambda: None) -> Any:
+        """The handler of the test stage: record the stop in interrupted.json and raise Interrupted at once
+        (``before``: restore the handlers it replaced); None when the run has no last.ckpt to resume."""
+        checkpoint = cls.last_checkpoint(trainer)
+        if not checkpoint.is_file():
+            return None
+
+        def stop_now(signum: int, frame: FrameType | None) -> None:
+            before()
+            cls.record(trainer, signum, checkpoint, "test")
+            stop = Interrupted(signum, checkpoint, trainer.current_epoch, trainer.global_step, stage="test")
+            PENDING[:] = [stop]  # raised again where the test goes on, should this raise be lost (below)
+            raise stop
+
+        return stop_now
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        raise_pending()
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.restore()
+        raise_pending()
 
     def restore(self) -> None:
         self.active = False
