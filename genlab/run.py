@@ -6,6 +6,7 @@ train.py, genlab-eval and the tests; imports Lightning, so train.py imports it o
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -426,11 +427,22 @@ def smoke_budget(cfg: DictConfig) -> None:
     cap("model.ais_betas", SMOKE_TEMPERATURES)
 
 
+ALLOCATION = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")  # torch's CPU allocator
+
+
 def new_model(cfg: DictConfig, info: Any) -> Any:
     """The model of ``cfg.model`` for data ``info``, carrying its config as plain data (checkpoints keep it)."""
     from genlab.checkpoints import build_model
 
-    model = build_model(cfg.model, info)  # checks the model/data pair, loads frozen components
+    try:
+        model = build_model(cfg.model, info)  # checks the model/data pair, loads frozen components
+    except (MemoryError, RuntimeError) as e:  # torch's allocator refuses a network larger than the machine
+        asked = ALLOCATION.search(str(e))
+        if not isinstance(e, MemoryError) and asked is None:
+            raise
+        size = f" ({int(asked.group(1)) / 2**30:,.1f} GiB for one tensor)" if asked else ""
+        raise UserError(f"model={choice('model')}: its networks need more memory than this machine can give"
+                        f"{size}: lower the sizes in model (model.latent_dim, model.net.hidden, ...).") from None
     model.config_record = OmegaConf.to_container(cfg.model, resolve=True)
     model.run_config = RunFolder(cfg.paths.output_dir).started_config()
     return model

@@ -290,3 +290,13 @@ def test_sigterm_as_the_test_begins_ends_with_143_and_interrupted_json(tmp_path:
     [run] = list(tmp_path.glob("train/runs/*"))
     assert json.loads((run / "interrupted.json").read_text())["stage"] == "test"
     assert not (run / "metrics.json").exists()
+
+
+def test_a_network_larger_than_the_machine_is_refused_in_one_line(make_cfg) -> None:
+    from genlab.errors import UserError
+    from genlab.train import train
+
+    cfg = make_cfg("model=ae", "data=digits", "data.max_train=96", "model.latent_dim=1000000000")
+    with pytest.raises(UserError, match=r"networks need more memory than this machine can give \([\d,.]+ GiB for one "
+                                        r"tensor\): lower the sizes in model"):
+        train(cfg)
