@@ -108,23 +108,12 @@ RESUME_KEYS = ("resume", "ckpt_path")  # how the run was started, not what it co
 
 def outputs_outside(cfg: DictConfig, run_dir: Path) -> list[str]:
     """The folders the callbacks and loggers of ``cfg`` would write to that lie outside ``run_dir``, as
-    "key=folder" (a config carried in from elsewhere may name any folder)."""
-    from genlab.config.checks import WRITTEN_BY_ENTRIES
+    "key=folder" (a config carried in from elsewhere may name any folder; a relative one is the working
+    folder's, as Lightning reads it)."""
+    from genlab.config.checks import written_folders
 
-    out = []
-    for group in ("callbacks", "logger"):
-        node = cfg.get(group)
-        for name in (node.keys() if isinstance(node, DictConfig) else ()):
-            for key in WRITTEN_BY_ENTRIES:
-                where = f"{group}.{name}.{key}"
-                try:
-                    value = OmegaConf.select(cfg, where)
-                except Exception:  # an interpolation that names nothing: the config's checks say so
-                    continue
-                if isinstance(value, str) and value:  # a relative folder is the working folder's, as Lightning reads it
-                    if not Path(value).expanduser().resolve().is_relative_to(run_dir):
-                        out.append(f"{where}={value}")
-    return out
+    return [f"{key}={value}" for key, value in written_folders(cfg)
+            if not Path(value).expanduser().resolve().is_relative_to(run_dir)]
 
 
 def resumed_config(cfg: DictConfig) -> DictConfig:

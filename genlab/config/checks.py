@@ -248,6 +248,15 @@ def trainer_errors(cfg: DictConfig) -> list[str]:
     return errors
 
 
+def bare_trainer(settings: dict[str, Any]) -> Any:
+    """A Trainer of ``settings`` (a trainer node as plain data) without callbacks, loggers or checkpoints, as
+    the checks build it; Lightning's device report is left to the run's own."""
+    from genlab.config.instantiation import build
+
+    with quiet_lightning():
+        return build(OmegaConf.create(settings), callbacks=[], logger=False, enable_checkpointing=False)
+
+
 def lightning_refusals(settings: dict[str, Any], error: BaseException) -> list[str]:
     """Lightning's refusal of ``settings`` (the trainer node, genlab's own keys left out) as messages naming the
     keys it refuses: each key is tried alone, and one that Lightning refuses alone is named with Lightning's
@@ -256,14 +265,10 @@ def lightning_refusals(settings: dict[str, Any], error: BaseException) -> list[s
 
     def refusal(options: dict[str, Any]) -> BaseException | None:
         try:
-            with quiet_lightning():
-                build(OmegaConf.create({"_target_": settings.get("_target_", "pytorch_lightning.Trainer"),
-                                        **options}), callbacks=[], logger=False, enable_checkpointing=False)
+            bare_trainer({"_target_": settings.get("_target_", "pytorch_lightning.Trainer"), **options})
         except Exception as e:
             return e
         return None
-
-    from genlab.config.instantiation import build
 
     def message(key: str, refused: BaseException) -> str:
         hint = ""
@@ -326,12 +331,23 @@ def entry_errors(cfg: DictConfig) -> list[str]:
                 if monitor is not None and not str(monitor).startswith(("val/", "train/")):
                     errors.append(f"{group}.{name}.monitor={monitor!r} is not a metric genlab logs: monitor "
                                   "val/loss (every model logs it), another val/ term, or null")
-            for key in WRITTEN_BY_ENTRIES if entry is not None else ():
-                value = select(entry, key)
-                problem = folder_problem(value) if isinstance(value, str) else None
-                if problem:
-                    errors.append(f"{group}.{name}.{key}={value}: {problem}")
+    for key, value in written_folders(cfg):
+        problem = folder_problem(value)
+        if problem:
+            errors.append(f"{key}={value}: {problem}")
     return errors
+
+
+def written_folders(cfg: DictConfig) -> Iterator[tuple[str, str]]:
+    """(full key, folder) of every folder a callback or logger of ``cfg`` writes to (``WRITTEN_BY_ENTRIES``)."""
+    for group in ("callbacks", "logger"):
+        node = cfg.get(group)
+        for name in node.keys() if isinstance(node, DictConfig) else ():
+            entry = select(node, str(name))
+            for key in WRITTEN_BY_ENTRIES if isinstance(entry, DictConfig) else ():
+                value = select(entry, key)
+                if isinstance(value, str) and value:
+                    yield f"{group}.{name}.{key}", value
 
 
 @contextlib.contextmanager
@@ -369,8 +385,7 @@ def build_errors(cfg: DictConfig) -> list[str]:
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)  # resolved here: a copy has no root
     settings = {k: v for k, v in settings.items() if k not in GENLAB_TRAINER_KEYS}
     try:
-        with quiet_lightning():
-            build(OmegaConf.create(settings), callbacks=[], logger=False, enable_checkpointing=False)
+        bare_trainer(settings)
     except UserError as e:
         errors.append(str(e))
     except Exception as e:  # Lightning's own rules: translated to the keys they refuse
