@@ -80,7 +80,16 @@ class IncompatibleError(UserError):
 class WriteFailed(UserError):
     """A file could not be written (a full disk, a quota, a read-only or forbidden folder): the message names
     the file, the reason and the space free there. A run keeps its last whole checkpoint, so ``resume=``
-    continues it once the space is freed."""
+    continues it once the space is freed. ``advice`` is the message with what the command offers instead."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option  # the setting that moves this file elsewhere, where it is not the command's own
+
+    def advice(self, elsewhere: str, then: str = "") -> str:
+        """The message and what to do: ``elsewhere`` names how this command writes to another place (an
+        option; the error's own ``option`` wins), ``then`` what follows once space is freed."""
+        return f"{self} Free some space (or write elsewhere: {self.option or elsewhere}){then}."
 
 
 class MissingDataError(UserError):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import setup_hydra
-from genlab.errors import UserError
+from genlab.errors import UserError, WriteFailed
 from genlab.runfolder import RunFolder
 from genlab.runs import load, swept_keys
 from genlab.safety import set_user_trust
@@ -118,15 +118,19 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     A file that cannot be written is a UserError."""
     keys = sorted({k for r in rows for k in r["metrics"]})
     overrides = list(dict.fromkeys(k for r in rows for k in r["run"].overrides if k not in ("model", "data", "seed")))
-    try:
-        with path.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["run", "model", "data", "seed", *overrides, *keys])
-            for r in rows:
-                run = r["run"]
-                writer.writerow([str(run.path), r["model"], r["data"], run.seed,
-                                 *[run.overrides.get(k, "") for k in overrides],
-                                 *[r["metrics"].get(k, "") for k in keys]])
+    import io
+
+    from genlab.files import write_atomically
+
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["run", "model", "data", "seed", *overrides, *keys])
+    for r in rows:
+        run = r["run"]
+        writer.writerow([str(run.path), r["model"], r["data"], run.seed, *[run.overrides.get(k, "") for k in overrides],
+                         *[r["metrics"].get(k, "") for k in keys]])
+    try:  # whole or not at all: a full disk leaves the old table or none, never half of one
+        write_atomically(path, lambda f: f.write(text.getvalue().encode()))
     except OSError as e:
         raise UserError(f"--out {path}: could not write the table ({e.strerror or e}).") from None
 
@@ -239,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
             write_csv(rows, args.out)
             print(f"table written to {args.out}")
     except UserError as e:
-        print(f"genlab-eval: error: {e}", file=sys.stderr)
+        msg = e.advice("--out FILE.csv") if isinstance(e, WriteFailed) else str(e)
+        print(f"genlab-eval: error: {msg}", file=sys.stderr)
         sys.exit(e.exit_code)
 
 

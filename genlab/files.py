@@ -37,44 +37,45 @@ def size_text(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
-def write_failure(path: str | Path, reason: str, need: int | None = None) -> WriteFailed:
-    """The one-line error for a file that could not be written: where, why, the space free and needed."""
+def write_failure(path: str | Path, reason: str, need: int | None = None, option: str | None = None) -> WriteFailed:
+    """The one-line error for a file that could not be written: where, why, the space free and needed;
+    ``option``: the setting that puts such files elsewhere."""
     free = free_bytes(Path(path).parent)
     space = "" if free is None else f"; {size_text(free)} free there"
     wanted = f", about {size_text(need)} needed" if need else ""
-    return WriteFailed(f"{path} could not be written: {reason}{space}{wanted}. Free some space (or write elsewhere: "
-                       "paths.log_dir); a stopped run continues from its last checkpoint with resume=<its folder>.")
+    return WriteFailed(f"{path} could not be written: {reason}{space}{wanted}.", option)
 
 
-def write_error(path: str | Path, error: BaseException) -> WriteFailed | None:
+def write_error(path: str | Path, error: BaseException, option: str | None = None) -> WriteFailed | None:
     """``error`` of writing ``path`` as a WriteFailed when it is a write refused by the system (errno in
     WRITE_ERRNOS), or a writer's own failure on a nearly full disk (torch's zip writer raises a RuntimeError
     there); None for anything else."""
     if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
-        return write_failure(path, error.strerror or str(error))
+        return write_failure(path, error.strerror or str(error), option=option)
     free = free_bytes(Path(path).parent)
     if isinstance(error, RuntimeError) and free is not None and free < LOW_SPACE:
-        return write_failure(path, "no space left on the device")
+        return write_failure(path, "no space left on the device", option=option)
     return None
 
 
-def write_atomically(path: str | Path, write: Any, need: int | None = None) -> None:
+def write_atomically(path: str | Path, write: Any, need: int | None = None, option: str | None = None) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it to
     ``path``: readers and a later resume see the old file or the new one, never half of one. ``need``: the
     bytes the file will take, checked against the free space first. A write the system refuses (a full
-    disk) is a WriteFailed naming the file, with the temporary file removed."""
+    disk) is a WriteFailed naming the file (and ``option``, the setting that puts it elsewhere), with the
+    temporary file removed."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise (write_error(path.parent, e) or e) from None
+        raise (write_error(path.parent, e, option) or e) from None
     free = free_bytes(path.parent)
     if need is not None and free is not None and free < need:
-        raise write_failure(path, "not enough space left on the device", need)
+        raise write_failure(path, "not enough space left on the device", need, option)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise (write_error(path, e) or e) from None
+        raise (write_error(path, e, option) or e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -83,7 +84,7 @@ def write_atomically(path: str | Path, write: Any, need: int | None = None) -> N
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        failed = write_error(path, e) if isinstance(e, Exception) else None
+        failed = write_error(path, e, option) if isinstance(e, Exception) else None
         if failed is not None:
             raise failed from None
         raise
@@ -142,12 +143,13 @@ def tensors_digest(value: Any) -> str:
     return h.hexdigest()
 
 
-def save_checked(path: str | Path, payload: Any) -> None:
-    """``torch.save`` of ``payload`` with its ``tensors_digest``, written whole (``write_atomically``)."""
+def save_checked(path: str | Path, payload: Any, option: str | None = None) -> None:
+    """``torch.save`` of ``payload`` with its ``tensors_digest``, written whole (``write_atomically``;
+    ``option``: the setting that puts the file elsewhere)."""
     import torch
 
     record = {"genlab_digest": tensors_digest(payload), "payload": payload}
-    write_atomically(path, lambda f: torch.save(record, f))
+    write_atomically(path, lambda f: torch.save(record, f), option=option)
 
 
 def load_checked(path: str | Path) -> Any:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import base64
 import math
+import shutil
 import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from genlab.errors import UserError
+from genlab.errors import UserError, WriteFailed
 from genlab.files import write_atomically
 from genlab.runfolder import RunFolder
 from genlab.runs import SEED_KEYS, Run, headline, load, swept_keys
@@ -237,12 +238,18 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--metric {', '.join(unknown)}: no run has it; the runs have {', '.join(sorted(known))}.")
         out = args.out or default_out(args.paths)
         check_out(out)
+        made = not out.exists()
         try:
             report = write_report(runs, out, args.metric, args.confidence)
-        except OSError as e:
-            raise UserError(f"could not write the report to {out}: {e.strerror or e}") from None
+        except (OSError, UserError) as e:
+            if made:  # a report folder this command made and could not finish is not left half-made
+                shutil.rmtree(out, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise UserError(f"could not write the report to {out}: {e.strerror or e}") from None
+            raise
     except UserError as e:
-        print(f"genlab-report: error: {e}", file=sys.stderr)
+        msg = e.advice("--out FOLDER") if isinstance(e, WriteFailed) else str(e)
+        print(f"genlab-report: error: {msg}", file=sys.stderr)
         sys.exit(e.exit_code)
     print(report.read_text().split("\n## ")[0])
     print(f"report: {report}  and  {report.with_suffix('.html')}")

@@ -498,6 +498,9 @@ def fit(cfg: DictConfig, model: Any, datamodule: Any, loggers: list[Logger],
     """trainer.fit, and after a non-finite loss up to ``trainer.nan_retries`` retries: from the newest
     checkpoint (or from the start when there is none yet), with the learning rates halved each time.
     Returns the trainer that finished and the model it trained."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    from genlab.config.checks import fit_refusal
     from genlab.errors import NonFiniteLoss
 
     pin_run_dir()
@@ -510,6 +513,11 @@ def fit(cfg: DictConfig, model: Any, datamodule: Any, loggers: list[Logger],
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=start, weights_only=not cfg.trust)
             return trainer, model
+        except (ValueError, MisconfigurationException) as e:
+            refused = fit_refusal(trainer, e)
+            if refused is None:
+                raise
+            raise refused from None
         except NonFiniteLoss as e:
             if attempt == retries and retries:
                 raise NonFiniteLoss(f"{e} (It diverged again after {retries} rollback(s) with the learning rates "

@@ -17,12 +17,13 @@ answered at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genlab.errors import UserError
+from genlab.errors import UserError, WriteFailed
 
 if TYPE_CHECKING:
     import torch
@@ -161,12 +162,15 @@ def main(argv: list[str] | None = None) -> None:
         try:
             write_grid(samples.float().cpu(), rows, args.n, info, out, ckpt.name)
         except UserError:
-            if args.out is None:  # the empty file that held the name
+            if args.out is None:  # the empty file that held the name, and samples/ when it holds nothing else
                 out.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    out.parent.rmdir()
             raise
         print(f"{len(samples)} samples written to {out}")
     except UserError as e:
-        print(f"genlab-sample: error: {e}", file=sys.stderr)
+        msg = e.advice("--out FILE.png") if isinstance(e, WriteFailed) else str(e)
+        print(f"genlab-sample: error: {msg}", file=sys.stderr)
         sys.exit(e.exit_code)
 
 
@@ -220,8 +224,10 @@ def write_grid(samples: torch.Tensor, rows: list[str], n: int, info: object, out
         ax = fig.add_subplot()
         ax.scatter(samples[:, 0], samples[:, 1], s=4)
         ax.set_title(f"samples from {source}")
-    try:
-        fig.savefig(out)
+    from genlab.files import write_atomically
+
+    try:  # whole or not at all: a full disk leaves no half-written PNG
+        write_atomically(out, lambda f: fig.savefig(f, format="png"))
     except OSError as e:
         raise UserError(f"--out {out}: cannot be written ({e.strerror or e}).") from None
 

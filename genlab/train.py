@@ -126,7 +126,10 @@ def recipe(cfg: DictConfig) -> float | None:
     except UserError as e:
         msg = str(e)
         if isinstance(e, WriteFailed):
-            RunFolder(cfg.paths.output_dir).remove_empty_files()  # what the failed writes left as zero bytes
+            folder = RunFolder(cfg.paths.output_dir)
+            folder.remove_empty_files()  # what the failed writes left as zero bytes
+            then = "; a stopped run continues from its last checkpoint with resume=<its folder>"
+            msg = e.advice("paths.log_dir", then if folder.has_results() or is_run(cfg.get("resume")) else "")
         if isinstance(e, IncompatibleError):
             msg = f"model={choice('model')} cannot run on data={choice('data')}: {e.reason}"
         print(f"genlab-train: {'error: ' if e.exit_code else ''}{msg}", file=sys.stderr)

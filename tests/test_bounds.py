@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from genlab.config.fields import Bounds, argument_rules, checked
@@ -85,3 +86,35 @@ def test_lightnings_refusal_is_named_by_the_keys_it_refuses() -> None:
     assert lightning_refusals({"_target_": "pytorch_lightning.Trainer", "max_epochs": 3},
                               RuntimeError("together")) == ["trainer: Lightning refuses these settings "
                                                             "(RuntimeError: together)"]
+
+
+def test_lightnings_refusal_of_batch_counts_inside_fit_names_the_key() -> None:
+    """The batch counts are checked by Lightning itself inside fit, where the loaders' lengths are known; a
+    real Trainer and loader give the refusal, genlab only names the key."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    from genlab.config.checks import fit_refusal
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch: list[torch.Tensor], i: int) -> torch.Tensor:
+            return (self.w - batch[0]).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(8, 1)), batch_size=2)  # 4 batches
+    for settings, key in (({"limit_train_batches": 0.1}, "trainer.limit_train_batches=0.1"),
+                          ({"val_check_interval": 9}, "trainer.val_check_interval=9")):
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, **settings)
+        with pytest.raises((ValueError, MisconfigurationException)) as caught:
+            trainer.fit(Tiny(), train_dataloaders=loader, val_dataloaders=loader)
+        refused = fit_refusal(trainer, caught.value)
+        assert refused is not None and str(refused).startswith(f"{key}: Lightning refuses it for this data: ")
+    assert fit_refusal(trainer, ValueError("a model's own error")) is None
+    assert fit_refusal(trainer, RuntimeError("`val_check_interval` named elsewhere")) is None

@@ -224,6 +224,57 @@ def test_a_full_disk_ends_in_one_line_and_the_run_resumes_once_space_is_freed(tm
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+def test_an_array_cache_that_cannot_fit_is_refused_and_its_space_is_reserved_before_writing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.in_memory=false writes the data into a memory-mapped file; a disk that fills while its pages are
+    written kills the process (SIGBUS). The array's size is checked against the free space, and its blocks are
+    reserved (posix_fallocate) before any is written, so a full disk is one WriteFailed naming the setting."""
+    import errno
+    import os
+
+    import genlab.files
+    from genlab.data.stream import build_array
+    from genlab.errors import WriteFailed
+
+    x = torch.zeros(64, 1, 16, 16, dtype=torch.uint8)
+    monkeypatch.setattr(genlab.files, "free_bytes", lambda path: 1000)
+    with pytest.raises(WriteFailed, match=r"a\.npy could not be written: not enough space .* about 20 KiB needed"):
+        build_array(x, tmp_path / "a.npy", workers=0)
+    monkeypatch.setattr(genlab.files, "free_bytes", lambda path: None)  # unknown: the reservation answers
+
+    def no_room(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)
+    with pytest.raises(WriteFailed, match=r"No space left on device") as caught:
+        build_array(x, tmp_path / "a.npy", workers=0)
+    assert "write elsewhere: paths.cache_dir" in caught.value.advice("paths.log_dir")
+    assert list(tmp_path.iterdir()) == []  # no temporary array left
+
+
+def test_sample_grids_and_eval_tables_on_a_full_disk_leave_nothing_half_written(tmp_path: Path) -> None:
+    import subprocess
+
+    from genlab.errors import WriteFailed
+    from genlab.evaluate import write_csv
+    from genlab.sample import write_grid
+
+    disk = tmp_path / "disk"
+    if not small_file_system(disk, "64k"):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'fill'}", "bs=4k"], capture_output=True)
+        info = DataInfo("tiny", (1, 8, 8))
+        with pytest.raises(WriteFailed, match=r"grid\.png could not be written") as caught:
+            write_grid(torch.rand(16, 1, 8, 8), [], 16, info, disk / "grid.png", "last.ckpt")
+        assert "write elsewhere: --out FILE.png" in caught.value.advice("--out FILE.png")
+        with pytest.raises(WriteFailed, match=r"table\.csv could not be written"):
+            write_csv([], disk / "table.csv")
+        assert sorted(p.name for p in disk.iterdir()) == ["fill"]
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
 def test_too_little_space_for_a_run_is_refused_before_its_folder_is_made(tmp_path: Path) -> None:
     import subprocess
 

@@ -4,8 +4,8 @@ run writes to.
 
 ``validate``: the groups a run needs are there, no key is unknown (a ``+key=value`` override passes
 OmegaConf's schemas, so the keys are compared here), every schema field is of its type, in its range
-and among its choices (``genlab.config.fields``), then ``config_errors``. ``check_batches`` runs when
-the datamodule knows the length of an epoch; the checks before Hydra makes a folder are in
+and among its choices (``genlab.config.fields``), then ``config_errors``. ``fit_refusal`` translates
+Lightning's own refusal of the batch counts, which it makes inside fit; the checks before Hydra makes a folder are in
 ``genlab.config.preflight``. Every message names the key and what it accepts. torch and Lightning are
 imported only inside the checks that need them: ``genlab-train --help`` imports this package.
 """
@@ -285,27 +285,24 @@ def lightning_refusals(settings: dict[str, Any], error: BaseException) -> list[s
     return out or [f"trainer: Lightning refuses these settings ({one_line(error)})"]
 
 
-def check_batches(trainer: Any, train_batches: int, val_batches: int, batch_size: int) -> None:
-    """The trainer's batch counts against an epoch of ``train_batches`` training and ``val_batches``
-    validation batches (Lightning's own rules, which it applies only once fit has begun). A UserError."""
+# Lightning checks the batch counts against the loaders' lengths only inside fit (the training loader's
+# before the first step, the validation loader's at the sanity check or the first validation): its refusal
+# names the setting in backquotes, the first one of these
+BATCH_SETTINGS = re.compile(r"`(limit_(?:train|val|test|predict)_batches|val_check_interval)`")
 
-    errors = []
-    limit = trainer.limit_train_batches
-    used = min(train_batches, limit) if isinstance(limit, int) else int(train_batches * limit)
-    if train_batches and limit > 0 and used == 0:
-        errors.append(f"trainer.limit_train_batches={limit} of an epoch of {train_batches} training batches "
-                      f"(data.batch_size={batch_size}) is no batch at all: give at least {1 / train_batches:.3g}, "
-                      "or a number of batches")
-    interval = trainer.val_check_interval
-    if isinstance(interval, int) and trainer.check_val_every_n_epoch is not None and interval > used > 0:
-        errors.append(f"trainer.val_check_interval={interval} exceeds the {used} training batches of an epoch "
-                      f"(data.batch_size={batch_size}): give at most {used}, or a fraction of the epoch")
-    limit = trainer.limit_val_batches
-    if val_batches and isinstance(limit, float) and 0 < limit and int(val_batches * limit) == 0:
-        errors.append(f"trainer.limit_val_batches={limit} of {val_batches} validation batches is no batch at all: "
-                      f"give at least {1 / val_batches:.3g}, or a number of batches")
-    if errors:
-        raise invalid(errors)
+
+def fit_refusal(trainer: Any, error: BaseException) -> UserError | None:
+    """Lightning's refusal of the trainer's batch counts for this data (a ValueError or
+    MisconfigurationException raised in fit that names limit_*_batches or val_check_interval) as a UserError
+    naming the key and its value with Lightning's sentence; None for any other error."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    found = BATCH_SETTINGS.search(str(error)) if isinstance(error, (ValueError, MisconfigurationException)) else None
+    if found is None:
+        return None
+    key = found.group(1)
+    return UserError(f"trainer.{key}={getattr(trainer, key, '?')}: Lightning refuses it for this data: "
+                     f"{' '.join(str(error).split())}")
 
 
 # ---- callbacks, loggers, and building what the config names ----------------------------------

@@ -284,19 +284,6 @@ class TensorDataModule(pl.LightningDataModule):
         if not self.splits:  # loaded once, reused by fit, test and evaluation
             self.check()
             self.splits = self.arrange(self.load(), self.options.seed)
-        self.check_trainer(stage)
-
-    def check_trainer(self, stage: str | None) -> None:
-        """Inside trainer.fit (which calls setup with the trainer attached), the trainer's batch counts
-        against the length of an epoch, which only the datamodule knows: Lightning checks them only once
-        fit has begun, and not as a UserError."""
-        if stage != "fit" or self.trainer is None:
-            return
-        from genlab.config.checks import check_batches
-
-        o, (_, world) = self.options, self.process()
-        check_batches(self.trainer, math.ceil(math.ceil(len(self.splits["train"]) / world) / o.batch_size),
-                      math.ceil(math.ceil(len(self.splits["val"]) / world) / o.eval_batch_size), o.batch_size)
 
     def arrange(self, s: Splits, seed: int) -> dict[str, Split]:
         """Loaded splits -> the named splits: val carved from train by seed (when not given),

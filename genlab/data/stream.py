@@ -135,14 +135,27 @@ def array_is_whole(path: Path, shape: tuple[int, ...]) -> bool:
 
 
 def build_array(x: Tensor | FileImages, path: Path, workers: int) -> None:
-    from genlab.files import file_digest, write_atomically
+    from genlab.files import file_digest, free_bytes, write_atomically, write_error, write_failure
 
     folder = path.parent
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    need = int(np.prod(x.shape)) + (4 << 10)  # uint8 values and the .npy header
+    free = free_bytes(folder)
+    if free is not None and free < need:
+        raise write_failure(path, "not enough space left on the device", need, "paths.cache_dir")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(x.shape))
+        if hasattr(os, "posix_fallocate"):
+            # the memory map's file is sparse: writing its pages on a disk that fills meanwhile kills the process
+            # (SIGBUS); its blocks reserved now make that a refused call here
+            with open(tmp, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
     except OSError as e:
+        tmp.unlink(missing_ok=True)
+        failed = write_error(path, e, "paths.cache_dir")
+        if failed is not None:
+            raise failed from None
         raise UserError(f"data.array_cache={folder}: cannot write the array of the data there ({e.strerror}); "
                         "give a writable folder.") from None
     try:
@@ -159,7 +172,7 @@ def build_array(x: Tensor | FileImages, path: Path, workers: int) -> None:
         del out
         digest = file_digest(tmp)
         # the digest first: an array beside a stale digest is rebuilt, never trusted
-        write_atomically(digest_file(path), lambda f: f.write(digest.encode()))
+        write_atomically(digest_file(path), lambda f: f.write(digest.encode()), option="paths.cache_dir")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

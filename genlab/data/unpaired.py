@@ -126,7 +126,6 @@ class UnpairedDataModule(TensorDataModule):
             a, b = self.load_domains()
             self.splits_b = self.arrange(b, self.options.seed + 1)
             self.splits = self.arrange(a, self.options.seed)
-        self.check_trainer(stage)
 
     def make_loader(self, split: str, batch_size: int, shuffle: bool) -> UnpairedLoader:  # type: ignore[override]
         rank, world = self.process()

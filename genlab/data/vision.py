@@ -26,7 +26,7 @@ from genlab.data.base import DataInfo, Split, Splits, TensorDataModule
 from genlab.data.builtin import resize_images, split_by_fraction
 from genlab.data.decode import IMAGE_READ_ERRORS, image_problem, open_image, read_images
 from genlab.data.stream import FileImages
-from genlab.errors import MissingDataError, UserError
+from genlab.errors import MissingDataError, UserError, WriteFailed
 from genlab.files import load_checked, save_checked
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ class CelebADataModule(VisionDataModule):
             data = self.guarded(lambda: {s: self.read_split(s) for s in ("train", "valid", "test")})
             try:  # the root may be read-only: then the next run decodes again
                 save_checked(cache, data)
-            except OSError as e:
+            except (OSError, WriteFailed) as e:  # a full disk too: the run goes on without the cache
                 log.warning("Could not cache CelebA tensors at %s: %s", cache, e)
         col = CELEBA_ATTRIBUTES.index(self.attribute) if self.attribute else None
         s = {k: Split(v["x"], None if col is None else v["attr"][:, col].long()) for k, v in data.items()}

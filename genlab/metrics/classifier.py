@@ -139,7 +139,8 @@ def cached_classifier(tag: str, x: Tensor, y: Tensor, num_classes: int, cfg: Cla
             net = DatasetClassifier(shape, num_classes, cfg.channels, cfg.hidden)  # type: ignore[arg-type]
     net = train_classifier(x, y, num_classes, cfg, device)
     state = {"checksum": key, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}
-    save_checked(path, state)  # written whole, with its content's digest: two runs may write it at once
+    # written whole, with its content's digest: two runs may write it at once
+    save_checked(path, state, "callbacks.evaluator.classifier_cache")
     return net
 
 
