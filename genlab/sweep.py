@@ -145,9 +145,78 @@ class Preflight(Callback):
         from genlab.config.preflight import launch_errors
 
         errors = launch_errors(config, multirun)
+        if not errors and multirun:
+            errors = job_errors(config)
         if errors:
             print(f"genlab-train: error: {invalid(errors)}", file=sys.stderr)
             sys.exit(UserError.exit_code)
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+MAX_NAMED_JOBS = 3  # the failing jobs a refusal names; the rest are counted
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of each job of a grid sweep (Hydra's basic sweeper: the product of the command line's
+    sweeps and ``hydra.sweeper.params``), in Hydra's order; None for a sweeper that chooses its jobs as it
+    goes (Optuna) or a sweep this cannot expand."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if str(OmegaConf.select(config, "hydra.sweeper._target_") or "") != BASIC_SWEEPER:
+        return None
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    try:
+        choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+                   else [o.input_line] for o in OverridesParser.create().parse_overrides(lines)]
+    except Exception:  # a sweep only the launcher can read (Hydra reports it there)
+        return None
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def job_errors(config: DictConfig) -> list[str]:
+    """Every job of a grid sweep composed and checked as its run will be, before the first is launched: a
+    sweep with one bad value is refused whole instead of failing half-way (or, launched in parallel, with
+    jobs still running). Each failing job is named by its number and the values it sweeps."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from genlab.config.checks import validate
+
+    jobs = sweep_jobs(config)
+    if not jobs or len(jobs) < 2 or not GlobalHydra.instance().is_initialized():
+        return []
+    loader = GlobalHydra.instance().config_loader()
+    swept = {line.split("=", 1)[0] for line in jobs[0] if len({job[jobs[0].index(line)] for job in jobs}) > 1}
+    failed: list[str] = []
+    hydra = HydraConfig.instance()
+    before = hydra.cfg
+    try:
+        for number, job in enumerate(jobs):
+            try:
+                cfg = loader.load_sweep_config(config, job)
+                with open_dict(cfg):  # as Hydra's launcher and run_job set them, so the job's folders resolve
+                    cfg.hydra.job.num, cfg.hydra.job.id = number, f"job{number}"
+                    folder = Path(cfg.hydra.sweep.dir, str(cfg.hydra.sweep.subdir))
+                    cfg.hydra.runtime.output_dir = str(folder.absolute())
+                hydra.set_config(cfg)
+                with open_dict(cfg):  # the job's task sees its config without the hydra node
+                    del cfg["hydra"]
+                validate(cfg)
+            except UserError as e:
+                values = " ".join(line for line in job if line.split("=", 1)[0] in swept)
+                problems = [ln.strip() for ln in str(e).splitlines()[1:]] or [str(e).removeprefix("Invalid config: ")]
+                failed.append(f"job #{number} of the sweep ({values}): {'; '.join(problems)}".rstrip("."))
+            except Exception:  # an error of composition: the job reports it itself when it runs
+                continue
+    finally:
+        hydra.cfg = before  # the launcher sets each job's own
+    if len(failed) > MAX_NAMED_JOBS:
+        failed = failed[:MAX_NAMED_JOBS] + [f"and {len(failed) - MAX_NAMED_JOBS} more of the {len(jobs)} jobs"]
+    return failed
 
 
 def discard_failed_jobs(sweep_dir: Path) -> None:

@@ -145,7 +145,22 @@ def recipe(cfg: DictConfig) -> float | None:
               file=sys.stderr)
         sys.exit(e.exit_code)
     name = cfg.get("optimized_metric")
+    if name and name not in metrics and optimising():  # the sweeper would fail on None with a traceback
+        print(f"genlab-train: error: optimized_metric={name}: the run logged no such metric (it is kept in "
+              f"{cfg.paths.output_dir}); it logged {', '.join(sorted(metrics))}.", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     return metrics.get(name) if name else None
+
+
+def optimising() -> bool:
+    """Whether this run is a trial of a sweeper that reads its result (Optuna), not of a grid sweep or alone."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from genlab.sweep import BASIC_SWEEPER
+
+    hydra = HydraConfig.get()
+    return hydra.mode == RunMode.MULTIRUN and str(hydra.sweeper.get("_target_")) != BASIC_SWEEPER
 
 
 def stopped_early(cfg: DictConfig) -> str | None:

@@ -95,6 +95,19 @@ def test_optuna_search_runs_trials_with_their_own_directories(tmp_path: Path) ->
     assert f"best job      : {best}" in res.stdout and (sweep / "summary.csv").is_file()
 
 
+def test_an_optuna_trial_without_the_optimised_metric_ends_the_search_in_one_line(tmp_path: Path) -> None:
+    """A metric of the right form that no run logs is known only once the first trial has finished: the search
+    ends there with one line naming what the run did log, and the finished trial is kept (not a traceback of
+    the sweeper's None)."""
+    res = run_cli(f"paths.log_dir={tmp_path}", "hparams_search=ae_optuna", "hydra.sweeper.n_trials=2",
+                  "optimized_metric=test/nope", "trainer=debug", "logger=csv", *QUIET)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("genlab-train: error:")]
+    assert "optimized_metric=test/nope: the run logged no such metric" in line and "val/loss" in line
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert [p.name for p in sweep.iterdir() if (p / "metrics.json").is_file()] == ["0"]
+
+
 @pytest.mark.parametrize("args,needs", [
     (["-m", "hparams_search=ae_optuna"], "hparams_search=ae_optuna needs Hydra's Optuna sweeper"),
     (["-m", "hydra/sweeper=optuna", "seed=0,1"], "hydra/sweeper=optuna needs Hydra's Optuna sweeper"),

@@ -322,6 +322,9 @@ HAND_CASES = [
         "x" * 300, "../../x", "a/b", ".", "..", "", ".hidden", "a b")],
     # sweeps: the sweeper's and launcher's settings, and jobs that all fail
     c("sweep:all-jobs-fail", "-m", "model.latent_dim=-1,-2", expect="model.latent_dim"),
+    # one bad job of a grid: refused before the first job runs (no sweep folder), the job named
+    c("sweep:one-bad-job", "-m", "model.latent_dim=8,-1", expect="job #1 of the sweep (model.latent_dim=-1)"),
+    c("sweep:optuna-metric-name", *OPTUNA, "optimized_metric=val_loss", expect="optimized_metric=val_loss"),
     c("sweep:optuna-n_trials=0", *OPTUNA, "hydra.sweeper.n_trials=0", expect="hydra.sweeper.n_trials"),
     c("sweep:optuna-n_trials=-1", *OPTUNA, "hydra.sweeper.n_trials=-1", expect="hydra.sweeper.n_trials"),
     c("sweep:optuna-n_jobs=0", *OPTUNA, "hydra.sweeper.n_jobs=0", expect="hydra.sweeper.n_jobs"),

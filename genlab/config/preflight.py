@@ -67,6 +67,9 @@ def launch_errors(cfg: DictConfig, multirun: bool) -> list[str]:
             errors.append(f"hydra.sweeper.direction={direction}: give minimize or maximize (or a list of them)")
         if not cfg.get("optimized_metric"):
             errors.append("optimized_metric is null: an Optuna search needs the metric it optimises, e.g. val/loss")
+        elif not str(cfg.optimized_metric).startswith(("train/", "val/", "test/")):
+            errors.append(f"optimized_metric={cfg.optimized_metric}: a run's metrics are named train/<term>, "
+                          "val/<term> or test/<metric> (e.g. val/loss, test/fid), as in a run's metrics.json")
         elif cfg.optimized_metric == "val/loss" and not ranks_by_val_loss(cfg):
             errors.append(f"optimized_metric=val/loss: the val/loss of {cfg.model._target_.rsplit('.', 1)[-1]} is an "
                           "adversarial loss, which does not rank trials; optimise a test metric, e.g. "
