@@ -462,7 +462,7 @@ def make_trainer(cfg: DictConfig, model: Any, loggers: list[Logger], lr_scale: f
     from genlab.callbacks.interrupt import GracefulStop
     from genlab.callbacks.progress import ThrottledProgressBar
 
-    callbacks = checkpoint_policy(build_group(cfg.get("callbacks")), model) + [GracefulStop()]
+    callbacks = checkpoint_policy(build_group(cfg.get("callbacks"), "callbacks"), model) + [GracefulStop()]
     if lr_scale != 1.0:
         callbacks.append(ScaleLearningRates(lr_scale))
     node = OmegaConf.to_container(cfg.trainer, resolve=True)

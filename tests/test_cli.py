@@ -83,9 +83,11 @@ def test_bad_input_is_a_clear_error_and_touches_no_run(tmp_path: Path, args: lis
 def test_optuna_search_runs_trials_with_their_own_directories(tmp_path: Path) -> None:
     res = run_cli(
         f"paths.log_dir={tmp_path}", "hparams_search=ae_optuna", "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",  # a study kept in a database, as on a cluster
         "trainer=debug", "logger=csv", "callbacks=model_checkpoint", *QUIET,
     )
     assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "study.db").stat().st_size > 0
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     assert (sweep / "optimization_results.yaml").is_file()
     jobs = [p for p in sweep.iterdir() if (p / "metrics.json").is_file()]

@@ -128,6 +128,33 @@ def test_slurm_launcher_sizes_jobs_from_the_trainer() -> None:
     assert (cpu["nodes"], cpu["tasks_per_node"], cpu["gpus_per_node"]) == (1, 2, None)
 
 
+@pytest.mark.parametrize("overrides, expect", [
+    (["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=0"], "hydra.launcher.cpus_per_task=0: give"),
+    (["hydra/launcher=slurm", "hydra.launcher.mem_gb=-1"], "hydra.launcher.mem_gb=-1: give the memory"),
+    (["hydra/launcher=submitit_local", "hydra.launcher.submitit_folder=/proc/genlab/%j"],
+     "hydra.launcher.submitit_folder=/proc/genlab/%j: no folder can be made there"),
+    (["hparams_search=ae_optuna", "hydra.sweeper.storage=nope://x"],
+     "hydra.sweeper.storage=nope://x: not a database URL SQLAlchemy can open"),
+    (["hparams_search=ae_optuna", "hydra.sweeper.storage=sqlite:////nonexistent/genlab/study.db"],
+     "the folder /nonexistent/genlab of its SQLite file does not exist"),
+    (["hparams_search=ae_optuna", "optimized_metric=val_loss"], "optimized_metric=val_loss: a run's metrics are named"),
+])
+def test_launcher_and_sweeper_settings_are_refused_before_the_sweep(overrides: list[str], expect: str) -> None:
+    """Settings submitit and Optuna would accept until the jobs are submitted or the study is opened."""
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    from genlab.config.preflight import launch_errors
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    errors = launch_errors(cfg, multirun=True)
+    assert any(expect in e for e in errors), errors
+    valid = [o for o in overrides if o.startswith(("hydra/launcher=", "hparams_search="))]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        assert launch_errors(compose("train", overrides=valid, return_hydra_config=True), multirun=True) == []
+
+
 def test_slurm_launcher_refuses_a_device_count_it_cannot_size(tmp_path: Path) -> None:
     done = run_cli("-m", "hydra/launcher=slurm", "trainer.devices=auto", "seed=0,1", f"paths.log_dir={tmp_path}")
     assert done.returncode == 2

@@ -272,6 +272,10 @@ HAND_CASES = [
         ("code_usage.threshold", "-1"), ("mode_coverage.min_share", "0"), ("mode_coverage.n_samples", "0"),
         ("sample_classes.per_class", "0"), ("factors.max_train", "1"), ("reconstruction.pca_baseline", "abc"))],
     c("metric:pr_k>=n_samples", f"{EV}.sample_quality.n_samples=3", expect=f"{EV}.sample_quality.n_samples"),
+    # arguments only the data can refuse: refused when it is set up, before training
+    c("metric:knn_k>train", f"{EV}.probes.knn_k=100000", expect=f"{EV}.probes.knn_k=100000 exceeds the"),
+    c("metric:novelty-knn_k>train", f"{EV}.novelty.knn_k=100000", "data.holdout_class=3",
+      expect=f"{EV}.novelty.knn_k=100000 exceeds the"),
     c("metric:not-a-metric", f"+{EV}.mine=1", expect=f"{EV}.mine"),
     c("metric:noise_robustness", f"+{EV}.noise_robustness._target_=genlab.metrics.robustness.NoiseRobustness",
       f"+{EV}.noise_robustness.noise_level=-1", expect=f"{EV}.noise_robustness.noise_level"),

@@ -59,6 +59,20 @@ class Evaluator(pl.Callback):
         self.seed, self.sample_steps, self.max_test = seed, sample_steps, max_test
         self.classifier_cache, self.classifier_epochs = classifier_cache, classifier_epochs
         self.last = Scores()  # the latest evaluation, with its units
+        self.config_key: str | None = None  # where the run's config holds it (set by config.instantiation)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Before training (the data is set up first): a metric's argument this data cannot serve is refused
+        now, not found after training; named under ``config_key``, the evaluator's place in the config."""
+        if stage != "fit" or not isinstance(pl_module, GenerativeModel) or not isinstance(trainer.datamodule,
+                                                                                          TensorDataModule):
+            return
+        ctx = Context(pl_module, trainer.datamodule, self.seed, None, self.classifier_epochs, self.sample_steps,
+                      self.max_test)
+        for name, metric in self.metrics.items():
+            problem = metric.data_problem(ctx) if metric.applies(ctx) else None
+            if problem is not None:
+                raise problem.at(f"{self.config_key}.metrics.{name}" if self.config_key else f"metrics.{name}")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not isinstance(pl_module, GenerativeModel) or not isinstance(trainer.datamodule, TensorDataModule):

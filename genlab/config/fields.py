@@ -145,6 +145,14 @@ def check_arguments(owner: str, rules: dict[str, Rule], values: dict[str, Any]) 
             raise ArgumentError(owner, name, lambda key, value=value, rule=rule: argument_problem(key, value, *rule))
 
 
+def too_many_neighbours(owner: str, argument: str, k: int, n: int, what: str) -> ArgumentError | None:
+    """A k-nearest-neighbour count beyond the ``n`` points it searches (``what``: which points): a k-NN over
+    every point gives one answer for all, so the metric would mean nothing. None when k fits."""
+    if k <= n:
+        return None
+    return ArgumentError(owner, argument, lambda key: f"{key}={k} exceeds the {n} {what}: give at most {n}")
+
+
 def needs_more(owner: str, argument: str, value: Any, other: str, other_value: Any, why: str) -> ArgumentError:
     """An argument that must exceed another of the same object: "n_samples=3 must exceed pr_k=3: <why>"."""
     def message(key: str) -> str:

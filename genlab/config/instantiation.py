@@ -41,8 +41,17 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
     return factory(**kwargs)
 
 
-def build_group(node: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a group such as callbacks or logger."""
+def build_group(node: DictConfig | None, group: str = "") -> list[Any]:
+    """Instantiate every ``_target_`` entry of a group such as callbacks or logger. An object with a
+    ``config_key`` attribute is told its key (``<group>.<name>``), so that what it refuses later, once the
+    data is known, is named where the config holds it."""
     if not node:
         return []
-    return [build(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+    built = []
+    for name, value in node.items():
+        if isinstance(value, DictConfig) and "_target_" in value:
+            obj = build(value)
+            if hasattr(obj, "config_key"):
+                obj.config_key = f"{group}.{name}" if group else str(name)
+            built.append(obj)
+    return built

@@ -13,11 +13,12 @@ import dataclasses
 import re
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.config.checks import folder_problem, group_names, missing_groups, path_errors, select, task_name_problem
-from genlab.config.fields import schema_of
+from genlab.config.fields import is_number, schema_of
 
 
 def added_hydra_keys(cfg: DictConfig) -> list[str]:
@@ -65,6 +66,9 @@ def launch_errors(cfg: DictConfig, multirun: bool) -> list[str]:
         directions = list(direction) if isinstance(direction, (ListConfig, list)) else [direction]
         if not directions or any(str(getattr(d, "name", d)) not in ("minimize", "maximize") for d in directions):
             errors.append(f"hydra.sweeper.direction={direction}: give minimize or maximize (or a list of them)")
+        problem = storage_problem(select(hydra, "sweeper.storage"))
+        if problem:
+            errors.append(f"hydra.sweeper.storage={select(hydra, 'sweeper.storage')}: {problem}")
         if not cfg.get("optimized_metric"):
             errors.append("optimized_metric is null: an Optuna search needs the metric it optimises, e.g. val/loss")
         elif not str(cfg.optimized_metric).startswith(("train/", "val/", "test/")):
@@ -110,7 +114,43 @@ def submitit_errors(hydra: DictConfig) -> list[str]:
             continue
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             errors.append(f"hydra.launcher.{key}={value!r}: give a whole number >= 1")
+    cpus, mem = select(hydra, "launcher.cpus_per_task"), select(hydra, "launcher.mem_gb")
+    if cpus is not None and not (isinstance(cpus, int) and not isinstance(cpus, bool) and cpus >= 1):
+        errors.append(f"hydra.launcher.cpus_per_task={cpus!r}: give a whole number >= 1")
+    if mem is not None and not (is_number(mem) and mem > 0):
+        errors.append(f"hydra.launcher.mem_gb={mem!r}: give the memory a job may use in GB (> 0), or null")
+    folder = select(hydra, "launcher.submitit_folder")
+    if isinstance(folder, str):  # the part before submitit's %j-style placeholders is made by submitit itself
+        fixed = folder.split("%", 1)[0]
+        problem = folder_problem(str(Path(fixed).parent if not fixed.endswith("/") else Path(fixed)))
+        if problem:
+            errors.append(f"hydra.launcher.submitit_folder={folder}: {problem}")
     return errors
+
+
+def storage_problem(storage: Any) -> str | None:
+    """Why Optuna could not open ``hydra.sweeper.storage`` (null: a study in memory): a URL SQLAlchemy cannot
+    read or has no driver for, or an SQLite file whose folder is missing or cannot be written. None if none."""
+    if storage is None:
+        return None
+    if not isinstance(storage, str):
+        return "give a database URL such as sqlite:///optuna.db, or null for a study kept in memory"
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage)
+        url.get_dialect()
+    except ImportError:  # without Optuna (and SQLAlchemy) the sweep extra's message comes first
+        return None
+    except Exception as e:
+        return (f"not a database URL SQLAlchemy can open ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                "e.g. sqlite:///optuna.db")
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        where = Path(url.database).expanduser().absolute().parent
+        if not where.is_dir():
+            return f"the folder {where} of its SQLite file does not exist (SQLite makes the file, not its folder)"
+        return folder_problem(str(where))
+    return None
 
 
 OVERRIDE = re.compile(r"[~+]*[\w./@-]+=")  # a command-line argument that is an override (key=value)

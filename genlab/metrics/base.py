@@ -21,7 +21,7 @@ from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanSample, capable
 from genlab.data.base import Split, TensorDataModule, map_batches
-from genlab.errors import GenlabWarning
+from genlab.errors import ArgumentError, GenlabWarning
 from genlab.metrics import classifier as classifier_module
 from genlab.metrics.classifier import DatasetClassifier
 from genlab.models.base import GenerativeModel
@@ -185,6 +185,11 @@ class Metric:
 
     def compute(self, ctx: Context) -> dict[str, float]:
         raise NotImplementedError
+
+    def data_problem(self, ctx: Context) -> ArgumentError | None:
+        """An argument this metric cannot use on this data (more neighbours than training codes), found when
+        the data is set up, before training; asked only where the metric ``applies``. None: none."""
+        return None
 
     def table(self, values: dict[str, float]) -> list[str]:
         """The names of computed values that a table across runs shows."""

@@ -18,7 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, HasCodeKL, capable
-from genlab.config.fields import Bounds, checked
+from genlab.config.fields import Bounds, checked, too_many_neighbours
+from genlab.errors import ArgumentError
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_encode
 
@@ -64,6 +65,11 @@ class Probes(Metric):
 
     def applies(self, ctx: Context) -> bool:
         return capable(ctx.model, CanEncode) and ctx.info.has_labels
+
+    def data_problem(self, ctx: Context) -> ArgumentError | None:
+        n = min(self.max_train, len(ctx.split("train")))
+        return too_many_neighbours(type(self).__name__, "knn_k", self.knn_k, n,
+                                   f"training codes it searches (at most max_train={self.max_train})")
 
     def compute(self, ctx: Context) -> dict[str, float]:
         train, test = ctx.split("train").pick(self.max_train), ctx.split("test", seen_classes=True)

@@ -15,7 +15,8 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from genlab.capabilities import CanEncode, CanReconstruct, capable
-from genlab.config.fields import Bounds, checked
+from genlab.config.fields import Bounds, checked, too_many_neighbours
+from genlab.errors import ArgumentError
 from genlab.metrics.base import Context, Metric
 from genlab.models.pca import fit_pca, pca_reconstruct
 
@@ -102,6 +103,13 @@ class Novelty(Metric):
     def applies(self, ctx: Context) -> bool:
         return ((capable(ctx.model, CanReconstruct) or capable(ctx.model, CanEncode)) and ctx.holdout_class is not None
                 and ctx.split("test").y is not None)
+
+    def data_problem(self, ctx: Context) -> ArgumentError | None:
+        if not capable(ctx.model, CanEncode):
+            return None
+        n = min(self.max_train, len(ctx.split("train")))
+        return too_many_neighbours(type(self).__name__, "knn_k", self.knn_k, n,
+                                   f"training codes it searches (at most max_train={self.max_train})")
 
     def compute(self, ctx: Context) -> dict[str, float]:
         test = ctx.split("test")
