@@ -17,19 +17,6 @@ from omegaconf import DictConfig, open_dict
 
 from genlab.config import conf_dir, setup_hydra
 
-# The longest files first. `pytest -n 2 --dist loadfile` hands whole files to the workers in collection order,
-# so a long file collected late (test_train after the alphabet's middle) runs alone while the other worker
-# idles; longest first balances the two (the rest keep their order).
-LONGEST_FIRST = ("test_fuzz.py", "test_distributed.py", "test_train.py", "test_resume.py", "test_faults.py",
-                 "test_safety.py", "test_cli.py", "test_payloads.py", "test_dalle2.py", "test_classifier.py",
-                 "test_stream.py", "test_compile.py", "test_sweep.py", "test_tensorboard.py", "test_diffusion.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
-
-
 CONF = conf_dir()
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))

@@ -731,7 +731,9 @@ def fuzz_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
                     *map(str, slots)], env=env, cwd=base, timeout=1200, check=True)
     results = {r["id"]: r for r in map(json.loads, (base / "results.jsonl").read_text().splitlines())}
     results["_meta"] = {"seconds": time.monotonic() - started, "data": str(data), "pwned": (data / "PWNED").exists()}
-    print(f"\nfuzz: {len(CASES)} cases in {results['_meta']['seconds']:.0f} s")
+    slowest = sorted((r for r in results.values() if "id" in r), key=lambda r: -r["seconds"])[:15]
+    print(f"\nfuzz: {len(CASES)} cases in {results['_meta']['seconds']:.0f} s; slowest: "
+          + ", ".join(f"{r['id']} {r['seconds']:.1f} s" for r in slowest))
     return results
 
 
