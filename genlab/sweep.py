@@ -190,7 +190,7 @@ def job_errors(config: DictConfig) -> list[str]:
     if not jobs or len(jobs) < 2 or not GlobalHydra.instance().is_initialized():
         return []
     loader = GlobalHydra.instance().config_loader()
-    swept = {line.split("=", 1)[0] for line in jobs[0] if len({job[jobs[0].index(line)] for job in jobs}) > 1}
+    swept = {line.split("=", 1)[0] for i, line in enumerate(jobs[0]) if len({job[i] for job in jobs}) > 1}
     failed: list[str] = []
     hydra = HydraConfig.instance()
     before = hydra.cfg
