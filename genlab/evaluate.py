@@ -135,14 +135,14 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         raise UserError(f"--out {path}: could not write the table ({e.strerror or e}).") from None
 
 
-def check_out(path: Path) -> None:
-    """--out names a file that can be written, checked before any run is scored (scoring takes minutes)."""
+def check_out(path: Path, kind: str = "CSV") -> None:
+    """--out names a file that can be written, checked before any run is scored or sampled (minutes)."""
     import os
 
     from genlab.config.checks import folder_problem
 
     if path.is_dir():
-        raise UserError(f"--out {path} is a folder: give the path of a CSV file.")
+        raise UserError(f"--out {path} is a folder: give the path of a {kind} file.")
     problem = folder_problem(str(path.parent.absolute()))
     if problem:
         raise UserError(f"--out {path}: its folder {path.parent.absolute()} cannot be written: {problem}.")
@@ -194,8 +194,8 @@ def convert_runs(configs: list[DictConfig]) -> None:
             print(f"{path}: {'converted (original kept as ' + backup.name + ')' if backup else 'safe already'}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (``genlab-eval``)."""
+def parser() -> argparse.ArgumentParser:
+    """genlab-eval's options (the fuzz reads them: every option gets bad values)."""
     parser = argparse.ArgumentParser(prog="genlab-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR|SWEEP_DIR",
                         help="run folders of genlab-train, or sweep folders (every job in them)")
@@ -210,7 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--convert", action="store_true",
                         help="with --trust: rewrite the runs' older checkpoints that need unpickling as safe, "
                              "weights-only ones (originals kept as <name>.pickled), then stop")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``genlab-eval``)."""
+    args = parser().parse_args(argv)
     try:
         if args.n_samples is not None and args.n_samples < 2:
             raise UserError(f"--n-samples={args.n_samples}: at least 2 samples are needed.")

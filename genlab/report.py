@@ -219,15 +219,20 @@ def default_out(paths: Sequence[Path]) -> Path:
     return Path("genlab-report")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (``genlab-report``)."""
+def parser() -> argparse.ArgumentParser:
+    """genlab-report's options (the fuzz reads them: every option gets bad values)."""
     parser = argparse.ArgumentParser(prog="genlab-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, metavar="SWEEP_DIR|RUN_DIR")
     parser.add_argument("--out", type=Path, default=None, help="the report folder (default: <sweep>/report)")
     parser.add_argument("--metric", action="append", default=[], help="a metric to report (repeatable; default: "
                         "val/loss and the test metrics the runs' evaluators put in tables)")
     parser.add_argument("--confidence", type=float, default=0.95, help="of the intervals (default 0.95)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``genlab-report``)."""
+    args = parser().parse_args(argv)
     try:
         if not 0 < args.confidence < 1:
             raise UserError(f"--confidence={args.confidence}: it must lie between 0 and 1.")

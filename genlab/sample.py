@@ -41,8 +41,6 @@ def read_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     import torch.nn.functional as F
     from torchvision.io import ImageReadMode, decode_image
 
-    if not path.is_file():
-        raise UserError(f"--variations {path}: no such file.")
     mode = ImageReadMode.GRAY if shape[0] == 1 else ImageReadMode.RGB
     try:
         image = decode_image(str(path), mode=mode).float().div(255)  # (C, h, w)
@@ -101,8 +99,8 @@ def draw(model: torch.nn.Module, n: int, prompts: list[str], classes: list[int],
     return model.sample(n, None, steps), [], "samples"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (``genlab-sample``)."""
+def parser() -> argparse.ArgumentParser:
+    """genlab-sample's options (the fuzz reads them: every option gets bad values)."""
     parser = argparse.ArgumentParser(prog="genlab-sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, metavar="RUN_DIR", help="a run folder of genlab-train")
     parser.add_argument("-n", type=int, default=16, help="samples per prompt or class (default 16)")
@@ -116,8 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="the PNG to write (default: RUN_DIR/samples/...)")
     parser.add_argument("--device", default=None, help="where the model runs (default: cuda when available)")
     parser.add_argument("--trust", action="store_true", help="as genlab-eval's --trust")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``genlab-sample``)."""
+    args = parser().parse_args(argv)
     from genlab.config import is_run, setup_hydra
+    from genlab.evaluate import check_out
 
     try:
         if args.n < 1:
@@ -135,6 +139,14 @@ def main(argv: list[str] | None = None) -> None:
                             f"{MAX_GRID}; ask for fewer, or for several grids with different --seed.")
         if not 0 <= args.seed < 2**32:
             raise UserError(f"--seed {args.seed}: from 0 to 2^32 - 1.")
+        negative = [c for c in args.classes if c < 0]
+        if negative:
+            raise UserError(f"--class {negative[0]}: classes are numbered from 0.")
+        for image in args.variations:  # before the run is loaded (seconds)
+            if not image.is_file():
+                raise UserError(f"--variations {image}: no such file.")
+        if args.out is not None:
+            check_out(args.out, "PNG")
         if not args.run.is_dir():
             raise UserError(f"{args.run} is not a folder.")
         if not is_run(str(args.run)):

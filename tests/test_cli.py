@@ -54,8 +54,9 @@ def test_multirun_gives_each_job_its_own_directory_and_metrics(tmp_path: Path) -
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["model=nope"], ["Could not find 'model/nope'", "conv_ae", "stacked_ae"]),
-        (["data=nope"], ["Could not find 'data/nope'", "toy2d", "mnist"]),
+        (["model=nope"], ["model=nope: model has no config 'nope'; choose one of ", "conv_ae", "stacked_ae"]),
+        (["data=nope"], ["data=nope: data has no config 'nope'", "toy2d", "mnist"]),
+        (["hydra/launcher=nope"], ["hydra/launcher has no config 'nope'", "basic", "joblib", "submitit_slurm"]),
         (["model.latent_dim=abc"], ["model.latent_dim", "could not be converted to Integer"]),
         (["trainer.max_epochs=-3"], ["trainer.max_epochs=-3 is out of range"]),
         (["data=toy2d", "data.kind=spiral"], ["data.kind='spiral' is not one of"]),

@@ -169,7 +169,7 @@ def command_line_error(argv: list[str]) -> str | None:
         overrides = OverridesParser.create().parse_overrides([a for a in argv if OVERRIDE.match(a)])
     except Exception:  # Hydra reports its own syntax errors clearly
         return None
-    groups = {p.name for p in Path(str(files("genlab.conf"))).iterdir() if p.is_dir()}
+    groups = group_dirs()
     for o in overrides:
         value = o.value()
         values = value.list if isinstance(value, ChoiceSweep) else [value]  # model=ae,vae: each job's choice
@@ -184,7 +184,48 @@ def command_line_error(argv: list[str]) -> str | None:
             problem = None if o.is_delete() or not isinstance(v, str) else missing_plugin(o.key_or_group, v)
             if problem:
                 return problem
+    return unknown_choice(overrides)
+
+
+def unknown_choice(overrides: list) -> str | None:
+    """``model=nope``, ``hydra/launcher=nope``: the one line naming the group's configs, where Hydra prints
+    its config search path over a dozen lines. The choices come from Hydra's own config repository (genlab's
+    conf/ and the Hydra plugins installed), so they are the ones Hydra would accept."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    chosen = [o for o in overrides if not o.is_delete() and "/" in o.key_or_group or
+              (o.key_or_group in group_dirs() and not o.is_delete())]
+    if not chosen:
+        return None
+    try:  # Hydra's internals: should they move, Hydra's own (longer) message stands
+        from hydra._internal.config_repository import ConfigRepository
+        from hydra._internal.utils import create_config_search_path
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()  # the plugins register their configs (hydra/sweeper/optuna) when discovered
+        search = create_config_search_path("pkg://genlab.conf")
+        for o in overrides:  # folders of the user's own configs (README: adding a model of one's own)
+            if o.key_or_group == "hydra.searchpath" and isinstance(o.value(), list):
+                for folder in o.value():
+                    search.append(provider="command-line", path=str(folder))
+        repo = ConfigRepository(search)
+    except Exception:
+        return None
+    for o in chosen:
+        group = o.key_or_group.split("@")[0].removeprefix("/")
+        if not repo.group_exists(group):
+            continue  # a key, not a group (hydra/run/dir is Hydra's key, read by Hydra)
+        value = o.value()
+        options = repo.get_group_options(group)
+        for v in value.list if isinstance(value, ChoiceSweep) else [value]:
+            if isinstance(v, str) and v not in options:
+                return f"{o.input_line}: {group} has no config {v!r}; choose one of {', '.join(options)}"
     return None
+
+
+def group_dirs() -> set[str]:
+    """The config groups of genlab's own conf/."""
+    return {p.name for p in Path(str(files("genlab.conf"))).iterdir() if p.is_dir()}
 
 
 # Hydra's plugins of the sweep extra (pyproject.toml), by the config they register, with the module each
