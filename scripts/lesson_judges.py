@@ -455,6 +455,77 @@ def judge_novelty(runs: dict[str, Path]) -> Outcome:
     return Outcome(numbers, auroc >= 0.8, fig)
 
 
+# the likelihood bounds genlab's families report (each in its own unit, from metrics.json's units)
+BOUNDS = ("iwae_nll", "neg_elbo", "ais_nll", "bpd")
+SAMPLE_TOOLS = {"mmd2": "MMD²", "c2st_acc": "C2ST accuracy", "fid": "FID"}
+
+
+def ranking(values: dict[str, float]) -> list[str]:
+    """The models from best to worst by a metric where lower is better."""
+    return sorted(values, key=values.__getitem__)
+
+
+def kendall_tau(a: dict[str, float], b: dict[str, float]) -> float:
+    """Kendall's τ-b between two metrics of the same models (ties, such as a saturated accuracy, count as
+    neither agreement nor disagreement)."""
+    from scipy.stats import kendalltau
+
+    names = list(a)
+    return float(kendalltau([a[n] for n in names], [b[n] for n in names]).statistic)
+
+
+def judge_comparing_pdfs(runs: dict[str, Path]) -> Outcome:
+    models = list(runs)
+    m = {name: metrics_of(run) for name, run in runs.items()}
+    units = {name: json.loads((run / "metrics.json").read_text()).get("units", {}) for name, run in runs.items()}
+    numbers = []
+    for name in models:
+        bound = next((k for k in BOUNDS if f"test/{k}" in m[name]), None)
+        unit = units[name].get(f"test/{bound}", "nats") if bound else ""
+        said = f"{bound} {m[name][f'test/{bound}']:.3g} {unit}" if bound else "no likelihood"
+        numbers.append(f"{name}: {said}; MMD² {m[name]['test/mmd2']:.3f}, FID {m[name]['test/fid']:.1f}, "
+                       f"precision {m[name]['test/precision']:.2f}, recall {m[name]['test/recall']:.2f}, "
+                       f"C2ST accuracy {m[name]['test/c2st_acc']:.3f} (floor {m[name]['test/c2st_acc_floor']:.3f})")
+    values = {tool: {n: m[n][f"test/{tool}"] for n in models} for tool in SAMPLE_TOOLS}
+    ranks = {tool: ranking(v) for tool, v in values.items()}
+    tau = kendall_tau(values["mmd2"], values["c2st_acc"])
+    saturated = [n for n in models if values["c2st_acc"][n] >= 0.995]
+    numbers.append("rankings, best first: " + "; ".join(f"{SAMPLE_TOOLS[t]} {' < '.join(r)}" for t, r in ranks.items())
+                   + f" (Kendall τ-b of MMD² and C2ST: {tau:.2f}; of FID and C2ST: "
+                   f"{kendall_tau(values['fid'], values['c2st_acc']):.2f}; of MMD² and FID: "
+                   f"{kendall_tau(values['mmd2'], values['fid']):.2f})"
+                   + (f"; the classifier tells every sample of {', '.join(saturated)} from real digits, so C2ST "
+                      "does not order those" if len(saturated) > 1 else ""))
+    same_bound = [n for n in models if "test/bpd" in m[n]]
+    if len(same_bound) > 1:
+        order = ranking({n: m[n]["test/bpd"] for n in same_bound})
+        numbers.append("the two bits/dim bounds rank " + " < ".join(order)
+                       + "; the bounds in nats (VAE, RBM) are Bernoulli likelihoods of grey levels, on another scale")
+    held = ranks["mmd2"][0] == ranks["c2st_acc"][0] and tau >= 0.6
+
+    rows = []
+    info = None
+    for name, run in runs.items():
+        model, dm = load(run)
+        info = dm.info
+        torch.manual_seed(0)
+        with torch.no_grad():
+            rows.append((name, model.sample(10).float().clamp(0, 1)))
+    grid = pixels(image_rows(rows, "ten samples of each model (seed 0)", info))
+
+    def draw(ax: Axes) -> None:
+        bars(ax, models, {"C2ST accuracy (0.5: indistinguishable)": [m[n]["test/c2st_acc"] for n in models],
+                          "MMD² × 2": [2 * m[n]["test/mmd2"] for n in models],
+                          "recall": [m[n]["test/recall"] for n in models]}, "on the test digits")
+        ax.axhline(m[models[0]]["test/c2st_acc_floor"], color="grey", ls="--", lw=1)
+        ax.set_ylim(0, 1.4)
+        ax.legend(fontsize=8, loc="upper center", ncols=3)
+
+    fig = panels([("", grid), ("three ways to compare p_model with p_data (dashed: C2ST of real vs real)", draw)],
+                 "comparing pdfs: the same digits, the same epochs, five families")
+    return Outcome(numbers, held, fig)
+
+
 LESSONS = (
     Lesson("linear_ae_pca", "A linear autoencoder spans the PCA subspace",
            "An autoencoder whose encoder and decoder are linear, trained by gradient descent on squared error, "
@@ -506,6 +577,12 @@ LESSONS = (
            "measures novelty.",
            "AUROC ≥ 0.8 for the held-out class",
            judge_novelty, quick=("trainer.max_epochs=20",)),
+    Lesson("comparing_pdfs", "Three ways to compare a model's pdf with the data's",
+           "A likelihood (the KL divergence), the maximum mean discrepancy and a discriminator (here a classifier "
+           "two-sample test) each measure how far p_model is from p_data; trained on the same digits for the same "
+           "epochs, the families are ranked by each, and the sample-based tools should agree.",
+           "MMD² and the classifier two-sample test name the same best family and rank them alike (Kendall τ ≥ 0.6)",
+           judge_comparing_pdfs, models=("vae", "gan", "ddpm", "realnvp", "rbm"), quick=("trainer.max_epochs=15",)),
 )
 
 

@@ -11,6 +11,7 @@ import torch
 from conftest import run_cli
 from torch.utils.data import DistributedSampler
 
+from genlab.config.preflight import installed
 from genlab.data.base import Split, TensorLoader, TrainLoader, epoch_order, shard
 from genlab.data.unpaired import UnpairedLoader
 
@@ -135,6 +136,9 @@ def test_slurm_launcher_sizes_jobs_from_the_trainer() -> None:
      "hydra.launcher.submitit_folder=/proc/genlab/%j: no folder can be made there"),
     (["hparams_search=ae_optuna", "hydra.sweeper.storage=nope://x"],
      "hydra.sweeper.storage=nope://x: not a database URL SQLAlchemy can open"),
+    pytest.param(["hparams_search=ae_optuna", "hydra.sweeper.storage=mysql://u@h/db"],
+                 "hydra.sweeper.storage=mysql://u@h/db: SQLAlchemy has no driver for mysql here",
+                 marks=pytest.mark.skipif(installed("MySQLdb"), reason="the MySQL driver is installed here")),
     (["hparams_search=ae_optuna", "hydra.sweeper.storage=sqlite:////nonexistent/genlab/study.db"],
      "the folder /nonexistent/genlab of its SQLite file does not exist"),
     (["hparams_search=ae_optuna", "optimized_metric=val_loss"], "optimized_metric=val_loss: a run's metrics are named"),

@@ -20,6 +20,7 @@ from genlab.data.builtin import DigitsDataModule, Toy2dDataModule
 from genlab.errors import UserError
 from genlab.metrics import sample_quality as Q
 from genlab.metrics.sampling import SampleQuality
+from genlab.metrics.two_sample import c2st
 from genlab.models.base import GenerativeModel
 
 
@@ -140,6 +141,36 @@ def test_mode_coverage_on_hand_made_samples() -> None:
     assert Q.mode_coverage(samples, modes, sigma=0.1, min_share=1.2)[0] == 0  # needs 3
 
 
+# ---- the classifier two-sample test ----------------------------------------------------------------
+def test_c2st_reaches_the_bayes_accuracy_of_two_shifted_gaussians_and_half_for_one() -> None:
+    # N(0, I) against N((1, 0), I) in 2-D: the best classifier thresholds x₁ at 1/2, right with P = Φ(1/2)
+    bayes = 0.5 * (1 + math.erf(0.5 / math.sqrt(2)))  # 0.6915
+    a, b, c, d = (_randn(2000, 2, seed=s) for s in range(4))
+    shift = torch.tensor([1.0, 0.0])
+    shifted = c2st(a, b + shift, c, d + shift, epochs=10)
+    assert abs(shifted.accuracy - bayes) < 0.03 and shifted.p_value < 1e-20 and shifted.n_test == 4000
+    same = c2st(a, b, c, d, epochs=10)
+    assert abs(same.accuracy - 0.5) < 0.04 and same.p_value > 1e-3
+    # scale does not matter: the inputs are standardised
+    scaled = c2st(a * 1000, (b + shift) * 1000, c * 1000, (d + shift) * 1000, epochs=10)
+    assert abs(scaled.accuracy - shifted.accuracy) < 0.02
+
+
+def test_c2st_p_value_is_the_binomial_tail_and_the_result_is_seeded() -> None:
+    a, b = _randn(300, 1, 8, 8, seed=0).sigmoid(), _randn(300, 1, 8, 8, seed=1).sigmoid() * 0.9
+    one, two = c2st(a[:200], b[:200], a[200:], b[200:], epochs=3), c2st(a[:200], b[:200], a[200:], b[200:], epochs=3)
+    assert one == two  # a seeded classifier: the same figure every time
+    right = round(one.accuracy * 200)  # equal halves: right answers = accuracy x 200
+    tail = sum(math.comb(200, k) for k in range(right, 201)) / 2**200
+    assert one.p_value == pytest.approx(tail, rel=1e-9)
+    with torch.inference_mode():  # as the evaluator calls it, from Lightning's test loop
+        assert c2st(a[:200], b[:200], a[200:], b[200:], epochs=3) == one
+    with_graph = b * torch.ones((), requires_grad=True)  # samples of a sampler that used gradients (Langevin)
+    assert c2st(a[:200], with_graph[:200], a[200:], with_graph[200:], epochs=3) == one
+    with pytest.raises(ValueError, match="at least one sample"):
+        c2st(a[:0], b, a, b)
+
+
 # ---- the Evaluator with stand-in samplers --------------------------------------------------------
 class Replay(GenerativeModel):
     """A stand-in sampler: returns given samples (cycling), whatever its random state."""
@@ -170,6 +201,9 @@ def test_evaluator_on_ring8_with_a_sampler_of_the_data_and_a_collapsed_one() -> 
     collapsed = configured_evaluator().evaluate(Replay(dm.info, fresh.x[fresh.y == 0]).eval(), dm)
     assert collapsed["test/modes_covered"] == 1 and collapsed["test/high_quality_share"] > 0.97
     assert collapsed["test/mmd2"] > 0.1 > collapsed["test/mmd2_floor"]
+    # the classifier two-sample test: fresh points of the mixture cannot be told apart, one mode can
+    assert out["test/c2st_acc"] < 0.6 < 0.9 < collapsed["test/c2st_acc"]
+    assert out["test/c2st_acc_floor"] == collapsed["test/c2st_acc_floor"] < 0.6
     assert "test/fid" not in out  # points: no feature network
 
 
@@ -185,6 +219,8 @@ def test_evaluator_on_digits_real_images_reach_the_floor_and_noise_does_not() ->
     assert real["test/fid"] < 2 * real["test/fid_floor"] < noise["test/fid"]
     assert real["test/mmd2"] < noise["test/mmd2"] and real["test/kid"] < noise["test/kid"]
     assert real["test/precision"] > noise["test/precision"] and real["test/recall"] > 0.5 > noise["test/recall"]
+    assert noise["test/c2st_acc"] > 0.95 > real["test/c2st_acc"] and noise["test/c2st_p"] < 1e-6
+    assert real["test/c2st_acc_floor"] == noise["test/c2st_acc_floor"] < 0.75
 
 
 def test_sample_quality_does_not_depend_on_data_binarize() -> None:

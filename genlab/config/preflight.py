@@ -145,6 +145,15 @@ def storage_problem(storage: Any) -> str | None:
     except Exception as e:
         return (f"not a database URL SQLAlchemy can open ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
                 "e.g. sqlite:///optuna.db")
+    try:  # the database's driver (MySQLdb, psycopg2): imported when an engine is made; nothing connects yet
+        from sqlalchemy import create_engine
+
+        create_engine(url).dispose()
+    except ImportError as e:
+        return (f"SQLAlchemy has no driver for {url.drivername} here ({' '.join(str(e).split())[:80]}): install "
+                "the database's Python driver, or use sqlite:///optuna.db")
+    except Exception as e:
+        return f"not a database URL SQLAlchemy can open ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         where = Path(url.database).expanduser().absolute().parent
         if not where.is_dir():

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -132,16 +133,18 @@ class Context:
         n = min(n, len(test), len(train))
         return test.pick(n, self.seed), train.pick(n, self.seed)
 
-    def samples_like(self, real: Split) -> Tensor | None:
+    def samples_like(self, real: Split, stream: int = 0) -> Tensor | None:
         """As many samples as ``real`` holds (n, *shape) on the CPU, drawn under the seed in evaluation
         batches with the step budget; a conditional model is asked for real's labels. None, with a
-        warning, when any is NaN or inf."""
+        warning, when any is NaN or inf. ``stream``: another k gives samples independent of stream 0's
+        (a classifier trained on one set of samples is scored on another)."""
         assert capable(self.model, CanSample)
         labels = real.y if self.model.conditional else None
+        seed = self.seed if stream == 0 else int(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0])
 
         def make() -> Tensor | None:
             model, y, n = self.model, labels, len(real)
-            with seeded(self.device, self.seed):
+            with seeded(self.device, seed):
                 fake = torch.cat([
                     model.sample(len(i), None if y is None else y[i].to(self.device), self.sample_steps).float().cpu()
                     for i in torch.arange(n).split(self.batch_size)
@@ -152,7 +155,7 @@ class Context:
                 return None
             return fake
 
-        return self.once(("samples", len(real), None if labels is None else tuple(labels.tolist())), make)
+        return self.once(("samples", stream, len(real), None if labels is None else tuple(labels.tolist())), make)
 
     def classifier(self) -> DatasetClassifier | None:
         """The dataset classifier of labelled images (genlab.metrics.classifier), trained once and

@@ -1,6 +1,7 @@
 """Metric objects for every model that samples: sample quality against real data (FID, KID, MMD²,
-precision and recall, each beside its floor), mode coverage of Gaussian mixtures, and how often
-a conditional sampler draws the class it is asked for. The functions are in ``sample_quality``.
+precision and recall, each beside its floor), the classifier two-sample test, mode coverage of Gaussian
+mixtures, and how often a conditional sampler draws the class it is asked for. The functions are in
+``sample_quality`` and ``two_sample``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from genlab.config.fields import Bounds, checked, needs_more
 from genlab.metrics import sample_quality as Q
 from genlab.metrics.base import Context, Metric, seeded
 from genlab.metrics.classifier import accuracy
+from genlab.metrics.two_sample import c2st
 
 
 class SampleQuality(Metric):
@@ -74,6 +76,44 @@ class SampleQuality(Metric):
         if ctx.sample_steps is not None:
             out["test/sample_steps"] = float(ctx.sample_steps)
         return out
+
+
+class TwoSampleTest(Metric):
+    """The classifier two-sample test (``two_sample.c2st``): a fresh small classifier, trained for ``epochs``
+    to tell n model samples from n real training images, scored on m held-out samples against m real test
+    images (m = min(n_samples, test size), n = min(n_samples, what the training split leaves)):
+    ``test/c2st_acc`` (0.5: indistinguishable) and its p-value ``test/c2st_p``, beside
+    ``test/c2st_acc_floor``, the same test with other real training images in place of the model's. The
+    held-out samples are SampleQuality's when n_samples agree; the training samples are another draw.
+    """
+
+    columns = ("c2st_acc",)
+
+    @checked
+    def __init__(self, n_samples: Annotated[int, Bounds(ge=2)] = 1000, epochs: Annotated[int, Bounds(ge=1)] = 20,
+                 batch_size: Annotated[int, Bounds(ge=1)] = 128, lr: Annotated[float, Bounds(gt=0)] = 1e-3) -> None:
+        self.n_samples, self.epochs, self.batch_size, self.lr = n_samples, epochs, batch_size, lr
+
+    def applies(self, ctx: Context) -> bool:
+        return capable(ctx.model, CanSample)
+
+    def compute(self, ctx: Context) -> dict[str, float]:
+        test, train = ctx.split("test", stored=True, seen_classes=True), ctx.split("train", stored=True)
+        m = min(self.n_samples, len(test), len(train) // 3)  # the floor takes 2n + m training images
+        n = min(self.n_samples, (len(train) - m) // 2)
+        if min(m, n) < 2:
+            return {}
+        real_test = test.pick(m, ctx.seed)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(ctx.seed))
+        real_train, other = train.subset(order[:n]), train.subset(order[n:2 * n + m])
+        fake_test, fake_train = ctx.samples_like(real_test), ctx.samples_like(real_train, stream=1)
+        if fake_test is None or fake_train is None:
+            return {}
+        scale = ctx.dm.scale  # stored uint8 pixels -> [0, 1], as the samples are
+        run = lambda a, b: c2st(scale(real_train.x), a, scale(real_test.x), b, self.epochs,  # noqa: E731
+                                self.batch_size, self.lr, ctx.seed, ctx.device)
+        got, floor = run(fake_train, fake_test), run(scale(other.x[:n]), scale(other.x[n:]))
+        return {"test/c2st_acc": got.accuracy, "test/c2st_p": got.p_value, "test/c2st_acc_floor": floor.accuracy}
 
 
 class ModeCoverage(Metric):
