@@ -527,9 +527,8 @@ def judge_comparing_pdfs(runs: dict[str, Path]) -> Outcome:
 
 
 def judge_diffusion(runs: dict[str, Path]) -> Outcome:
-    import time
+    from diffusion_samplers import score_sampler  # beside this script
 
-    from genlab.callbacks.evaluator import configured_evaluator
     from genlab.evaluate import load_run
 
     run = runs["ddpm"]
@@ -537,15 +536,8 @@ def judge_diffusion(runs: dict[str, Path]) -> Outcome:
     cache = load_run(run)[0].callbacks.evaluator.classifier_cache
     scores, seconds = {}, {}
     for kind, steps in (("ddpm", model.timesteps), ("ddim", 50)):
-        model.sampler = model.make_scheduler(kind)
-        evaluator = configured_evaluator(cache, [f"sample_steps={steps}"])
-        evaluator.metrics = {"sample_quality": evaluator.metrics["sample_quality"]}
         name = f"{'ancestral' if kind == 'ddpm' else 'DDIM'}, {steps} steps"
-        scores[name] = evaluator.evaluate(model, dm)
-        start = time.perf_counter()
-        with torch.no_grad():
-            model.sample(200, None, steps)
-        seconds[name] = (time.perf_counter() - start) * 5  # per 1,000 samples
+        scores[name], seconds[name] = score_sampler(model, dm, cache, kind, steps, n_timed=200)
     full, fast = list(scores)
     a, d = scores[full], scores[fast]
     numbers = [f"{k}: FID {v['test/fid']:.1f} (floor {v['test/fid_floor']:.1f}), precision {v['test/precision']:.2f}, "

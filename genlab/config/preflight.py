@@ -136,24 +136,19 @@ def storage_problem(storage: Any) -> str | None:
     if not isinstance(storage, str):
         return "give a database URL such as sqlite:///optuna.db, or null for a study kept in memory"
     try:
+        from sqlalchemy import create_engine
         from sqlalchemy.engine import make_url
-
-        url = make_url(storage)
-        url.get_dialect()
     except ImportError:  # without Optuna (and SQLAlchemy) the sweep extra's message comes first
         return None
+    try:
+        url = make_url(storage)
+        create_engine(url).dispose()  # loads the dialect and its driver (MySQLdb, psycopg2); connects to nothing
+    except ImportError as e:
+        return (f"SQLAlchemy has no driver for {storage.split(':', 1)[0]} here ({' '.join(str(e).split())[:80]}): "
+                "install the database's Python driver, or use sqlite:///optuna.db")
     except Exception as e:
         return (f"not a database URL SQLAlchemy can open ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
                 "e.g. sqlite:///optuna.db")
-    try:  # the database's driver (MySQLdb, psycopg2): imported when an engine is made; nothing connects yet
-        from sqlalchemy import create_engine
-
-        create_engine(url).dispose()
-    except ImportError as e:
-        return (f"SQLAlchemy has no driver for {url.drivername} here ({' '.join(str(e).split())[:80]}): install "
-                "the database's Python driver, or use sqlite:///optuna.db")
-    except Exception as e:
-        return f"not a database URL SQLAlchemy can open ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         where = Path(url.database).expanduser().absolute().parent
         if not where.is_dir():
@@ -165,10 +160,17 @@ def storage_problem(storage: Any) -> str | None:
 OVERRIDE = re.compile(r"[~+]*[\w./@-]+=")  # a command-line argument that is an override (key=value)
 
 
+def choices(override: Any) -> list[Any]:
+    """The values an override gives: each job's of a sweep (``model=ae,vae``), else its one value."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    value = override.value()
+    return value.list if isinstance(value, ChoiceSweep) else [value]
+
+
 def command_line_error(argv: list[str]) -> str | None:
     """Overrides Hydra stops on with a traceback: a config group given null or a number (``model=null``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep
 
     modes = [a for a in argv if a in ("-m", "--multirun", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
              or a.startswith(("--cfg=", "--info=", "--shell-completion="))]
@@ -180,30 +182,24 @@ def command_line_error(argv: list[str]) -> str | None:
         return None
     groups = group_dirs()
     for o in overrides:
-        value = o.value()
-        values = value.list if isinstance(value, ChoiceSweep) else [value]  # model=ae,vae: each job's choice
         if o.key_or_group in groups and not o.is_delete() and any(
-                v is None or isinstance(v, (bool, int, float, dict)) for v in values):
+                v is None or isinstance(v, (bool, int, float, dict)) for v in choices(o)):
             group = o.key_or_group
             return (f"{o.input_line}: a config group takes the name of one of its configs, "
                     f"{group}=NAME with NAME one of {', '.join(group_names(group))}")
     for o in overrides:
-        value = o.value()
-        for v in value.list if isinstance(value, ChoiceSweep) else [value]:
+        for v in choices(o):
             problem = None if o.is_delete() or not isinstance(v, str) else missing_plugin(o.key_or_group, v)
             if problem:
                 return problem
-    return unknown_choice(overrides)
+    return unknown_choice(overrides, groups)
 
 
-def unknown_choice(overrides: list) -> str | None:
+def unknown_choice(overrides: list, groups: set[str]) -> str | None:
     """``model=nope``, ``hydra/launcher=nope``: the one line naming the group's configs, where Hydra prints
     its config search path over a dozen lines. The choices come from Hydra's own config repository (genlab's
-    conf/ and the Hydra plugins installed), so they are the ones Hydra would accept."""
-    from hydra.core.override_parser.types import ChoiceSweep
-
-    chosen = [o for o in overrides if not o.is_delete() and "/" in o.key_or_group or
-              (o.key_or_group in group_dirs() and not o.is_delete())]
+    conf/ and the Hydra plugins installed), so they are the ones Hydra would accept. ``groups``: genlab's own."""
+    chosen = [o for o in overrides if not o.is_delete() and ("/" in o.key_or_group or o.key_or_group in groups)]
     if not chosen:
         return None
     try:  # Hydra's internals: should they move, Hydra's own (longer) message stands
@@ -224,9 +220,8 @@ def unknown_choice(overrides: list) -> str | None:
         group = o.key_or_group.split("@")[0].removeprefix("/")
         if not repo.group_exists(group):
             continue  # a key, not a group (hydra/run/dir is Hydra's key, read by Hydra)
-        value = o.value()
         options = repo.get_group_options(group)
-        for v in value.list if isinstance(value, ChoiceSweep) else [value]:
+        for v in choices(o):
             if isinstance(v, str) and v not in options:
                 return f"{o.input_line}: {group} has no config {v!r}; choose one of {', '.join(options)}"
     return None
