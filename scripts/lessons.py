@@ -9,7 +9,7 @@ into ``docs/lessons/<name>.png`` and rewrite the gallery of ``docs/lessons.md`` 
     python scripts/lessons.py --list                   # the lessons, their claims and commands
 
 Each lesson runs ``genlab-train`` in a subprocess — ``genlab-train experiment=lesson_<name>``, or a
-multirun over ``model=`` where a lesson compares two models (``genlab-train -m experiment=lesson_denoising
+multirun where a lesson compares runs (``model=`` or another key) (``genlab-train -m experiment=lesson_denoising
 model=ae,dae``) — with the fixed ``seed`` (0) and, under ``--quick``, fewer epochs; its runs go below
 ``--out`` (default ``outputs/lessons/<name>``, with the classifier cache in ``outputs/lessons/.cache``),
 never into the repository. The numbers come from the runs' ``metrics.json`` and, where a claim needs
@@ -41,7 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from lesson_judges import LESSONS, Lesson, Record  # beside this script: what each lesson measures and draws
+import yaml
+from lesson_judges import LESSONS  # beside this script: what each lesson measures and draws
+from lesson_kit import Lesson, Record
 from matplotlib.figure import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,12 +57,13 @@ START, END = "<!-- lessons:start -->", "<!-- lessons:end -->"
 def run_lesson(lesson: Lesson, out: Path, quick: bool, seed: int, threads: int) -> dict[str, Path]:
     """Train the lesson's preset through genlab-train in a subprocess started in ``out`` (so that the
     classifier cache and any dataset files go below it); its log is ``out/<name>/genlab-train.log``.
-    Returns the run folders by model name; RuntimeError naming the log when genlab-train fails."""
+    Returns the run folders by swept value (by model name for a single run); RuntimeError naming the log
+    when genlab-train fails."""
     folder = out / lesson.name
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    where = f"hydra.sweep.dir={folder}" if lesson.models else f"hydra.run.dir={folder / 'run'}"
+    where = f"hydra.sweep.dir={folder}" if lesson.sweep else f"hydra.run.dir={folder / 'run'}"
     args = [sys.executable, "-m", "genlab.train", *lesson.arguments(quick, seed), where,
             "trainer.enable_progress_bar=false"]
     threads_env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -74,8 +77,18 @@ def run_lesson(lesson: Lesson, out: Path, quick: bool, seed: int, threads: int) 
         raise RuntimeError(f"genlab-train failed (exit {done.returncode}); see {log}")
     runs = {}
     for metrics in sorted(folder.glob("**/metrics.json")):
-        runs[json.loads(metrics.read_text())["model"]] = metrics.parent
+        key = swept_value(metrics.parent, lesson.swept) if lesson.swept else json.loads(metrics.read_text())["model"]
+        runs[key] = metrics.parent
     return runs
+
+
+def swept_value(run: Path, key: str) -> str:
+    """The value the multirun gave ``key`` in this run: its override in ``.hydra/overrides.yaml``."""
+    for override in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()):
+        name, _, value = override.partition("=")
+        if name.lstrip("+~") == key:
+            return value
+    raise RuntimeError(f"{run} has no override of {key}")
 
 
 def execute(lesson: Lesson, out: Path, quick: bool, seed: int, threads: int) -> tuple[Record, Figure | None]:
