@@ -25,14 +25,15 @@ SAMPLE_METRICS = ("sample_quality", "mode_coverage", "sample_classes")
 
 
 def score_sampler(model: torch.nn.Module, dm: object, cache: str | None, kind: str, steps: int, eta: float = 0.0,
-                  n_timed: int = 2000) -> tuple[dict[str, float], float]:
+                  n_timed: int = 2000, overrides: tuple[str, ...] = ()) -> tuple[dict[str, float], float]:
     """A diffusion model's sample metrics with the sampler ``kind`` (ddpm, ddim, dpm_solver) and ``steps``
     steps, from genlab's evaluator with only its sample metrics and the classifier cache ``cache``, the
-    evaluator's seed; and the wall-clock seconds per 1,000 samples, timed on ``n_timed`` more."""
+    evaluator's seed (``overrides``: more of its settings, "metrics.sample_classes.per_class=50"); and the
+    wall-clock seconds per 1,000 samples, timed on ``n_timed`` more."""
     from genlab.callbacks.evaluator import configured_evaluator
 
     model.sampler = model.make_scheduler(kind, eta)
-    evaluator = configured_evaluator(cache, [f"sample_steps={steps}"])
+    evaluator = configured_evaluator(cache, [f"sample_steps={steps}", *overrides])
     evaluator.metrics = {k: v for k, v in evaluator.metrics.items() if k in SAMPLE_METRICS}
     scores = evaluator.evaluate(model, dm)
     y = torch.randint(dm.info.num_classes or 1, (n_timed,)) if model.conditional else None

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lesson_boltzmann import judge_boltzmann, judge_rbm_pretraining  # beside this script
+from lesson_contrastive import judge_contrastive, judge_disturbances  # beside this script
 from lesson_kit import (
     Lesson,
     Outcome,
@@ -26,6 +28,7 @@ from lesson_kit import (
     picture,
     pixels,
 )
+from lesson_manifold import judge_image_manifold, judge_manifold
 from matplotlib.axes import Axes
 from matplotlib.image import imread
 from torch import Tensor
@@ -389,6 +392,48 @@ def judge_diffusion(runs: dict[str, Path]) -> Outcome:
     return Outcome(numbers, held, fig)
 
 
+
+GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0)
+
+
+def judge_guidance(runs: dict[str, Path]) -> Outcome:
+    from diffusion_samplers import score_sampler  # beside this script
+
+    from genlab.evaluate import load_run
+
+    run = runs["cddpm"]
+    model, dm = load(run)
+    cache = load_run(run)[0].callbacks.evaluator.classifier_cache
+    scores = {}
+    for s in GUIDANCE_SCALES:  # the same network, DDIM with its 50 steps, guided at s; the evaluator's seed;
+        model.guidance_scale = s  # 50 samples of each class for the class accuracy (its standard error ≤ 0.023)
+        scores[s] = score_sampler(model, dm, cache, "ddim", 50, n_timed=1,
+                                  overrides=("metrics.sample_classes.per_class=50",))[0]
+    keys = {"precision": "test/precision", "recall": "test/recall", "class accuracy": "test/sample_class_acc"}
+    numbers = [f"s = {s:g}: precision {v['test/precision']:.2f}, recall {v['test/recall']:.2f}, "
+               f"class accuracy {v['test/sample_class_acc']:.2f}, FID {v['test/fid']:.1f}" for s, v in scores.items()]
+    floor = scores[1.0]
+    numbers.append(f"real test digits: precision {floor['test/precision_floor']:.2f}, recall "
+                   f"{floor['test/recall_floor']:.2f}, FID {floor['test/fid_floor']:.1f}")
+    guided = [scores[s] for s in GUIDANCE_SCALES if s >= 1]  # s = 1 (conditional) and the guided scales
+    held = all(b["test/precision"] > a["test/precision"] and b["test/recall"] < a["test/recall"]
+               and b["test/sample_class_acc"] > a["test/sample_class_acc"] for a, b in zip(guided, guided[1:]))
+
+    def draw(ax: Axes) -> None:
+        for label, key in keys.items():
+            ax.plot(GUIDANCE_SCALES, [scores[s][key] for s in GUIDANCE_SCALES], marker="o", label=label)
+        ax.set_xlabel("guidance scale s (0: unconditional, 1: conditional)")
+        ax.set_ylabel("on the test digits")
+        ax.set_xticks(GUIDANCE_SCALES)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+
+    sweep = picture(run, "guidance_sweep.png").repeat(2, axis=0).repeat(2, axis=1)  # 8x8 digits: shown twice as large
+    fig = panels([("", sweep), ("the same network's samples at each scale", draw)],
+                 "guidance: a larger s trades diversity (recall) for fidelity (precision, class accuracy)")
+    return Outcome(numbers, held, fig)
+
 LESSONS = (
     Lesson("linear_ae_pca", "A linear autoencoder spans the PCA subspace",
            "An autoencoder whose encoder and decoder are linear, trained by gradient descent on squared error, "
@@ -452,6 +497,51 @@ LESSONS = (
            "ancestral sampler's quality at a twentieth of the network evaluations.",
            "DDIM with 50 steps: FID at most 1.25x the 1000-step ancestral sampler's, in at most a tenth of its time",
            judge_diffusion, quick=("trainer.max_epochs=15",)),
+    Lesson("guidance", "Guidance trades diversity for fidelity",
+           "Classifier-free guidance mixes the conditional and unconditional predictions of one network, "
+           "ε̃ = ε_u + s(ε_c − ε_u): a larger s gives samples that look more like their class and less varied.",
+           "over s = 1 (conditional), 2 and 4, precision and the class accuracy rise and recall falls at every step",
+           judge_guidance, quick=("trainer.max_epochs=15",)),
+    Lesson("contrastive", "Contrastive codes beat an autoencoder's and PCA's under a linear probe",
+           "With no labels, training an embedding so that a disturbed view of an image lands near the image's own "
+           "embedding and far from the other images' (SimCLR's NT-Xent) gives codes from which a linear classifier "
+           "reads the class better than from an autoencoder's or PCA's code of the same size.",
+           "simclr's test linear-probe accuracy above both the autoencoder's and PCA's, at 8 numbers per code",
+           judge_contrastive, sweep="lesson/contrastive=simclr,ae,pca", quick=("trainer.max_epochs=20",)),
+    Lesson("disturbances", "Each disturbance takes a factor from the contrastive code",
+           "What a contrastive code keeps is what its disturbances leave alone: taking one away (crop, rotation, "
+           "noise) lets the code keep the factor it changed — the crop changes the sprite's scale, the rotation its "
+           "orientation, and noise none of the factors.",
+           "without the crop the scale R² and without the rotation the orientation R² (modulo the shape's symmetry) "
+           "each at least 0.05 above the R² with every disturbance",
+           judge_disturbances, sweep="model/views=all,no_crop,no_rotation,no_noise",
+           quick=("trainer.max_epochs=10", "data.n_samples=4000")),
+    Lesson("manifold", "An autoencoder recovers nature's h on the swiss roll",
+           "Nature draws a low-dimensional h and a smooth map makes x = g(h); a non-linear autoencoder whose code "
+           "has h's size generalises PCA to curved manifolds: its code determines h, PCA's as many components do "
+           "not.",
+           "t read back from the autoencoder's 1-number code with test R² ≥ 0.9 (k-NN regression), at least 0.2 "
+           "above PCA-1's",
+           judge_manifold, quick=("trainer.max_epochs=40",)),
+    Lesson("image_manifold", "An autoencoder recovers a sprite's position on the image manifold",
+           "Images of one sprite moved over the canvas lie on a curved 2-D manifold of the 1024 pixels; an "
+           "autoencoder with a 2-number code recovers the position, where PCA-2 does not.",
+           "the position (x and y) read back from the autoencoder's code with test R² ≥ 0.9 (k-NN regression), "
+           "each at least 0.2 above PCA-2's",
+           judge_image_manifold, quick=("trainer.max_epochs=20",)),
+    Lesson("boltzmann", "RBM: CD learns filters, Gibbs chains make digits, PCD beats CD-1",
+           "A restricted Boltzmann machine trained by contrastive divergence learns stroke-like filters, and Gibbs "
+           "chains started from noise turn into digits; persistent CD, whose negative chains run on across updates, "
+           "reaches a better log-likelihood (log Z by annealed importance sampling) than CD-1 for the same number "
+           "of updates.",
+           "PCD's test −log p(x) below CD-1's by more than twice the standard error of the difference (both AIS "
+           "estimates of log Z and the paired test images)",
+           judge_boltzmann, sweep="model.persistent=false,true", quick=("trainer.max_epochs=100",)),
+    Lesson("rbm_pretraining", "RBM pretraining of a deep autoencoder",
+           "Pretraining a deep autoencoder greedily as a stack of RBMs, then unrolling and fine-tuning it (Hinton & "
+           "Salakhutdinov 2006), reconstructs better than training the same network from a random start with the "
+           "same fine-tuning.",
+           "the pretrained network's test squared error below the one from scratch by more than twice the paired "
+           "standard error, after the same number of end-to-end training epochs",
+           judge_rbm_pretraining, sweep="model.pretrain=rbm,none", quick=("trainer.max_epochs=100",)),
 )
-
-

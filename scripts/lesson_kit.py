@@ -1,7 +1,7 @@
 """The parts every lesson of ``scripts/lessons.py`` shares: what a lesson is (preset, claim, criterion,
-judge), its record in the gallery, the helpers that read finished runs, and the figure helpers. The lessons
-themselves are in ``lesson_judges.py`` (autoencoders, VAEs, GANs, comparing pdfs, diffusion) and
-``lesson_families.py`` (manifolds, Boltzmann machines, contrastive embeddings, guidance).
+judge), its record in the gallery, the helpers that read finished runs, and the figure helpers. The judges
+are in ``lesson_judges.py`` (autoencoders, VAEs, GANs, comparing pdfs, diffusion, guidance; ``LESSONS``, every
+lesson in gallery order), ``lesson_manifold.py``, ``lesson_boltzmann.py`` and ``lesson_contrastive.py``.
 """
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ class Record:
     error: str = ""
     seconds: float = 0.0
     overrides: list[str] = field(default_factory=list)  # the --quick overrides it ran with
+    # the same lesson at further seeds (lessons.py --seeds): {"1": {"held", "numbers", "error", "seconds"}}
+    others: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # ---- reading runs -------------------------------------------------------------------------

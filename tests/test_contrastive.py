@@ -131,6 +131,29 @@ def test_bad_disturbances_are_refused_with_the_key() -> None:
     Disturbances(colour=0.5).fit((3, 8, 8))  # colour images take it
 
 
+
+def test_each_views_file_takes_one_disturbance_away_and_keeps_the_others(make_cfg) -> None:
+    plain = make_cfg("model=simclr").model.views
+    removed = {"no_crop": ("crop_scale", None), "no_rotation": ("rotation", 0), "no_noise": ("noise_std", 0)}
+    for name, (key, value) in removed.items():
+        views = make_cfg("model=simclr", f"+model/views={name}").model.views
+        assert views[key] == value and {k: v for k, v in views.items() if k != key} == {
+            k: v for k, v in plain.items() if k != key}, name
+    assert make_cfg("model=simclr", "+model/views=all").model.views == plain
+    # the lesson's own rotation range gives way to the file that takes the rotation away (its _self_ comes first)
+    lesson = {v: make_cfg("experiment=lesson_disturbances", f"model/views={v}").model.views for v in removed}
+    assert make_cfg("experiment=lesson_disturbances").model.views.rotation == 180
+    assert lesson["no_rotation"].rotation == 0 and lesson["no_crop"].rotation == lesson["no_noise"].rotation == 180
+    assert lesson["no_crop"].crop_scale is None and lesson["no_noise"].noise_std == 0
+
+
+def test_the_contrastive_lesson_gives_its_three_models_one_code_size(make_cfg) -> None:
+    chosen = ("simclr", "ae", "pca")
+    models = {m: make_cfg("experiment=lesson_contrastive", f"lesson/contrastive={m}").model for m in chosen}
+    assert [models[m]._target_.rsplit(".", 1)[-1] for m in models] == ["SimCLR", "Autoencoder", "PCA"]
+    assert models["simclr"].rep_dim == models["ae"].latent_dim == models["pca"].latent_dim == 8
+    assert make_cfg("experiment=lesson_contrastive").model.rep_dim == 8  # simclr unless another is chosen
+
 # ---- captions -------------------------------------------------------------------------------------------
 def test_captions_mark_the_class_word_and_unknown_words_are_unk() -> None:
     per_class = class_word_lists([["zero", "0"], ["one", "1"]], (), 2, "k")

@@ -173,6 +173,26 @@ def test_shapes_subset_and_bad_names() -> None:
         ShapesDataModule(shapes=["triangle"])
 
 
+def test_shapes_fixed_factors_leave_a_manifold_of_the_others() -> None:
+    """Fixed factors are the same for every image (one image per position here), the data reports only the
+    factors that vary, and those equal the free draws of the unfixed dataset (fixing one keeps the others)."""
+    free = ready(ShapesDataModule(n_samples=200, shapes=["ellipse"])).splits["train"]
+    dm = ready(ShapesDataModule(n_samples=200, shapes=["ellipse"], fixed={"scale": 1.0, "rotation": 0.0}))
+    s = dm.splits["train"]
+    assert dm.info.factor_names == ("x", "y") and s.factors.shape == (len(s.x), 2)
+    assert free.factors.shape[1] == 4  # one shape: scale, rotation, x, y vary
+    assert torch.equal(s.factors, free.factors[:, 2:])
+    area, free_area = (split.x.flatten(1).count_nonzero(1).float() for split in (s, free))
+    assert area.max() - area.min() <= 0.25 * area.mean()  # the same sprite moved: pixel rounding only
+    assert free_area.max() - free_area.min() >= free_area.mean()  # scales 0.5..1: areas over a factor of 3
+    full = torch.tensor([[0.0, 1.0, 0.0, *xy] for xy in s.factors[:3].tolist()])
+    assert torch.equal(render_sprites(full, ("ellipse",), 32), s.x[:3])
+    with pytest.raises(UserError, match=r"data.fixed.shape .*scale, rotation, x, y"):
+        ShapesDataModule(fixed={"shape": 1})
+    with pytest.raises(UserError, match=r"data.fixed.x=0.01 is out of range"):
+        ShapesDataModule(fixed={"x": 0.01})
+
+
 def test_toy2d_line_points_lie_near_the_line() -> None:
     dm = ready(Toy2dDataModule(kind="line", n_samples=2000, noise=0.05))
     s = dm.splits["train"]

@@ -130,6 +130,17 @@ def test_ais_log_z_is_close_to_the_exact_value(visible: str) -> None:
     assert 0 <= se < 0.3
 
 
+def test_ais_standard_error_is_the_spread_of_independent_estimates() -> None:
+    # the reported standard error (the delta method on one estimate's importance weights) against the standard
+    # deviation of 100 independent estimates of log Z; the spread of a 100-sample std is about 7%
+    model = tiny_rbm(20, 10, scale=0.5).float()
+    torch.manual_seed(1)
+    estimates = torch.tensor([model.ais_log_z(runs=20, betas=50) for _ in range(100)], dtype=torch.float64)
+    spread, reported = float(estimates[:, 0].std()), float(estimates[:, 1].mean())
+    assert 0.75 < spread / reported < 1.33, (spread, reported)
+    assert abs(float(estimates[:, 0].mean()) - model.exact_log_z()) < 3 * spread / math.sqrt(100) + 0.02
+
+
 def test_capabilities_and_likelihood_bounds() -> None:
     model = tiny_rbm(8, 4, ais_runs=20, ais_betas=50, sample_steps=3).float()
     for cap in (CanSample, CanEncode, CanReconstruct, CanBoundLikelihood):
@@ -162,7 +173,7 @@ def test_pcd_run_reports_its_likelihood_and_draws_its_filters(make_cfg) -> None:
     # 12 hidden units: AIS against the exact log Z, on the same test images
     assert metrics["test/ais_nll"] == pytest.approx(metrics["test/exact_nll"], abs=0.5)
     assert (out / "images" / "filters.png").is_file() and (out / "images" / "samples.png").is_file()
-    assert (out / "images" / "gibbs_chains.png").is_file()
+    assert (out / "images" / "gibbs_chains.png").is_file() and (out / "images" / "gibbs_from_noise.png").is_file()
 
 
 def test_chains_from_data_start_at_the_data_and_follow_the_gibbs_sweeps() -> None:
@@ -175,6 +186,21 @@ def test_chains_from_data_start_at_the_data_and_follow_the_gibbs_sweeps() -> Non
     v, mean2 = model.gibbs(x.flatten(1), 2)
     _, mean5 = model.gibbs(v, 3)
     assert torch.equal(frames[1].flatten(1), mean2) and torch.equal(frames[2].flatten(1), mean5)
+
+
+def test_the_chains_from_noise_picture_has_a_row_per_chain_and_a_column_per_number_of_sweeps() -> None:
+    from genlab.capabilities import PictureRequest
+
+    model = tiny_rbm(8, 4, sample_steps=5).float()
+    request = PictureRequest("test", model.data_info, 3, 10, 0, lambda split, n: torch.zeros(n, 1, 1, 8))
+    spec = next(s for s in model.pictures(request) if s.file == "gibbs_from_noise.png")
+    torch.manual_seed(7)
+    (grid,) = spec.draw()
+    torch.manual_seed(7)  # the same draws by hand: the sampler's random starts, then the sweeps 0, 1, 2, 5
+    frames = model.chain_frames(model.random_visible(3).view(3, 1, 1, 8), [0, 1, 2, 5])  # (4, 3, 1, 1, 8)
+    assert grid.columns == 4 and list(grid.column_labels) == ["0", "1", "2", "5"] and len(grid.row_labels) == 3
+    assert torch.equal(grid.images.view(3, 4, 1, 1, 8), frames.transpose(0, 1))  # row i: chain i's frames
+    assert set(grid.images.view(3, 4, -1)[:, 0].unique().tolist()) <= {0.0, 1.0}  # column 0: coin flips
 
 
 # ---- the closed-form CD gradient (RBM.cd_gradients) against autograd of the surrogate ----------------------

@@ -3,7 +3,7 @@ read by ``genlab.data.base.TensorDataModule`` — and each dataset's schema adds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from omegaconf import MISSING
@@ -44,6 +44,7 @@ class ShapesDataConfig(DataConfig):
     image_size: int = opt(32, ge=16)
     n_samples: int = opt(20000, gt=0)
     shapes: list[str] = opt(["square", "ellipse", "heart"])
+    fixed: dict[str, float] = field(default_factory=dict)  # factor name -> the value every image gets
 
 
 @dataclass

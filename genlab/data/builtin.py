@@ -7,6 +7,7 @@ suite and quick experiments run anywhere, offline.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -123,14 +124,18 @@ class ShapesDataModule(TensorDataModule):
 
     Factors per image: shape index, scale in [0.5, 1], rotation in [0, 2π) radians (the
     square repeats every π/2 and the ellipse every π), and the centre x, y as canvas
-    fractions, kept far enough from the border that every sprite fits. 85/15 train/test.
+    fractions, kept far enough from the border that every sprite fits. ``fixed`` holds
+    some of scale, rotation, x, y at one value for every image (a manifold of the others:
+    ``{scale: 1, rotation: 0}`` with one shape leaves the 2-D manifold of positions); the
+    factors a dataset reports (``info.factor_names``, ``Split.factors``) are those that vary.
+    85/15 train/test.
     """
 
     factor_names = ("shape", "scale", "rotation", "x", "y")
 
     def __init__(
         self, image_size: int = 32, n_samples: int = 20000, shapes: list[str] | tuple[str, ...] = SHAPES,
-        **options: Any,
+        fixed: Mapping[str, float] | None = None, **options: Any,
     ) -> None:
         super().__init__(**options)
         self.shapes = tuple(shapes)
@@ -142,11 +147,35 @@ class ShapesDataModule(TensorDataModule):
             )
         self.image_size = image_size
         self.n_samples = n_samples
+        self.fixed = {str(k): float(v) for k, v in (fixed or {}).items()}
+        for name, value in self.fixed.items():
+            if name not in self.factor_names[1:]:
+                raise UserError(f"data.fixed.{name} is not a factor that can be fixed; choose from "
+                                f"{', '.join(self.factor_names[1:])} (one shape: data.shapes=[heart])")
+            lo, hi = self.factor_range(name)
+            if not lo <= value <= hi:
+                raise UserError(f"data.fixed.{name}={value:g} is out of range: it must lie in [{lo:g}, {hi:g}]")
+
+    def factor_range(self, name: str) -> tuple[float, float]:
+        """The interval a continuous factor is drawn from (positions keep the sprite on the canvas)."""
+        if name == "scale":
+            return SCALE_RANGE
+        if name == "rotation":
+            return 0.0, 2 * math.pi
+        margin = SPRITE_RADIUS * SCALE_RANGE[1] * MAX_LOCAL_RADIUS + 1.0 / self.image_size  # plus a pixel of slack
+        return margin, 1 - margin
+
+    @property
+    def varying(self) -> tuple[int, ...]:
+        """The columns of ``sample_factors`` that vary: the shape if there are several, and every factor not fixed."""
+        return tuple(k for k, name in enumerate(self.factor_names)
+                     if name not in self.fixed and (name != "shape" or len(self.shapes) > 1))
 
     @property
     def info(self) -> DataInfo:
         s = self.image_size
-        return DataInfo("shapes", (1, s, s), len(self.shapes), self.factor_names, class_names=self.shapes)
+        names = tuple(self.factor_names[k] for k in self.varying)
+        return DataInfo("shapes", (1, s, s), len(self.shapes), names, class_names=self.shapes)
 
     def sample_factors(self) -> Tensor:
         """Draw (n_samples, 5) factors from the seed; positions keep the sprite on the canvas."""
@@ -155,16 +184,19 @@ class ShapesDataModule(TensorDataModule):
         lo, hi = SCALE_RANGE
         scale = lo + (hi - lo) * torch.rand(n, generator=g)
         rot = 2 * math.pi * torch.rand(n, generator=g)
-        margin = SPRITE_RADIUS * hi * MAX_LOCAL_RADIUS + 1.0 / self.image_size  # plus a pixel of slack
-        xy = margin + (1 - 2 * margin) * torch.rand(n, 2, generator=g)
-        return torch.stack([k, scale, rot, xy[:, 0], xy[:, 1]], dim=1)
+        lo, hi = self.factor_range("x")
+        xy = lo + (hi - lo) * torch.rand(n, 2, generator=g)
+        factors = torch.stack([k, scale, rot, xy[:, 0], xy[:, 1]], dim=1)
+        for name, value in self.fixed.items():  # drawn all the same, so that fixing one leaves the others' draws
+            factors[:, self.factor_names.index(name)] = value
+        return factors
 
     def load(self) -> Splits:
         factors = self.sample_factors()
         x = render_sprites(factors, self.shapes, self.image_size)
         # Samples are i.i.d., so a contiguous cut is already a random split.
         n_train = int(round(0.85 * self.n_samples))
-        data = Split(x, factors[:, 0].long(), factors)
+        data = Split(x, factors[:, 0].long(), factors[:, list(self.varying)])
         idx = torch.arange(self.n_samples)
         return Splits(train=data.subset(idx[:n_train]), test=data.subset(idx[n_train:]))
 

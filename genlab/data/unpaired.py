@@ -9,7 +9,7 @@ A has its counterpart in B: the data are truly unpaired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,26 +186,27 @@ class MNISTColourDataModule(UnpairedDataModule):
 
 class ShapesColourDataModule(UnpairedDataModule):
     """Rendered sprites (square, ellipse, heart) in ``colour_a`` (A) and in ``colour_b`` (B) on black,
-    3 channels; each domain renders its own random factors. Labels: the shape; factors are kept."""
+    3 channels; each domain renders its own random factors. Labels: the shape; factors are kept (``fixed``: as
+    ShapesDataModule's, the factors held for every image)."""
 
     def __init__(self, image_size: int = 32, n_samples: int = 10000, shapes: Sequence[str] = SHAPES,
                  colour_a: Sequence[float] = (1.0, 0.25, 0.2), colour_b: Sequence[float] = (0.2, 0.8, 1.0),
-                 **kwargs: Any) -> None:
+                 fixed: Mapping[str, float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.sprites = ShapesDataModule(image_size=image_size, n_samples=n_samples, shapes=shapes,
+        self.sprites = ShapesDataModule(image_size=image_size, n_samples=n_samples, shapes=shapes, fixed=fixed,
                                         seed=self.options.seed)
         self.colour_a, self.colour_b = _colour("colour_a", colour_a), _colour("colour_b", colour_b)
 
     @property
     def info(self) -> DataInfo:
         s = self.sprites
-        return DataInfo("shapes_colour", (3, s.image_size, s.image_size), len(s.shapes), s.factor_names,
+        return DataInfo("shapes_colour", (3, s.image_size, s.image_size), len(s.shapes), s.info.factor_names,
                         class_names=s.shapes, domains=("colour_a", "colour_b"))
 
     def load_domains(self) -> tuple[Splits, Splits]:
         s = self.sprites
         factors = s.sample_factors()  # i.i.d. draws: halves of them are independent sprite sets
-        data = Split(render_sprites(factors, s.shapes, s.image_size), factors[:, 0].long(), factors)
+        data = Split(render_sprites(factors, s.shapes, s.image_size), factors[:, 0].long(), factors[:, list(s.varying)])
         domains = []
         for part, colour in zip(halves(data, self.options.seed), (self.colour_a, self.colour_b)):
             part.x = colourise(part.x, colour)

@@ -43,7 +43,7 @@ from genlab.models.base import GenerativeModel, OptimizerFactory
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_EXACT_HIDDEN = 20  # log Z by enumeration over 2^H hidden states up to this many hidden units
-CHAIN_SWEEPS = (0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000)  # the rows of gibbs_chains.png, below sample_steps
+CHAIN_SWEEPS = (0, 1, 2, 5, 10, 30, 100, 300, 1000, 3000, 10000)  # the chain pictures' sweeps, below sample_steps
 
 
 def bernoulli(p: Tensor) -> Tensor:
@@ -210,8 +210,9 @@ class RBM(GenerativeModel):
 
     def pictures(self, request: PictureRequest) -> list[PictureSpec]:
         """At the test's end, on images: Gibbs chains from ``request.columns`` test images (columns), a row per
-        number of sweeps up to ``sample_steps`` (``gibbs_chains.png``), and the first columns² hidden units'
-        weights as images (``filters.png``)."""
+        number of sweeps up to ``sample_steps`` (``gibbs_chains.png``); as many chains from the sampler's own
+        random starts (rows), a column per number of sweeps (``gibbs_from_noise.png``: how ``sample`` turns
+        noise into an image); and the first columns² hidden units' weights as images (``filters.png``)."""
         if request.moment != "test" or not request.info.is_image:
             return []
 
@@ -224,11 +225,21 @@ class RBM(GenerativeModel):
             title = "Gibbs chains from test images (columns): visible means after each number of sweeps (rows)"
             return [Grid(frames.flatten(0, 1).float().cpu(), cols, [f"{k} sweeps" for k in sweeps], title)]
 
+        def from_noise() -> list[Grid]:
+            starts = self.random_visible(cols).view(cols, *self.data_info.shape)  # sample's own starts
+            frames = self.chain_frames(starts, sweeps)  # (sweeps, chains, *shape)
+            title = ("Gibbs chains from noise (rows, the sampler's random starts): visible means after each "
+                     "number of sweeps (columns)")
+            return [Grid(frames.transpose(0, 1).flatten(0, 1).float().cpu(), len(sweeps),
+                         [f"chain {i + 1}" for i in range(cols)], title, [str(k) for k in sweeps],
+                         xlabel="Gibbs sweeps from the random start")]
+
         def filters() -> list[Grid]:
             title = "learned filters: each hidden unit's weights, scaled to [0, 1] one by one"
             return [Grid(self.filters(cols * cols).detach().float().cpu(), cols, (), title)]
 
         return [PictureSpec("test/gibbs_chains", "gibbs_chains.png", chains, bounded=True),
+                PictureSpec("test/gibbs_from_noise", "gibbs_from_noise.png", from_noise, bounded=True),
                 PictureSpec("test/filters", "filters.png", filters, bounded=True)]
 
     def likelihood_bounds(self, budget: Budget) -> list[LikelihoodBound]:
