@@ -141,18 +141,18 @@ def print_table(results: dict[str, Record]) -> None:
 
 
 def robustness(record: Record | None) -> str:
-    """How many of the seeds run held the claim, e.g. "3 of 3 (seeds 0, 1, 2)" or "2 of 3 (not at seed 1)"."""
+    """How many of the seeds run held the claim, e.g. "3 of 3 seeds (0, 1, 2)" or "2 of 3 seeds (not at 1)"."""
     if record is None:
         return "-"
     held = {record.seed: record.held, **{int(s): v["held"] for s, v in record.others.items()}}
     failed = sorted(s for s, h in held.items() if h is None)
     ran = {s: h for s, h in held.items() if h is not None}
-    text = f"{sum(ran.values())} of {len(ran)}"
+    text = f"{sum(ran.values())} of {len(ran)} seed{'s' if len(ran) > 1 else ''}"
     missed = sorted(s for s, h in ran.items() if not h)
     if missed:
-        text += f" (not at seed {', '.join(map(str, missed))})"
+        text += f" (not at {', '.join(map(str, missed))})"
     else:
-        text += f" (seed{'s' if len(ran) > 1 else ''} {', '.join(map(str, sorted(ran)))})"
+        text += f" ({', '.join(map(str, sorted(ran)))})"
     return text + (f"; failed to run at seed {', '.join(map(str, failed))}" if failed else "")
 
 
@@ -192,7 +192,7 @@ def gallery(results: dict[str, Record]) -> str:
         out.append(f"Measured {settings}, seed {r.seed}:")
         out.append("")
         out += [f"- {n}" for n in r.numbers] if r.numbers else [f"- failed to run: {r.error}"]
-        out += ["", f"Claim **{verdict(r)}** (held if {lesson.criterion}); held at {robustness(r)} of the seeds run.",
+        out += ["", f"Claim **{verdict(r)}** (held if {lesson.criterion}); held at {robustness(r)}.",
                 ""]
         if r.others:
             out += ["<details><summary>the other seeds' numbers</summary>", ""]
