@@ -12,6 +12,7 @@ one); for a 1-D code also Spearman's rank correlation |ρ| with h (1: the code o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,10 +38,10 @@ def knn_r2(train_codes: Tensor, train_h: Tensor, test_codes: Tensor, test_h: Ten
     return [float(r2_score(test_h[:, k].double().numpy(), predicted[:, k])) for k in range(test_h.shape[1])]
 
 
-def codes(run: Path) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor], int]:
+def codes(run: Path) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor], Any, Any]:
     """The run's autoencoder and PCA with as many components (fitted on the same training split): their codes
     of the training and test split ({"ae": {"train": (N, d), "test": ...}, "pca": ...}), the true h of both
-    splits, and the code size d."""
+    splits, and the autoencoder and its datamodule (``load``)."""
     from genlab.models.pca import fit_pca, pca_encode
 
     model, dm = load(run)
@@ -50,7 +51,7 @@ def codes(run: Path) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor], i
     with torch.no_grad():
         out = {"ae": {"train": model.encode(train.x), "test": model.encode(test.x)},
                "pca": {"train": pca_encode(fit, train.x), "test": pca_encode(fit, test.x)}}
-    return out, {"train": train.factors, "test": test.factors}, d
+    return out, {"train": train.factors, "test": test.factors}, model, dm
 
 
 def scatter_against(ax: Axes, h: Tensor, code: Tensor, title: str, xlabel: str, ylabel: str) -> None:
@@ -64,7 +65,8 @@ def scatter_against(ax: Axes, h: Tensor, code: Tensor, title: str, xlabel: str, 
 def judge_manifold(runs: dict[str, Path]) -> Outcome:
     run = runs["ae"]
     m = metrics_of(run)
-    z, h, d = codes(run)
+    z, h, model, dm = codes(run)
+    d = model.latent_dim
     t = h["test"][:, 0]
     rho = {k: abs(float(spearmanr(v["test"][:, 0].numpy(), t.numpy()).statistic)) for k, v in z.items()}
     r2 = {k: knn_r2(v["train"], h["train"], v["test"], h["test"])[0] for k, v in z.items()}
@@ -74,7 +76,6 @@ def judge_manifold(runs: dict[str, Path]) -> Outcome:
                    f"{m['test/pca_sq_err_per_image']:.3f})")
     held = r2["ae"] >= 0.9 and r2["ae"] - r2["pca"] >= 0.2
 
-    model, dm = load(run)
     x = dm.tensors("test").x
     with torch.no_grad():  # the decoder's curve: codes over the range the test points use
         lo, hi = z["ae"]["test"].min(), z["ae"]["test"].max()
@@ -102,7 +103,8 @@ def judge_manifold(runs: dict[str, Path]) -> Outcome:
 def judge_image_manifold(runs: dict[str, Path]) -> Outcome:
     run = runs["ae"]
     m = metrics_of(run)
-    z, h, d = codes(run)
+    z, h, model, _ = codes(run)
+    d = model.latent_dim
     r2 = {k: knn_r2(v["train"], h["train"], v["test"], h["test"]) for k, v in z.items()}
     numbers = [f"{name}: sprite position read back from the {d}-number code (k-NN R²): x {r2[key][0]:.3f}, "
                f"y {r2[key][1]:.3f}" for key, name in (("ae", "autoencoder"), ("pca", f"PCA-{d}"))]
@@ -110,14 +112,14 @@ def judge_image_manifold(runs: dict[str, Path]) -> Outcome:
                    f"{m['test/pca_sq_err_per_image']:.2f})")
     held = min(r2["ae"]) >= 0.9 and all(a - p >= 0.2 for a, p in zip(r2["ae"], r2["pca"]))
     xy = h["test"]
+    # colour: the sprite's position as red (x) and blue (y), so that a code plane that keeps the canvas's
+    # order shows a smooth colour field
+    colours = np.stack([xy[:, 0].numpy(), 0.5 * np.ones(len(xy)), xy[:, 1].numpy()], axis=1)
+    colours = (colours - colours.min(0)) / np.ptp(colours, 0).clip(1e-9)
 
     def code_plane(key: str, title: str):  # noqa: ANN202 - a panel's drawing function
         def draw(ax: Axes) -> None:
             c = z[key]["test"]
-            # colour: the sprite's position as hue (x) and brightness (y), so that a code plane that keeps
-            # the canvas's order shows a smooth colour field
-            colours = np.stack([xy[:, 0].numpy(), 0.5 * np.ones(len(xy)), xy[:, 1].numpy()], axis=1)
-            colours = (colours - colours.min(0)) / np.ptp(colours, 0).clip(1e-9)
             ax.scatter(c[:, 0].numpy(), c[:, 1].numpy(), s=3, c=colours)
             ax.set_xlabel("code 1")
             ax.set_ylabel("code 2")
@@ -125,8 +127,6 @@ def judge_image_manifold(runs: dict[str, Path]) -> Outcome:
         return draw
 
     def canvas(ax: Axes) -> None:
-        colours = np.stack([xy[:, 0].numpy(), 0.5 * np.ones(len(xy)), xy[:, 1].numpy()], axis=1)
-        colours = (colours - colours.min(0)) / np.ptp(colours, 0).clip(1e-9)
         ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), s=3, c=colours)
         ax.invert_yaxis()
         ax.set_xlabel("sprite centre x (nature's h₁)")
